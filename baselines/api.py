@@ -1,0 +1,124 @@
+"""The interface a pretraining method implements, and the registry that names methods.
+
+A method turns unlabeled, patient-grouped images into an encoder. The harness then fine-tunes or
+linearly probes that encoder on labelled fractions and scores it (see `benchmark/`).
+
+Data contract (`groups`): a `tf.data.Dataset` whose elements are dicts
+  {"group_id": tf.string scalar, "images": tf.uint8 [n, H, W, 3]} with n >= 1,
+one element per patient case (CheXpert patient, HAM10000 lesion). Grayscale sources are tiled to 3
+channels by the harness. H and W may exceed `PretrainConfig.image_size`; methods crop and resize.
+
+Encoder contract: a `keras.Model` mapping float32 images [B, S, S, 3] in [0, 1] to features [B, D].
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import importlib
+from typing import Callable, ClassVar
+
+import keras
+import tensorflow as tf
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneConfig:
+    """Which encoder to build: SimCLR ResNet v1 (`resnet_v1`) or BiT ResNetV2 (`bit`)."""
+
+    family: str = "resnet_v1"
+    depth: int = 18
+    width: int = 1
+    small_stem: bool = True
+    global_bn: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """Self-supervised pretraining settings shared by the contrastive methods."""
+
+    image_size: int = 32
+    batch_size: int = 32
+    steps: int = 100
+    warmup_fraction: float = 0.1
+    base_learning_rate: float = 0.3
+    weight_decay: float = 1e-6
+    temperature: float = 0.1
+    projection_layers: int = 2
+    projection_dim: int = 128
+    augmentation: str = "simclr"  # "simclr" or "cxr"
+    optimizer: str = "lars"  # "lars" or "adam"
+    checkpoint_every: int = 25
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetunePolicy:
+    """A supervised fine-tuning schedule: linear warm-up to `learning_rate`, x0.1 at each boundary."""
+
+    steps: int
+    learning_rate: float
+    batch_size: int
+    warmup_steps: int
+    decay_boundaries: tuple[int, ...] = ()
+    mixup_alpha: float = 0.0
+
+
+class Method(abc.ABC):
+    """A pretraining method: unlabeled patient groups in, encoder out."""
+
+    name: ClassVar[str]
+
+    def finetune_policy(self, num_examples: int) -> FinetunePolicy | None:
+        """The fine-tuning schedule this method asks for on `num_examples` labelled images; None
+        leaves it to the harness preset. The harness may scale steps down for CPU presets."""
+        return None
+
+    @abc.abstractmethod
+    def pretrain(
+        self,
+        groups: tf.data.Dataset,
+        *,
+        backbone: BackboneConfig,
+        config: PretrainConfig,
+        strategy: tf.distribute.Strategy,
+        checkpoint_dir: str,
+        init_checkpoint: str | None = None,
+    ) -> keras.Model:
+        """Pretrains and returns the encoder; resumes from `checkpoint_dir` if it holds a checkpoint,
+        starts from `init_checkpoint` (an earlier stage's checkpoint directory) otherwise, and writes
+        the final checkpoint to `checkpoint_dir` for the next stage."""
+
+
+_REGISTRY: dict[str, Callable[[], Method]] = {}
+
+
+def register(name: str):
+    """Class decorator adding a method under `name`."""
+
+    def wrap(cls):
+        if name in _REGISTRY:
+            raise ValueError(f"method {name!r} is already registered")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def get_method(spec: str) -> Method:
+    """Returns a method by registered name or by import path `package.module:ClassName`."""
+    if ":" in spec:
+        module_name, _, attr = spec.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"--method={spec}: cannot import {attr!r} from {module_name!r} ({e})") from e
+        if not (isinstance(cls, type) and issubclass(cls, Method)):
+            raise ValueError(f"--method={spec}: {attr!r} is not a subclass of baselines.api.Method")
+        return cls()
+    import baselines  # noqa: F401  (registers the reference methods)
+
+    if spec not in _REGISTRY:
+        raise ValueError(f"--method={spec}: unknown method; expected one of {sorted(_REGISTRY)} "
+                         "or an import path package.module:ClassName")
+    return _REGISTRY[spec]()

@@ -1,0 +1,29 @@
+"""Installable benchmark suite for self-supervised medical image classification."""
+import setuptools
+
+setuptools.setup(
+    name="medssl-bench",
+    version="0.1.0",
+    description=(
+        "Benchmark for self-supervised pretraining (SimCLR, MICLe) on chest X-ray and "
+        "dermatology classification with scarce labels and shifted test sets."
+    ),
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(include=["benchmark*", "baselines*", "tfds_builders*"]),
+    include_package_data=True,
+    package_data={"tfds_builders": ["*/README.md", "*/CITATIONS.bib", "*/dummy_data/**/*"]},
+    install_requires=[
+        "tensorflow==2.21.*",
+        "keras>=3.15,<4",
+        "tensorflow-datasets>=4.9.10",
+        "absl-py",
+        "numpy",
+        "pandas",
+        "pillow",
+        "matplotlib",
+        "tqdm",
+    ],
+    extras_require={
+        "test": ["pytest", "scikit-learn", "dill", "importlib_resources"],
+    },
+)

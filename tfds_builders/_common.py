@@ -1,0 +1,149 @@
+"""Shared helpers for the manual-download builders: manual-dir checks, CSV rows with line numbers, images.
+
+Public API (kept small and stable; used by the CXR and dermatology builders):
+  require_manual_dir(manual_dir, *, dataset, expected, obtain) -> pathlib.Path
+  read_csv(path, *, headers) -> CsvTable
+  row_error(path, line, message) -> ValueError
+  index_files(root, *, suffixes) -> dict[str, pathlib.Path]
+  load_image(path, *, mode, size, where) -> bytes
+  resize_shorter_center_crop(image, size) -> PIL.Image.Image
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+import pathlib
+from typing import Sequence
+
+from PIL import Image
+
+Image.MAX_IMAGE_PIXELS = None  # source X-rays reach ~3000x3000 px; they are trusted archives
+
+
+def require_manual_dir(manual_dir, *, dataset: str, expected: str, obtain: str) -> pathlib.Path:
+    """Returns `manual_dir` as a Path, or raises FileNotFoundError describing the expected layout."""
+    if manual_dir is None or not pathlib.Path(manual_dir).is_dir():
+        raise FileNotFoundError(
+            f"{dataset}: manual_dir {manual_dir!s} does not exist; expected it to contain {expected}. "
+            f"Obtain the data from {obtain} and pass its folder as manual_dir."
+        )
+    return pathlib.Path(manual_dir)
+
+
+def row_error(path, line: int, message: str) -> ValueError:
+    """A ValueError whose message names the CSV file and its 1-based line number."""
+    return ValueError(f"{path}, line {line}: {message}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CsvTable:
+    """A parsed CSV: which accepted header matched, and the data rows with their line numbers."""
+
+    path: pathlib.Path
+    header: tuple[str, ...]
+    header_index: int  # index into the `headers` argument of read_csv
+    rows: tuple[tuple[int, tuple[str, ...]], ...]  # (line number of the row's end, fields)
+
+    def records(self):
+        """Yields (line, {column: value}) for every row (later duplicate column names win)."""
+        for line, fields in self.rows:
+            yield line, dict(zip(self.header, fields))
+
+
+def read_csv(path, *, headers: Sequence[Sequence[str]]) -> CsvTable:
+    """Reads a CSV whose header must equal one of `headers`; every row must have as many fields.
+
+    Handles a UTF-8 byte-order mark and CRLF line ends. Blank lines are skipped.
+    Raises FileNotFoundError if the file is missing and ValueError (file + line) on a bad header or row.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise row_error(path, 1, "empty file, expected a header line")
+        header = tuple(h.strip() for h in header)
+        accepted = [tuple(h) for h in headers]
+        if header not in accepted:
+            shown = " or ".join(repr(",".join(h)) for h in accepted)
+            raise row_error(path, 1, f"unexpected header {','.join(header)!r}; expected {shown}")
+        rows = []
+        for fields in reader:
+            if not fields or fields == [""]:
+                continue
+            if len(fields) != len(header):
+                raise row_error(
+                    path, reader.line_num, f"expected {len(header)} fields, found {len(fields)}"
+                )
+            rows.append((reader.line_num, tuple(fields)))
+    return CsvTable(path=path, header=header, header_index=accepted.index(header), rows=tuple(rows))
+
+
+def index_files(root, *, suffixes: Sequence[str]) -> dict[str, pathlib.Path]:
+    """Maps file name -> path for every file under `root` (recursively) ending in one of `suffixes`.
+
+    Raises ValueError if one file name occurs in two folders.
+    """
+    suffixes = tuple(s.lower() for s in suffixes)
+    found: dict[str, pathlib.Path] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if not name.lower().endswith(suffixes) or name.startswith("._"):
+                continue
+            path = pathlib.Path(dirpath) / name
+            if name in found:
+                raise ValueError(f"image {name} found twice: {found[name]} and {path}; keep one copy")
+            found[name] = path
+    return found
+
+
+def resize_shorter_center_crop(image: Image.Image, size: int) -> Image.Image:
+    """Resizes so the shorter side is `size` (antialiased bilinear), then centre-crops size x size."""
+    w, h = image.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    image = image.resize((nw, nh), Image.Resampling.BILINEAR)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def load_image(path, *, mode: str, size: int | None, where: str) -> bytes:
+    """Decodes an image file, converts it to PIL `mode` ("L" or "RGB") and returns encoded bytes.
+
+    size=None keeps the source resolution and returns the file's own bytes when its mode already matches
+    (otherwise it is re-encoded losslessly as PNG); an int resizes the shorter side and centre-crops
+    (PNG for "L", JPEG quality 95 for "RGB"). `where` (e.g. "train.csv, line 12") prefixes error messages.
+    Raises FileNotFoundError for a missing file and ValueError for an unreadable one.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: image {path} not found")
+    try:
+        data = path.read_bytes()
+        image = Image.open(io.BytesIO(data))
+        if size is not None and image.format == "JPEG":
+            image.draft(mode, (size, size))
+        image.load()
+    except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for corrupt/truncated files
+        raise ValueError(f"{where}: image {path} is unreadable ({e})") from None
+    if image.format not in ("JPEG", "PNG"):
+        raise ValueError(f"{where}: image {path} is {image.format}, expected JPEG or PNG")
+    if size is None and image.mode == mode:
+        return data
+    if image.mode != mode:
+        if image.mode in ("I;16", "I;16B", "I") and mode == "L":  # 16-bit grayscale PNG
+            image = image.point(lambda v: v / 256).convert("L")
+        else:
+            image = image.convert(mode)
+    fmt = "PNG"
+    if size is not None:
+        image = resize_shorter_center_crop(image, size)
+        fmt = "PNG" if mode == "L" else "JPEG"
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    return buf.getvalue()
