@@ -7,16 +7,19 @@ Public API (kept small and stable; used by the CXR and dermatology builders):
   index_files(root, *, suffixes) -> dict[str, pathlib.Path]
   load_image(path, *, mode, size, where) -> bytes
   resize_shorter_center_crop(image, size) -> PIL.Image.Image
+  imap_ordered(fn, items, *, workers=8, chunk=256) -> Iterator  (threaded map, input order kept)
 """
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import dataclasses
 import io
 import os
 import pathlib
-from typing import Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
+import numpy as np
 from PIL import Image
 
 Image.MAX_IMAGE_PIXELS = None  # source X-rays reach ~3000x3000 px; they are trusted archives
@@ -137,7 +140,7 @@ def load_image(path, *, mode: str, size: int | None, where: str) -> bytes:
         return data
     if image.mode != mode:
         if image.mode in ("I;16", "I;16B", "I") and mode == "L":  # 16-bit grayscale PNG
-            image = image.point(lambda v: v / 256).convert("L")
+            image = Image.fromarray((np.asarray(image, dtype=np.uint32) >> 8).astype(np.uint8))
         else:
             image = image.convert(mode)
     fmt = "PNG"
@@ -147,3 +150,18 @@ def load_image(path, *, mode: str, size: int | None, where: str) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
     return buf.getvalue()
+
+
+def imap_ordered(fn: Callable, items: Iterable, *, workers: int = 8, chunk: int = 256) -> Iterator:
+    """Yields fn(item) for every item in input order, computing up to `chunk` items ahead on threads.
+
+    Exceptions raised by `fn` propagate to the caller unchanged (image decoding releases the GIL).
+    """
+    items = iter(items)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        while True:
+            batch = [pool.submit(fn, item) for item, _ in zip(items, range(chunk))]
+            if not batch:
+                return
+            for future in batch:
+                yield future.result()

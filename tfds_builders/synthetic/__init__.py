@@ -1,1 +1,44 @@
-"""Synthetic generators writing the real on-disk formats of the suite's datasets."""
+"""Synthetic generators writing the real on-disk formats of the suite's datasets.
+
+Each writer takes a root folder, a size and a seed and lays the files out exactly as the real
+download does, so the real builders read them unchanged. `generate` addresses them by builder name
+and caches: a finished folder holds a `.synthetic.json` stamp of its arguments and is reused.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+
+from tfds_builders.synthetic import cxr, derm
+
+# builder name -> (writer, name of its size argument)
+WRITERS = {
+    "cxr_chexpert": (cxr.write_chexpert, "num_patients"),
+    "cxr_nih14": (cxr.write_nih14, "num_patients"),
+    "derm_ham10000": (derm.write_ham10000, "num_lesions"),
+    "derm_pad_ufes20": (derm.write_pad_ufes20, "num_patients"),
+}
+_STAMP = ".synthetic.json"
+
+
+def generate(name: str, root: str | pathlib.Path, *, size: int, seed: int = 0,
+             image_size: int = 128) -> pathlib.Path:
+    """Writes (once) the synthetic set for builder `name` under `root/name` and returns that manual_dir."""
+    if name not in WRITERS:
+        raise ValueError(f"no synthetic generator for {name!r}; expected one of {sorted(WRITERS)}")
+    writer, size_arg = WRITERS[name]
+    target = pathlib.Path(root) / name
+    stamp = {"name": name, size_arg: size, "seed": seed, "image_size": image_size}
+    stamp_file = target / _STAMP
+    if stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp:
+        return target
+    if target.exists():
+        shutil.rmtree(target)
+    partial = target.with_name(target.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    writer(partial, **{size_arg: size}, seed=seed, image_size=image_size)
+    (partial / _STAMP).write_text(json.dumps(stamp, sort_keys=True))
+    partial.rename(target)
+    return target

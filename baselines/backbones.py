@@ -1,0 +1,28 @@
+"""Builds the encoder named by a BackboneConfig."""
+from __future__ import annotations
+
+import keras
+
+from baselines import bit, resnet
+from baselines.api import BackboneConfig
+
+FAMILIES = ("resnet_v1", "bit")
+
+
+def build_encoder(config: BackboneConfig, input_shape: tuple = (None, None, 3)) -> keras.Model:
+    """Encoder mapping float images [B, S, S, 3] in [0, 1] to features [B, D] for `config`."""
+    if config.family == "resnet_v1":
+        return resnet.resnet_v1(config.depth, config.width, small_stem=config.small_stem,
+                                global_bn=config.global_bn, input_shape=input_shape)
+    if config.family == "bit":
+        return bit.bit_resnet_v2(config.depth, config.width, input_shape=input_shape)
+    raise ValueError(f"BackboneConfig.family={config.family!r}: expected one of {list(FAMILIES)}")
+
+
+def encoder_feature_dim(config: BackboneConfig) -> int:
+    """Feature size D of `build_encoder(config)` without building it."""
+    if config.family == "resnet_v1":
+        return resnet.feature_dim(config.depth, config.width)
+    if config.family == "bit":
+        return bit.feature_dim(config.depth, config.width)
+    raise ValueError(f"BackboneConfig.family={config.family!r}: expected one of {list(FAMILIES)}")

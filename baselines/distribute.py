@@ -1,0 +1,61 @@
+"""Builds the tf.distribute strategy named on the command line (`--strategy`)."""
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
+
+
+def get_strategy(name: str, *, tpu_address: str | None = None, num_gpus: int | None = None
+                 ) -> tf.distribute.Strategy:
+    """Returns the strategy `name`:
+
+    - "default": the no-op default strategy (one replica, current device).
+    - "one_device": one replica on the first GPU, else on the CPU.
+    - "mirrored": one replica per GPU (the first `num_gpus` if given); without GPUs, one per logical CPU.
+    - "multi_worker": MultiWorkerMirroredStrategy over the cluster in the TF_CONFIG environment variable;
+      create it at program start, before any other TensorFlow op.
+    - "tpu": TPUStrategy on the TPU at `tpu_address` (a grpc:// address, a TPU name, or "local" on a TPU VM).
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"--strategy={name!r}: unknown strategy; expected one of {list(STRATEGIES)}")
+    if num_gpus is not None and name != "mirrored":
+        raise ValueError(f"--strategy={name}: num_gpus only applies to --strategy=mirrored")
+    if tpu_address is not None and name != "tpu":
+        raise ValueError(f"--strategy={name}: a TPU address only applies to --strategy=tpu")
+    gpus = tf.config.list_logical_devices("GPU")
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if name == "mirrored":
+        if num_gpus is not None:
+            if not 0 < num_gpus <= len(gpus):
+                raise ValueError(f"--strategy=mirrored: num_gpus={num_gpus} but {len(gpus)} GPU(s) are visible")
+            gpus = gpus[:num_gpus]
+        devices = gpus or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    if name == "multi_worker":
+        raw = os.environ.get("TF_CONFIG")
+        if not raw:
+            raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable "
+                             '(e.g. {"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}})')
+        try:
+            tf_config = json.loads(raw)
+            tf_config["cluster"]["worker"]
+            tf_config["task"]["index"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"--strategy=multi_worker: TF_CONFIG is not valid JSON with cluster.worker and "
+                             f"task.index ({e!r})") from e
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    # name == "tpu"
+    if not tpu_address:
+        raise ValueError("--strategy=tpu needs a TPU address (grpc://host:8470, a TPU name, or 'local')")
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)

@@ -1,0 +1,155 @@
+"""Supervised stage of the protocol: full fine-tuning or linear evaluation of a pretrained encoder,
+then per-example predictions on a test set."""
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+from tqdm.auto import tqdm
+
+from baselines import augment, schedules
+from baselines.api import FinetunePolicy
+
+EVAL_MODES = ("finetune", "linear")
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    """One supervised run: mode, input size, schedule and seed."""
+
+    mode: str  # "finetune" (all weights) or "linear" (frozen encoder, trained head)
+    kind: str  # "multilabel" or "multiclass"
+    num_classes: int
+    image_size: int
+    policy: FinetunePolicy
+    weight_decay: float = 0.0
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.mode not in EVAL_MODES:
+            raise ValueError(f"--eval_modes: unknown mode {self.mode!r}; expected one of {EVAL_MODES}")
+
+
+class MaskedBinaryCrossentropy(keras.losses.Loss):
+    """Sigmoid cross-entropy averaged over the labels that are not nan (ignored)."""
+
+    def __init__(self, name="masked_binary_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        valid = ops.logical_not(ops.isnan(y_true))
+        labels = ops.where(valid, y_true, 0.0)
+        per_label = ops.maximum(y_pred, 0.0) - y_pred * labels + ops.log1p(ops.exp(-ops.abs(y_pred)))
+        valid = ops.cast(valid, per_label.dtype)
+        return ops.sum(per_label * valid, axis=-1) / ops.maximum(ops.sum(valid, axis=-1), 1.0)
+
+
+class Classifier(keras.Model):
+    """Encoder + zero-initialised linear head producing logits; the encoder is frozen (and kept in
+    inference mode) for linear evaluation."""
+
+    def __init__(self, encoder: keras.Model, num_classes: int, linear: bool, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.linear = linear
+        self.head = keras.layers.Dense(num_classes, kernel_initializer="zeros", name="head")
+        if linear:
+            self.encoder.trainable = False
+
+    def call(self, images, training=False):
+        features = self.encoder(images, training=training and not self.linear)
+        return self.head(features)
+
+
+def _train_view(image_size: int):
+    def view(ex):
+        image = augment.random_resized_crop(ex["image"], image_size, area_range=(0.25, 1.0))
+        return augment.random_flip(image), ex["label"]
+
+    return view
+
+
+def _mixup(alpha: float):
+    """MixUp of a batch with its reverse, lambda ~ Beta(alpha, alpha)."""
+
+    def mix(images, labels):
+        gamma = tf.random.gamma([2], alpha)
+        lam = gamma[0] / (gamma[0] + gamma[1])
+        return (lam * images + (1 - lam) * tf.reverse(images, [0]),
+                lam * labels + (1 - lam) * tf.reverse(labels, [0]))
+
+    return mix
+
+
+def train_input(ds: tf.data.Dataset, config: FinetuneConfig) -> tf.data.Dataset:
+    """Shuffled, repeated, augmented batches of (image, label) for supervised training."""
+    ds = ds.repeat().shuffle(2048, seed=config.seed)
+    ds = ds.map(_train_view(config.image_size), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(config.policy.batch_size, drop_remainder=True)
+    if config.policy.mixup_alpha > 0:
+        ds = ds.map(_mixup(config.policy.mixup_alpha), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+class _Progress(keras.callbacks.Callback):
+    def __init__(self, total: int, desc: str):
+        super().__init__()
+        self.bar = tqdm(total=total, desc=desc, leave=False)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.bar.update(1)
+        if logs and "loss" in logs:
+            self.bar.set_postfix(loss=f"{float(logs['loss']):.3f}")
+
+    def on_train_end(self, logs=None):
+        self.bar.close()
+
+
+def finetune(encoder: keras.Model, train: tf.data.Dataset, config: FinetuneConfig,
+             strategy: tf.distribute.Strategy) -> Classifier:
+    """Trains a classifier on `train` ({"image", "label", ...} examples) and returns it."""
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        model = Classifier(encoder, config.num_classes, linear=config.mode == "linear")
+        loss = (MaskedBinaryCrossentropy() if config.kind == "multilabel"
+                else keras.losses.CategoricalCrossentropy(from_logits=True))
+        optimizer = keras.optimizers.SGD(
+            learning_rate=schedules.piecewise_warmup(config.policy), momentum=0.9,
+            weight_decay=config.weight_decay or None)
+        model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
+    callbacks = [_Progress(config.policy.steps, f"{config.mode}")] if config.progress else []
+    model.fit(train_input(train, config), steps_per_epoch=config.policy.steps, epochs=1, verbose=0,
+              callbacks=callbacks)
+    return model
+
+
+def predict(model: Classifier, ds: tf.data.Dataset, *, kind: str, image_size: int,
+            batch_size: int = 128) -> dict[str, np.ndarray]:
+    """Per-example example_id, group_id, label and score (sigmoid or softmax probabilities)."""
+    activation = tf.nn.sigmoid if kind == "multilabel" else tf.nn.softmax
+
+    def view(ex):
+        return {**ex, "image": augment.eval_view(ex["image"], image_size)}
+
+    @tf.function
+    def score(images):
+        return activation(model(images, training=False))
+
+    out = {"example_id": [], "group_id": [], "label": [], "score": []}
+    batches = ds.map(view, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
+    for batch in batches:
+        out["score"].append(score(batch["image"]).numpy())
+        out["label"].append(batch["label"].numpy())
+        out["example_id"] += [x.decode() for x in batch["example_id"].numpy()]
+        out["group_id"] += [x.decode() for x in batch["group_id"].numpy()]
+    order = np.argsort(out["example_id"], kind="stable")
+    return {
+        "example_id": np.array(out["example_id"])[order],
+        "group_id": np.array(out["group_id"])[order],
+        "label": np.concatenate(out["label"])[order],
+        "score": np.concatenate(out["score"])[order],
+    }

@@ -1,0 +1,241 @@
+"""Classification metrics and patient-level bootstrap confidence intervals.
+
+Metric names follow the harness contract: multi-label tasks report "mean_auc" and "auc/<class>";
+multi-class tasks report "top1", "macro_auc" and "auc/<class>". An AUC is nan when its class has no
+positives or no negatives among the scored examples; means are taken over the classes whose AUC is
+defined (nan when there is none).
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+MetricFn = Callable[[np.ndarray, np.ndarray], Mapping[str, float]]
+
+# Upper bound on resamples x examples materialised at once by `bootstrap_ci`.
+_BOOTSTRAP_CHUNK_ELEMENTS = 4_000_000
+
+
+def roc_auc(labels, scores) -> float:
+    """Area under the ROC curve of binary `labels` (0/1) ranked by `scores`; tied scores count one
+    half (the Mann-Whitney statistic, equal to scikit-learn's roc_auc_score). nan when only one
+    class is present."""
+    y = np.asarray(labels, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.ndim != 1 or s.shape != y.shape:
+        raise ValueError(f"roc_auc: expected 1-D labels and scores of equal length, got shapes "
+                         f"{y.shape} and {s.shape}")
+    if not np.all((y == 0) | (y == 1)):
+        raise ValueError("roc_auc: labels must be 0 or 1")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("roc_auc: scores must be finite")
+    return float(_weighted_auc(y.astype(bool), s, np.ones((1, y.size)))[0])
+
+
+def _weighted_auc(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUC for each row of `weights` [B, N] (non-negative example multiplicities); nan where a row
+    has no positive or no negative weight."""
+    order = np.argsort(scores, kind="stable")
+    sorted_scores = scores[order]
+    block_starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    w = weights[:, order]
+    pos_mask = positive[order]
+    pos = np.add.reduceat(np.where(pos_mask, w, 0.0), block_starts, axis=1)
+    neg = np.add.reduceat(np.where(pos_mask, 0.0, w), block_starts, axis=1)
+    neg_below = np.cumsum(neg, axis=1) - neg
+    n_pos = pos.sum(axis=1)
+    n_neg = neg.sum(axis=1)
+    wins = np.sum(pos * (neg_below + 0.5 * neg), axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = wins / (n_pos * n_neg)
+    return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
+
+
+def _check_names(class_names: Sequence[str], k: int, fn: str) -> list[str]:
+    names = [str(n) for n in class_names]
+    if len(names) != k:
+        raise ValueError(f"{fn}: {k} score columns but {len(names)} class_names")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{fn}: class_names must be unique, got {names}")
+    return names
+
+
+def _multilabel_arrays(labels, scores, class_names) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    y = np.asarray(labels, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.ndim != 2 or s.shape != y.shape:
+        raise ValueError(f"multilabel_metrics: expected labels and scores of shape [N, K], got "
+                         f"{y.shape} and {s.shape}")
+    names = _check_names(class_names, y.shape[1], "multilabel_metrics")
+    known = ~np.isnan(y)
+    if not np.all((y[known] == 0) | (y[known] == 1)):
+        raise ValueError("multilabel_metrics: labels must be 0, 1 or nan (ignored)")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("multilabel_metrics: scores must be finite")
+    return y, s, names
+
+
+def _multilabel_from_weights(y, s, names, weights) -> dict[str, np.ndarray]:
+    aucs = {}
+    for k, name in enumerate(names):
+        known = ~np.isnan(y[:, k])
+        aucs[f"auc/{name}"] = _weighted_auc(y[known, k] == 1, s[known, k], weights[:, known])
+    return {"mean_auc": _nanmean_rows(aucs), **aucs}
+
+
+def multilabel_metrics(labels, scores, class_names: Sequence[str]) -> dict[str, float]:
+    """Per-class AUC and their mean for multi-label `labels` [N, K] (0/1, nan = ignored for that
+    class) and `scores` [N, K]."""
+    y, s, names = _multilabel_arrays(labels, scores, class_names)
+    return _scalars(_multilabel_from_weights(y, s, names, np.ones((1, y.shape[0]))))
+
+
+def _multiclass_arrays(labels, probs, class_names) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    y = np.asarray(labels)
+    p = np.asarray(probs, dtype=np.float64)
+    if y.ndim != 1 or p.ndim != 2 or p.shape[0] != y.shape[0]:
+        raise ValueError(f"multiclass_metrics: expected labels [N] and probs [N, K], got "
+                         f"{y.shape} and {p.shape}")
+    names = _check_names(class_names, p.shape[1], "multiclass_metrics")
+    if y.size and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= p.shape[1]):
+        raise ValueError(f"multiclass_metrics: labels must be integers in [0, {p.shape[1]})")
+    if not np.all(np.isfinite(p)):
+        raise ValueError("multiclass_metrics: probs must be finite")
+    return y.astype(np.int64), p, names
+
+
+def _multiclass_from_weights(y, p, names, weights) -> dict[str, np.ndarray]:
+    correct = (np.argmax(p, axis=1) == y).astype(np.float64)
+    total = weights.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        top1 = np.where(total > 0, weights @ correct / total, np.nan)
+    aucs = {f"auc/{name}": _weighted_auc(y == k, p[:, k], weights) for k, name in enumerate(names)}
+    return {"top1": top1, "macro_auc": _nanmean_rows(aucs), **aucs}
+
+
+def multiclass_metrics(labels, probs, class_names: Sequence[str]) -> dict[str, float]:
+    """Top-1 accuracy, one-vs-rest AUC per class and their mean over the classes present, for
+    integer `labels` [N] and class scores `probs` [N, K]."""
+    y, p, names = _multiclass_arrays(labels, probs, class_names)
+    return _scalars(_multiclass_from_weights(y, p, names, np.ones((1, y.shape[0]))))
+
+
+def _nanmean_rows(columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    stacked = np.stack(list(columns.values()), axis=1)
+    defined = ~np.isnan(stacked)
+    count = defined.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, np.where(defined, stacked, 0.0).sum(axis=1) / count, np.nan)
+
+
+def _scalars(batched: Mapping[str, np.ndarray]) -> dict[str, float]:
+    return {name: float(values[0]) for name, values in batched.items()}
+
+
+def bootstrap_ci(metric_fn: MetricFn, labels, scores, group_ids, *, num_samples: int = 1000,
+                 seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile confidence intervals for every metric `metric_fn(labels, scores)` returns,
+    resampling groups (patients) with replacement so that all examples of a drawn group enter
+    together. Resamples where a metric is undefined (nan) are skipped for that metric; a metric
+    undefined in every resample gets (nan, nan).
+
+    A `metric_fn` with a `weighted(labels, scores, weights [B, N]) -> {name: [B]}` method (see
+    `multilabel_metric_fn`, `multiclass_metric_fn`) is evaluated on all resamples at once; any other
+    is called once per resample on the resampled examples.
+    """
+    if num_samples < 1:
+        raise ValueError(f"bootstrap_ci: num_samples must be >= 1, got {num_samples}")
+    if not 0 < level < 1:
+        raise ValueError(f"bootstrap_ci: level must be in (0, 1), got {level}")
+    groups = np.asarray(group_ids)
+    n = len(groups)
+    if groups.ndim != 1 or n == 0 or len(labels) != n or len(scores) != n:
+        raise ValueError(f"bootstrap_ci: expected {n} > 0 labels, scores and group_ids, got "
+                         f"{len(labels)}, {len(scores)} and {n}")
+    _, group_index = np.unique(groups, return_inverse=True)
+    num_groups = int(group_index.max()) + 1
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, num_groups, size=(num_samples, num_groups))
+    weighted = getattr(metric_fn, "weighted", None)
+    chunk = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // n)
+    samples: dict[str, list[np.ndarray]] = {}
+    for start in range(0, num_samples, chunk):
+        group_counts = _row_bincount(draws[start:start + chunk], num_groups)
+        weights = group_counts[:, group_index].astype(np.float64)
+        if weighted is not None:
+            values = weighted(labels, scores, weights)
+        else:
+            values = _per_resample(metric_fn, labels, scores, weights)
+        for name, v in values.items():
+            samples.setdefault(name, []).append(v)
+    alpha = (1.0 - level) / 2.0
+    intervals = {}
+    for name, chunks in samples.items():
+        v = np.concatenate(chunks)
+        v = v[~np.isnan(v)]
+        if v.size == 0:
+            intervals[name] = (float("nan"), float("nan"))
+        else:
+            lo, hi = np.quantile(v, [alpha, 1.0 - alpha])
+            intervals[name] = (float(lo), float(hi))
+    return intervals
+
+
+def _row_bincount(draws: np.ndarray, num_groups: int) -> np.ndarray:
+    """Counts [B, G] of each group among each row of draws [B, G]."""
+    rows = draws.shape[0]
+    flat = draws + num_groups * np.arange(rows)[:, None]
+    return np.bincount(flat.ravel(), minlength=rows * num_groups).reshape(rows, num_groups)
+
+
+def _per_resample(metric_fn: MetricFn, labels, scores, weights: np.ndarray) -> dict[str, np.ndarray]:
+    y = np.asarray(labels)
+    s = np.asarray(scores)
+    example_index = np.arange(y.shape[0])
+    rows = [metric_fn(y[idx], s[idx])
+            for idx in (np.repeat(example_index, w.astype(np.int64)) for w in weights)]
+    return {name: np.array([float(r[name]) for r in rows]) for name in rows[0]}
+
+
+def summarise_seeds(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single value) across seeds."""
+    v = pd.Series(values, dtype=np.float64)
+    if v.empty:
+        raise ValueError("summarise_seeds: expected at least one value")
+    if v.isna().any():
+        raise ValueError(f"summarise_seeds: values must not be nan, got {list(v)}")
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+class _BoundMetrics:
+    """`multilabel_metrics` or `multiclass_metrics` bound to class names, with a vectorised form
+    for example multiplicities."""
+
+    def __init__(self, multilabel: bool, class_names: Sequence[str]):
+        self._multilabel = multilabel
+        self._class_names = tuple(class_names)
+
+    def __call__(self, labels, scores) -> dict[str, float]:
+        if self._multilabel:
+            return multilabel_metrics(labels, scores, self._class_names)
+        return multiclass_metrics(labels, scores, self._class_names)
+
+    def weighted(self, labels, scores, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """Metrics for each row of `weights` [B, N], as arrays [B]."""
+        if self._multilabel:
+            y, s, names = _multilabel_arrays(labels, scores, self._class_names)
+            return _multilabel_from_weights(y, s, names, weights)
+        y, p, names = _multiclass_arrays(labels, scores, self._class_names)
+        return _multiclass_from_weights(y, p, names, weights)
+
+
+def multilabel_metric_fn(class_names: Sequence[str]) -> MetricFn:
+    """`multilabel_metrics` bound to `class_names`, vectorised under `bootstrap_ci`."""
+    return _BoundMetrics(True, class_names)
+
+
+def multiclass_metric_fn(class_names: Sequence[str]) -> MetricFn:
+    """`multiclass_metrics` bound to `class_names`, vectorised under `bootstrap_ci`."""
+    return _BoundMetrics(False, class_names)

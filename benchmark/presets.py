@@ -1,0 +1,85 @@
+"""Named run presets: the sizes that turn the same protocol into a CPU check or a paper-scale run."""
+from __future__ import annotations
+
+import dataclasses
+
+from baselines.api import BackboneConfig, PretrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneSettings:
+    """Default supervised schedule of a preset (a method's own policy, e.g. BiT-HyperRule, wins)."""
+
+    steps: int
+    batch_size: int
+    learning_rate: float
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.0
+    linear_steps: int | None = None  # linear evaluation schedule; None = same as `steps`
+    linear_learning_rate: float | None = None
+    steps_scale: float = 1.0  # applied to a method's own policy (CPU presets shorten BiT-HyperRule)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """Everything that sets the scale of a run."""
+
+    name: str
+    resolution: str  # builder config holding the stored images, e.g. "64px"
+    image_size: int  # training/eval crop size fed to the encoder
+    backbone: BackboneConfig
+    pretrain: PretrainConfig
+    finetune: FinetuneSettings
+    label_fractions: tuple[float, ...]  # percent
+    seeds: tuple[int, ...]
+    eval_modes: tuple[str, ...]
+    bootstrap_samples: int
+    synthetic_sizes: dict[str, int]  # builder name -> patients/lesions
+    synthetic_image_size: int
+
+
+PRESETS: dict[str, Preset] = {
+    "cpu": Preset(
+        name="cpu",
+        resolution="64px",
+        image_size=32,
+        backbone=BackboneConfig(family="resnet_v1", depth=18, width=1, small_stem=False),
+        pretrain=PretrainConfig(image_size=32, batch_size=64, steps=120, base_learning_rate=1.0,
+                                warmup_fraction=0.1, temperature=0.2, checkpoint_every=40),
+        finetune=FinetuneSettings(steps=150, batch_size=64, learning_rate=0.05,
+                                  linear_steps=150, linear_learning_rate=0.5, steps_scale=0.3),
+        label_fractions=(10.0, 100.0),
+        seeds=(0, 1),
+        eval_modes=("finetune", "linear"),
+        bootstrap_samples=200,
+        synthetic_sizes={"cxr_chexpert": 700, "cxr_nih14": 300, "derm_ham10000": 700,
+                         "derm_pad_ufes20": 250},
+        synthetic_image_size=96,
+    ),
+    "paper": Preset(
+        name="paper",
+        resolution="224px",
+        image_size=224,
+        backbone=BackboneConfig(family="resnet_v1", depth=152, width=2, small_stem=False,
+                                global_bn=True),
+        pretrain=PretrainConfig(image_size=224, batch_size=1024, steps=100_000,
+                                base_learning_rate=0.3, temperature=0.1, projection_layers=3,
+                                checkpoint_every=5_000),
+        finetune=FinetuneSettings(steps=30_000, batch_size=64, learning_rate=0.1,
+                                  linear_steps=30_000, linear_learning_rate=1.0),
+        label_fractions=(1.0, 10.0, 100.0),
+        seeds=(0, 1, 2, 3, 4),
+        eval_modes=("finetune", "linear"),
+        bootstrap_samples=1000,
+        synthetic_sizes={"cxr_chexpert": 20_000, "cxr_nih14": 5_000, "derm_ham10000": 7_470,
+                         "derm_pad_ufes20": 1_373},
+        synthetic_image_size=320,
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """Returns the preset registered under `name`."""
+    if name not in PRESETS:
+        raise ValueError(f"--preset={name}: unknown preset; expected one of {sorted(PRESETS)}")
+    return PRESETS[name]

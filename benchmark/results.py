@@ -1,0 +1,414 @@
+"""Result rows, the append-only results file, per-example prediction files and provenance.
+
+A result row is one cell (task, method, preset, eval_mode, label_fraction, seed) as a JSON object
+on one line of `results.jsonl`. Files are replaced atomically (temp file in the same directory,
+fsync, `os.replace`), so an interrupted run leaves either the old or the new file, never half a row.
+Undefined metric values (nan) are stored as JSON null.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime
+import fcntl
+import hashlib
+import importlib.metadata
+import io
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+EVAL_MODES = ("finetune", "linear")
+CELL_KEY_FIELDS = ("task", "method", "preset", "eval_mode", "label_fraction", "seed")
+
+_ROW_KEYS = frozenset(CELL_KEY_FIELDS + (
+    "schema", "metrics", "config", "code_version", "packages", "data_fingerprint", "synthetic",
+    "created", "wall_seconds"))
+_TEST_SET_KEYS = frozenset(("primary", "values", "ci95", "n_examples", "n_groups", "fingerprint",
+                            "predictions"))
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_PACKAGES = ("tensorflow", "keras", "tensorflow-datasets", "numpy", "pandas")
+_PACKAGE_MODULES = {"tensorflow": "tensorflow", "keras": "keras",
+                    "tensorflow-datasets": "tensorflow_datasets", "numpy": "numpy",
+                    "pandas": "pandas"}
+
+
+def cell_key(row: dict) -> tuple:
+    """(task, method, preset, eval_mode, label_fraction, seed) of a result row."""
+    missing = [k for k in CELL_KEY_FIELDS if k not in row]
+    if missing:
+        raise ValueError(f"result row: missing key {missing[0]!r} (a cell is {CELL_KEY_FIELDS})")
+    return (str(row["task"]), str(row["method"]), str(row["preset"]), str(row["eval_mode"]),
+            float(row["label_fraction"]), int(row["seed"]))
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_metric(v) -> bool:
+    """A metric value: a number (nan allowed, stored as null) or None."""
+    return v is None or (_is_number(v) and not math.isinf(float(v)))
+
+
+def _fail(key: str, expected: str, value) -> None:
+    raise ValueError(f"result row: {key!r} must be {expected}, got {value!r}")
+
+
+def validate_row(row: dict) -> None:
+    """Checks a result row against the schema (see the harness contract); raises ValueError naming
+    the first bad key."""
+    if not isinstance(row, dict):
+        raise ValueError(f"result row: expected a JSON object, got {type(row).__name__}")
+    for key in sorted(_ROW_KEYS - row.keys()):
+        raise ValueError(f"result row: missing key {key!r}")
+    for key in sorted(row.keys() - _ROW_KEYS):
+        raise ValueError(f"result row: unexpected key {key!r}; expected only {sorted(_ROW_KEYS)}")
+    if row["schema"] != SCHEMA_VERSION or isinstance(row["schema"], bool):
+        _fail("schema", str(SCHEMA_VERSION), row["schema"])
+    for key in ("task", "method", "preset", "code_version"):
+        if not (isinstance(row[key], str) and row[key]):
+            _fail(key, "a non-empty str", row[key])
+    if row["eval_mode"] not in EVAL_MODES:
+        _fail("eval_mode", f"one of {EVAL_MODES}", row["eval_mode"])
+    f = row["label_fraction"]
+    if not (_is_number(f) and 0 < f <= 1):
+        _fail("label_fraction", "a number in (0, 1]", f)
+    if not isinstance(row["seed"], (int, np.integer)) or isinstance(row["seed"], bool):
+        _fail("seed", "an int", row["seed"])
+    if not isinstance(row["config"], dict):
+        _fail("config", "an object", row["config"])
+    packages = row["packages"]
+    if not (isinstance(packages, dict) and all(isinstance(k, str) for k in packages)
+            and all(v is None or isinstance(v, str) for v in packages.values())):
+        _fail("packages", "an object of name -> version str (or null)", packages)
+    if not (isinstance(row["data_fingerprint"], str) and _SHA256_HEX.fullmatch(row["data_fingerprint"])):
+        _fail("data_fingerprint", "a sha256 hex digest", row["data_fingerprint"])
+    if not isinstance(row["synthetic"], (bool, np.bool_)):
+        _fail("synthetic", "a bool", row["synthetic"])
+    _check_created(row["created"])
+    w = row["wall_seconds"]
+    if not (_is_number(w) and math.isfinite(w) and w >= 0):
+        _fail("wall_seconds", "a finite number >= 0", w)
+    metrics = row["metrics"]
+    if not (isinstance(metrics, dict) and metrics):
+        _fail("metrics", "a non-empty object of test set -> results", metrics)
+    for test_set, result in metrics.items():
+        _check_test_set(f"metrics.{test_set}", result)
+
+
+def _check_created(created) -> None:
+    try:
+        stamp = datetime.datetime.fromisoformat(created)
+    except (TypeError, ValueError):
+        stamp = None
+    if stamp is None or stamp.utcoffset() != datetime.timedelta(0):
+        _fail("created", "an ISO-8601 UTC timestamp such as 2025-01-31T12:00:00+00:00", created)
+
+
+def _check_test_set(prefix: str, result) -> None:
+    if not isinstance(result, dict):
+        _fail(prefix, "an object", result)
+    for key in sorted(_TEST_SET_KEYS - result.keys()):
+        raise ValueError(f"result row: missing key '{prefix}.{key}'")
+    for key in sorted(result.keys() - _TEST_SET_KEYS):
+        raise ValueError(f"result row: unexpected key '{prefix}.{key}'; expected only "
+                         f"{sorted(_TEST_SET_KEYS)}")
+    values = result["values"]
+    if not (isinstance(values, dict) and values and all(isinstance(k, str) for k in values)):
+        _fail(f"{prefix}.values", "a non-empty object of metric name -> number", values)
+    for name, v in values.items():
+        if not _is_metric(v):
+            _fail(f"{prefix}.values.{name}", "a finite number, nan or null", v)
+    if result["primary"] not in values:
+        _fail(f"{prefix}.primary", f"one of the metric names {sorted(values)}", result["primary"])
+    ci = result["ci95"]
+    if not isinstance(ci, dict) or set(ci) != set(values):
+        _fail(f"{prefix}.ci95", f"an object with the keys of values {sorted(values)}", ci)
+    for name, interval in ci.items():
+        ok = isinstance(interval, (list, tuple)) and len(interval) == 2
+        ok = ok and all(_is_metric(b) for b in interval)
+        defined = ok and all(b is not None and not math.isnan(b) for b in interval)
+        if not ok or (defined and interval[0] > interval[1]):
+            _fail(f"{prefix}.ci95.{name}", "[lo, hi] with lo <= hi (null/nan when undefined)",
+                  interval)
+    n, g = result["n_examples"], result["n_groups"]
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        _fail(f"{prefix}.n_examples", "an int >= 1", n)
+    if not isinstance(g, (int, np.integer)) or isinstance(g, bool) or not 1 <= g <= n:
+        _fail(f"{prefix}.n_groups", f"an int in [1, n_examples={n}]", g)
+    if not (isinstance(result["fingerprint"], str) and _SHA256_HEX.fullmatch(result["fingerprint"])):
+        _fail(f"{prefix}.fingerprint", "a sha256 hex digest", result["fingerprint"])
+    p = result["predictions"]
+    if not (isinstance(p, str) and p and not os.path.isabs(p) and ".." not in Path(p).parts):
+        _fail(f"{prefix}.predictions", "a path relative to the output directory", p)
+
+
+def _jsonable(value) -> Any:
+    """Plain JSON values: numpy scalars/arrays converted, non-finite floats as None."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+@contextlib.contextmanager
+def _atomic_writer(path: Path) -> Iterator[io.TextIOBase]:
+    """A text file that replaces `path` only when the block completes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class ResultsStore:
+    """The rows of one `results.jsonl`, read tolerantly and appended atomically."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def _read_lines(self) -> list[tuple[str, dict]]:
+        """(line text, row) for every complete row; a malformed last line is reported and skipped."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        lines = text.splitlines()
+        parsed = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                if number == len(lines):
+                    warnings.warn(f"{self.path}:{number}: ignoring truncated last line ({e})",
+                                  RuntimeWarning, stacklevel=3)
+                    continue
+                raise ValueError(f"{self.path}:{number}: malformed result row ({e})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{self.path}:{number}: expected a JSON object per line")
+            parsed.append((line, row))
+        return parsed
+
+    def rows(self) -> list[dict]:
+        """All complete rows, in file order."""
+        return [row for _, row in self._read_lines()]
+
+    def done(self, key: tuple) -> bool:
+        """Whether a row for cell `key` (see `cell_key`) is stored."""
+        key = tuple(key)
+        return any(cell_key(row) == key for row in self.rows())
+
+    def append(self, row: dict) -> None:
+        """Validates `row` and adds it as the last line, replacing the file atomically (a
+        truncated last line left by another writer is dropped). Raises ValueError if its cell is
+        already stored."""
+        row = _jsonable(row)
+        validate_row(row)
+        line = json.dumps(row, sort_keys=True, allow_nan=False, ensure_ascii=False)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            existing = self._read_lines()
+            key = cell_key(row)
+            if any(cell_key(r) == key for _, r in existing):
+                raise ValueError(f"{self.path}: cell {key} is already stored")
+            with _atomic_writer(self.path) as f:
+                for text, _ in existing:
+                    f.write(text + "\n")
+                f.write(line + "\n")
+
+
+def code_version() -> str:
+    """The git commit of the repository holding this package, with "-dirty" when tracked files
+    are modified; "unknown" outside a git checkout (or before the first commit)."""
+    repo = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "--no-optional-locks", "-C", str(repo), *args],
+                              check=True, capture_output=True, text=True, timeout=30).stdout.strip()
+
+    try:
+        sha = git("rev-parse", "--verify", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of the packages that determine results (None when not installed), and Python's."""
+    versions: dict[str, str | None] = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            module = sys.modules.get(_PACKAGE_MODULES[name])
+            versions[name] = getattr(module, "__version__", None)
+    versions["python"] = platform.python_version()
+    return versions
+
+
+def fingerprint(*parts) -> str:
+    """SHA-256 hex digest of a sequence of strings, bytes and arrays (or lists of numbers or
+    strings); sensitive to order, types, shapes and values, identical across runs and machines."""
+    h = hashlib.sha256()
+
+    def feed(tag: bytes, payload: bytes) -> None:
+        h.update(tag + len(payload).to_bytes(8, "big") + payload)
+
+    for i, part in enumerate(parts):
+        if isinstance(part, str):
+            feed(b"s", part.encode("utf-8"))
+        elif isinstance(part, (bytes, bytearray)):
+            feed(b"b", bytes(part))
+        else:
+            a = np.asarray(part)
+            if a.dtype.kind in "OUS":
+                strings = [x.decode("utf-8") if isinstance(x, bytes) else x for x in a.ravel()]
+                if not all(isinstance(x, str) for x in strings):
+                    raise ValueError(f"fingerprint: part {i} mixes strings and non-strings")
+                feed(b"t", repr(a.shape).encode())
+                for x in strings:
+                    feed(b"s", x.encode("utf-8"))
+            elif a.dtype.kind in "biuf":
+                canonical = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+                feed(b"a", f"{canonical.dtype.str}{a.shape}".encode())
+                feed(b"d", canonical.tobytes())
+            else:
+                raise ValueError(f"fingerprint: part {i} has unsupported dtype {a.dtype}")
+    return h.hexdigest()
+
+
+def examples_fingerprint(example_ids: Sequence[str], labels) -> str:
+    """The contract's test set fingerprint: `fingerprint` of the example ids in sorted order and
+    their labels in that order (every nan hashed alike)."""
+    ids = np.asarray([str(x) for x in example_ids], dtype=object)
+    order = np.argsort(ids, kind="stable")
+    y = np.asarray(labels, dtype=np.float64)
+    if y.shape[:1] != ids.shape:
+        raise ValueError(f"examples_fingerprint: {len(ids)} example_ids but labels of shape {y.shape}")
+    y = np.where(np.isnan(y), np.nan, y)[order]
+    return fingerprint(ids[order], y)
+
+
+def _labels_matrix(labels, n: int, k: int) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.ndim == 1 and y.shape[0] == n:
+        if not np.issubdtype(y.dtype, np.integer) or (n and (y.min() < 0 or y.max() >= k)):
+            raise ValueError(f"write_predictions: 1-D labels must be class indices in [0, {k})")
+        return np.eye(k)[y] if n else np.zeros((0, k))
+    y = y.astype(np.float64)
+    if y.shape != (n, k):
+        raise ValueError(f"write_predictions: labels must be [N={n}] class indices or [N, K]="
+                         f"[{n}, {k}], got shape {y.shape}")
+    known = ~np.isnan(y)
+    if not np.all((y[known] == 0) | (y[known] == 1)):
+        raise ValueError("write_predictions: labels must be 0, 1 or nan (unknown)")
+    return y
+
+
+def write_predictions(path: str | os.PathLike, example_ids: Sequence[str], group_ids: Sequence[str],
+                      labels, scores, class_names: Sequence[str]) -> None:
+    """Writes the per-example prediction CSV of the contract (`example_id,group_id,label/<class>...,
+    score/<class>...`, rows sorted by example_id, blank label = unknown) atomically. `labels` are
+    [N, K] 0/1/nan or [N] class indices (written one-hot)."""
+    names = [str(c) for c in class_names]
+    if not names or len(set(names)) != len(names) or not all(names):
+        raise ValueError(f"write_predictions: class_names must be unique non-empty, got {names}")
+    ex = [str(x) for x in example_ids]
+    gr = [str(x) for x in group_ids]
+    n, k = len(ex), len(names)
+    if len(gr) != n:
+        raise ValueError(f"write_predictions: {n} example_ids but {len(gr)} group_ids")
+    if len(set(ex)) != n:
+        raise ValueError("write_predictions: example_ids must be unique")
+    s = np.asarray(scores, dtype=np.float64)
+    if s.shape != (n, k):
+        raise ValueError(f"write_predictions: scores must be [N, K]=[{n}, {k}], got {s.shape}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("write_predictions: scores must be finite")
+    y = _labels_matrix(labels, n, k)
+    with _atomic_writer(Path(path)) as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["example_id", "group_id"] + [f"label/{c}" for c in names]
+                        + [f"score/{c}" for c in names])
+        for i in sorted(range(n), key=lambda j: ex[j]):
+            writer.writerow([ex[i], gr[i]]
+                            + ["" if math.isnan(v) else str(int(v)) for v in y[i]]
+                            + [repr(float(v)) for v in s[i]])
+
+
+def read_predictions(path: str | os.PathLike):
+    """Reads a prediction CSV: (example_ids, group_ids, labels [N, K] float with nan = unknown,
+    scores [N, K] float64, class_names), ids as object arrays of str."""
+    path = Path(path)
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise ValueError(f"{path}: empty file; expected a header row")
+        k = (len(header) - 2) // 2
+        names = [h[len("label/"):] for h in header[2:2 + k]]
+        expected = (["example_id", "group_id"] + [f"label/{c}" for c in names]
+                    + [f"score/{c}" for c in names])
+        if k < 1 or header != expected or not all(names):
+            raise ValueError(f"{path}:1: bad header {header}; expected example_id,group_id,"
+                             "label/<class>...,score/<class>... with the same classes in order")
+        ex, gr, ys, ss = [], [], [], []
+        first_line: dict[str, int] = {}
+        for row in reader:
+            line = reader.line_num
+            if len(row) != len(header):
+                raise ValueError(f"{path}:{line}: expected {len(header)} fields, got {len(row)}")
+            try:
+                y = [float("nan") if v == "" else float(v) for v in row[2:2 + k]]
+                s = [float(v) for v in row[2 + k:]]
+            except ValueError as e:
+                raise ValueError(f"{path}:{line}: {e}") from None
+            if not all(math.isnan(v) or v in (0.0, 1.0) for v in y):
+                raise ValueError(f"{path}:{line}: labels must be 0, 1 or blank, got {row[2:2 + k]}")
+            if not all(math.isfinite(v) for v in s):
+                raise ValueError(f"{path}:{line}: scores must be finite, got {row[2 + k:]}")
+            if not row[0]:
+                raise ValueError(f"{path}:{line}: empty example_id")
+            if first_line.setdefault(row[0], line) != line:
+                raise ValueError(f"{path}:{line}: example_id {row[0]!r} already on line "
+                                 f"{first_line[row[0]]}")
+            ex.append(row[0])
+            gr.append(row[1])
+            ys.append(y)
+            ss.append(s)
+    return (np.asarray(ex, dtype=object), np.asarray(gr, dtype=object),
+            np.asarray(ys, dtype=np.float64).reshape(-1, k),
+            np.asarray(ss, dtype=np.float64).reshape(-1, k), tuple(names))

@@ -1,0 +1,127 @@
+"""Runs a method on a task and prints its result table.
+
+    python -m benchmark.run --method=micle --task=cxr
+
+With no --manual_dir, the embedded synthetic real-format sets are generated (once, cached under
+--data_dir) and read by the same builders as real data. Rows go to <output_dir>/results.jsonl; a
+rerun skips finished cells and resumes an interrupted pretraining.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+from absl import app, flags
+
+from baselines import api
+from benchmark import data, protocol, report, runner
+from benchmark.finetune import EVAL_MODES
+from benchmark.presets import get_preset
+from benchmark.tasks import TaskOptions, get_task
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("method", "micle", "Registered method (micle, simclr, supervised) or an import "
+                    "path package.module:ClassName of a baselines.api.Method subclass.")
+flags.DEFINE_string("task", "cxr", "Task name: cxr or derm.")
+flags.DEFINE_string("preset", "cpu", "Named preset: cpu (CPU-sized default) or paper.")
+flags.DEFINE_string("data_dir", os.path.join("runs", "data"),
+                    "Where TFDS builds (and synthetic sets) are stored.")
+flags.DEFINE_string("manual_dir", None, "Folder with one sub-folder per builder holding the real "
+                    "downloads (e.g. <manual_dir>/cxr_chexpert/CheXpert-v1.0-small); unset = synthetic.")
+flags.DEFINE_string("output_dir", None, "Results folder (default runs/<task>).")
+flags.DEFINE_string("label_fractions", None, "Comma-separated label percentages, e.g. 1,10,100 "
+                    "(default: the preset's).")
+flags.DEFINE_string("seeds", None, "Comma-separated seeds (default: the preset's).")
+flags.DEFINE_string("eval_modes", None, "Comma-separated: finetune, linear (default: the preset's).")
+flags.DEFINE_string("strategy", "default",
+                    "default, one_device, mirrored, multi_worker (TF_CONFIG) or tpu.")
+flags.DEFINE_string("tpu_address", None, "TPU address for --strategy=tpu.")
+flags.DEFINE_string("backbone", None, "Backbone override: resnet_v1-<depth>[x<width>][-small] or "
+                    "bit-<depth>[x<width>], e.g. resnet_v1-50x2, resnet_v1-18-small, bit-50.")
+flags.DEFINE_integer("pretrain_steps", None, "Override the preset's pretraining steps.")
+flags.DEFINE_string("uncertainty", "u_ones", "CheXpert uncertainty policy: u_ones, u_zeros, u_ignore.")
+flags.DEFINE_string("init_checkpoint", None,
+                    "Earlier stage's checkpoint dir (or BiT .npz) to start pretraining from.")
+flags.DEFINE_bool("progress", True, "Show progress bars.")
+
+
+def parse_backbone(text: str) -> api.BackboneConfig:
+    """Parses --backbone, e.g. resnet_v1-50x2, resnet_v1-18-small, bit-101x3."""
+    parts = text.split("-")
+    try:
+        family, size = parts[0], parts[1]
+        depth, _, width = size.partition("x")
+        small = parts[2:] == ["small"]
+        if len(parts) > 3 or (len(parts) == 3 and not small) or family not in ("resnet_v1", "bit"):
+            raise ValueError
+        return api.BackboneConfig(family=family, depth=int(depth), width=int(width or 1),
+                                  small_stem=small)
+    except (IndexError, ValueError):
+        raise ValueError(f"--backbone={text}: expected resnet_v1-<depth>[x<width>][-small] or "
+                         "bit-<depth>[x<width>]") from None
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--{flag}={text}: expected comma-separated integers") from None
+    if len(set(values)) != len(values):
+        raise ValueError(f"--{flag}={text}: duplicate values")
+    return values
+
+
+def _modes(text: str) -> tuple[str, ...]:
+    modes = tuple(text.split(","))
+    bad = [m for m in modes if m not in EVAL_MODES]
+    if bad:
+        raise ValueError(f"--eval_modes={text}: unknown mode {bad[0]!r}; expected {EVAL_MODES}")
+    return modes
+
+
+def config_from_flags() -> runner.RunConfig:
+    """Builds and validates the run configuration from the command-line flags."""
+    preset = get_preset(FLAGS.preset)
+    task = get_task(FLAGS.task, TaskOptions(uncertainty=FLAGS.uncertainty))
+    api.get_method(FLAGS.method)  # fail fast on an unknown method
+    changes = {}
+    if FLAGS.label_fractions:
+        changes["label_fractions"] = protocol.parse_fractions(FLAGS.label_fractions)
+    if FLAGS.seeds:
+        changes["seeds"] = _ints(FLAGS.seeds, "seeds")
+    if FLAGS.eval_modes:
+        changes["eval_modes"] = _modes(FLAGS.eval_modes)
+    if FLAGS.backbone:
+        changes["backbone"] = parse_backbone(FLAGS.backbone)
+    if FLAGS.pretrain_steps is not None:
+        if FLAGS.pretrain_steps < 1:
+            raise ValueError(f"--pretrain_steps={FLAGS.pretrain_steps}: expected a positive integer")
+        changes["pretrain"] = dataclasses.replace(preset.pretrain, steps=FLAGS.pretrain_steps)
+    preset = dataclasses.replace(preset, **changes)
+    data_cfg = data.DataConfig(data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir,
+                               resolution=preset.resolution,
+                               synthetic_sizes=preset.synthetic_sizes,
+                               synthetic_image_size=preset.synthetic_image_size)
+    return runner.RunConfig(method=FLAGS.method, task=task, preset=preset, data=data_cfg,
+                            output_dir=FLAGS.output_dir or os.path.join("runs", FLAGS.task),
+                            strategy=FLAGS.strategy, tpu_address=FLAGS.tpu_address,
+                            init_checkpoint=FLAGS.init_checkpoint, progress=FLAGS.progress)
+
+
+def main(argv):
+    del argv
+    try:
+        cfg = config_from_flags()
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    try:
+        rows = runner.run(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    print(report.summary_table(rows))
+    print(f"\nresults: {os.path.join(cfg.output_dir, 'results.jsonl')}")
+
+
+if __name__ == "__main__":
+    app.run(main)

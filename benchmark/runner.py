@@ -1,0 +1,155 @@
+"""One benchmark run: data → pretraining → fine-tuning over label fractions × seeds × eval modes →
+scores on the in-distribution and shifted test sets → one results row per cell.
+
+Resumable: finished cells (by `results.cell_key`) are skipped, and pretraining resumes from its
+checkpoint under `output_dir/pretrain/`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+
+import keras
+import numpy as np
+
+from baselines import api, distribute
+from benchmark import data, finetune, protocol, results, scoring
+from benchmark.presets import Preset
+from benchmark.tasks import Task
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run; the CLI builds it from flags."""
+
+    method: str
+    task: Task
+    preset: Preset
+    data: data.DataConfig
+    output_dir: str
+    strategy: str = "default"
+    tpu_address: str | None = None
+    init_checkpoint: str | None = None
+    progress: bool = True
+
+
+def _policy(method: api.Method, preset: Preset, mode: str, num_examples: int) -> api.FinetunePolicy:
+    """The method's own fine-tuning policy (shortened by the preset) or the preset's default."""
+    settings = preset.finetune
+    own = method.finetune_policy(num_examples) if mode == "finetune" else None
+    if own is not None:
+        scale = settings.steps_scale
+        steps = max(1, math.ceil(own.steps * scale))
+        return dataclasses.replace(
+            own, steps=steps, batch_size=min(own.batch_size, settings.batch_size),
+            warmup_steps=max(0, math.ceil(own.warmup_steps * scale)),
+            decay_boundaries=tuple(math.ceil(b * scale) for b in own.decay_boundaries))
+    steps = settings.linear_steps if mode == "linear" and settings.linear_steps else settings.steps
+    lr = (settings.linear_learning_rate if mode == "linear" and settings.linear_learning_rate
+          else settings.learning_rate)
+    return api.FinetunePolicy(steps=steps, learning_rate=lr, batch_size=settings.batch_size,
+                              warmup_steps=math.ceil(steps * settings.warmup_fraction),
+                              decay_boundaries=(int(steps * 0.6), int(steps * 0.85)))
+
+
+def _copy_encoder(encoder: keras.Model, strategy) -> keras.Model:
+    with strategy.scope():
+        clone = keras.models.clone_model(encoder)
+        clone.set_weights(encoder.get_weights())
+    return clone
+
+
+def _config_record(cfg: RunConfig) -> dict:
+    preset = cfg.preset
+    return {
+        "task": cfg.task.name, "method": cfg.method, "preset": preset.name,
+        "task_options": dataclasses.asdict(cfg.task.options),
+        "resolution": preset.resolution, "image_size": preset.image_size,
+        "backbone": dataclasses.asdict(preset.backbone),
+        "pretrain": dataclasses.asdict(preset.pretrain),
+        "finetune": dataclasses.asdict(preset.finetune),
+        "strategy": cfg.strategy, "init_checkpoint": cfg.init_checkpoint,
+        "synthetic": cfg.data.synthetic, "manual_dir": cfg.data.manual_dir,
+        "bootstrap_samples": preset.bootstrap_samples,
+    }
+
+
+def run(cfg: RunConfig) -> list[dict]:
+    """Runs every unfinished cell of the grid and returns all rows of this task and method."""
+    method = api.get_method(cfg.method)
+    task, preset = cfg.task, cfg.preset
+    os.makedirs(cfg.output_dir, exist_ok=True)
+    store = results.ResultsStore(os.path.join(cfg.output_dir, "results.jsonl"))
+    cells = [(mode, fraction, seed) for mode in preset.eval_modes
+             for fraction in preset.label_fractions for seed in preset.seeds]
+    key_of = {c: results.cell_key({"task": task.name, "method": cfg.method, "preset": preset.name,
+                                   "eval_mode": c[0], "label_fraction": c[1], "seed": c[2]})
+              for c in cells}
+    todo = [c for c in cells if not store.done(key_of[c])]
+    if todo:
+        strategy = distribute.get_strategy(cfg.strategy, tpu_address=cfg.tpu_address)
+        builders = data.prepare(task, cfg.data)
+        splits = data.split_task(builders, task,
+                                 validation_fraction=task.options.validation_fraction,
+                                 test_fraction=task.options.test_fraction)
+        encoder = method.pretrain(
+            data.pretrain_groups(builders, task, set(splits.train.group_ids)),
+            backbone=preset.backbone,
+            config=dataclasses.replace(preset.pretrain, augmentation=task.augmentation),
+            strategy=strategy,
+            checkpoint_dir=os.path.join(cfg.output_dir, "pretrain", method.name),
+            init_checkpoint=cfg.init_checkpoint)
+        _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, store)
+    return [r for r in store.rows() if r["task"] == task.name and r["method"] == cfg.method
+            and r["preset"] == preset.name]
+
+
+def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, store):
+    task, preset = cfg.task, cfg.preset
+    strata = data.group_strata(splits.train, task.kind)
+    test_data = {name: data.labelled_dataset(builders, data.test_sources(task, name),
+                                             splits.tests[name].example_ids).cache()
+                 for name in task.test_sets}
+    common = {"config": _config_record(cfg), "code_version": results.code_version(),
+              "packages": results.package_versions(), "synthetic": cfg.data.synthetic}
+    for mode, fraction, seed in todo:
+        start = time.time()
+        groups = protocol.label_fraction_groups(splits.train.group_ids, strata, fraction / 100.0,
+                                                seed, salt=task.name)
+        chosen = splits.train.subset(np.isin(splits.train.group_ids, sorted(groups)))
+        train_ds = data.labelled_dataset(builders, task.train, chosen.example_ids)
+        config = finetune.FinetuneConfig(
+            mode=mode, kind=task.kind, num_classes=len(task.class_names),
+            image_size=preset.image_size,
+            policy=_policy(method, preset, mode, len(chosen.example_ids)),
+            weight_decay=preset.finetune.weight_decay, seed=seed, progress=cfg.progress)
+        model = finetune.finetune(_copy_encoder(encoder, strategy), train_ds, config, strategy)
+        tag = f"{task.name}_{cfg.method.replace(':', '.')}_{preset.name}_{mode}_f{fraction:g}_s{seed}"
+        scored = {}
+        for name, ds in test_data.items():
+            preds = finetune.predict(model, ds, kind=task.kind, image_size=preset.image_size)
+            rel = os.path.join("predictions", f"{tag}_{name}.csv")
+            results.write_predictions(os.path.join(cfg.output_dir, rel), preds["example_id"],
+                                      preds["group_id"], preds["label"], preds["score"],
+                                      task.class_names)
+            scored[name] = {
+                "primary": task.primary_metric,
+                **scoring.score(task.kind, task.class_names, preds["label"], preds["score"],
+                                preds["group_id"], bootstrap_samples=preset.bootstrap_samples,
+                                seed=seed),
+                "n_examples": int(len(preds["example_id"])),
+                "n_groups": int(len(set(preds["group_id"]))),
+                "fingerprint": results.examples_fingerprint(preds["example_id"], preds["label"]),
+                "predictions": rel,
+            }
+        store.append({
+            "schema": 1, "task": task.name, "method": cfg.method, "preset": preset.name,
+            "eval_mode": mode, "label_fraction": float(fraction), "seed": int(seed),
+            "metrics": scored, "n_train_examples": int(len(chosen.example_ids)),
+            "n_train_groups": int(len(groups)),
+            "data_fingerprint": results.examples_fingerprint(chosen.example_ids, chosen.labels),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "wall_seconds": round(time.time() - start, 2), **common,
+        })
