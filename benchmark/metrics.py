@@ -37,6 +37,8 @@ def roc_auc(labels, scores) -> float:
 def _weighted_auc(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """AUC for each row of `weights` [B, N] (non-negative example multiplicities); nan where a row
     has no positive or no negative weight."""
+    if scores.size == 0:
+        return np.full(weights.shape[0], np.nan)
     order = np.argsort(scores, kind="stable")
     sorted_scores = scores[order]
     block_starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])

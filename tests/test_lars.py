@@ -107,10 +107,10 @@ def test_compiled_fit_reduces_loss():
     x = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
     y = x @ np.array([[1.0], [-2.0], [0.5], [0.0]], np.float32)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)])
-    model.compile(optimizer=LARS(learning_rate=5.0, eta=0.01), loss="mse")
+    model.compile(optimizer=LARS(learning_rate=0.2, eta=0.05), loss="mse")
     first = model.evaluate(x, y, verbose=0)
     model.fit(x, y, epochs=10, batch_size=16, verbose=0)
-    assert model.evaluate(x, y, verbose=0) < 0.5 * first
+    assert model.evaluate(x, y, verbose=0) < 0.1 * first
 
 
 def test_bad_hyperparameters():

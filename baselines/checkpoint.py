@@ -1,0 +1,315 @@
+"""Stage checkpoints: what one pretraining stage leaves for the next stage and for the harness.
+
+A stage checkpoint is a directory:
+
+  meta.json            {"format_version": 1, "method": "simclr", "method_options": {...},
+                        "backbone": {BackboneConfig fields}, "pretrain": {PretrainConfig fields} | null,
+                        "steps_done": 1200, "finished": true, "code_version": "0.1.0+git.<sha>",
+                        "init_checkpoint": "<path the stage started from>" | null,
+                        "head_shapes": [[512, 512], ...] | null}
+  encoder.weights.h5   the encoder's Keras weights (written when the stage finishes)
+  head.weights.h5      the projection head's weights, if the method has one (idem)
+  state/               resumable training state: `tf.train.Checkpoint` files (model incl. head,
+                       optimizer incl. its step counter) written by a `tf.train.CheckpointManager`
+                       every `PretrainConfig.checkpoint_every` steps, the last two kept
+
+`meta.json` is written last and atomically, so `finished: true` means the weight files are complete.
+The encoder is rebuilt from the `backbone` entry with `baselines.backbones.build_encoder`, so a stage
+directory is self-describing: `load_encoder(dir)` needs nothing else.
+
+A chain (e.g. SimCLR on ImageNet, then MICLe on medical images) passes the first stage's directory
+as the second stage's `init_checkpoint`; `init_encoder` copies its encoder (and its head when the
+shapes match) before step 0. `init_encoder` and `load_encoder` also accept a BiT `.npz` file
+(`baselines.bit.load_bit_npz`) and a whole `.keras` encoder file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import os
+import subprocess
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from baselines import bit
+from baselines.api import BackboneConfig, PretrainConfig
+from baselines.backbones import build_encoder
+
+FORMAT_VERSION = 1
+META_FILE = "meta.json"
+ENCODER_FILE = "encoder.weights.h5"
+HEAD_FILE = "head.weights.h5"
+STATE_DIR = "state"
+# Settings that change only how often state is saved, not what is trained.
+_BOOKKEEPING_FIELDS = ("checkpoint_every",)
+
+
+@dataclasses.dataclass(frozen=True)
+class StageMeta:
+    """The content of a stage's `meta.json`."""
+
+    method: str
+    backbone: BackboneConfig
+    pretrain: PretrainConfig | None
+    steps_done: int
+    finished: bool
+    code_version: str
+    method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    init_checkpoint: str | None = None
+    head_shapes: tuple[tuple[int, ...], ...] | None = None
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["head_shapes"] = None if self.head_shapes is None else [list(s) for s in self.head_shapes]
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], path: str) -> "StageMeta":
+        try:
+            if data["format_version"] != FORMAT_VERSION:
+                raise ValueError(f"format_version {data['format_version']!r}, expected {FORMAT_VERSION}")
+            pretrain = data["pretrain"]
+            head_shapes = data.get("head_shapes")
+            return cls(
+                method=str(data["method"]),
+                backbone=BackboneConfig(**data["backbone"]),
+                pretrain=None if pretrain is None else PretrainConfig(**pretrain),
+                steps_done=int(data["steps_done"]),
+                finished=bool(data["finished"]),
+                code_version=str(data["code_version"]),
+                method_options=dict(data.get("method_options") or {}),
+                init_checkpoint=data.get("init_checkpoint"),
+                head_shapes=None if head_shapes is None else tuple(tuple(s) for s in head_shapes),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"stage checkpoint {path}: malformed {META_FILE} ({e!r})") from e
+
+
+def code_version() -> str:
+    """The installed package version, plus the git commit of the source tree when there is one."""
+    try:
+        version = importlib.metadata.version("medssl-bench")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{version}+git.{sha}" if sha else version
+
+
+def has_meta(checkpoint_dir: str) -> bool:
+    """True if `checkpoint_dir` holds a stage `meta.json`."""
+    return tf.io.gfile.exists(os.path.join(checkpoint_dir, META_FILE))
+
+
+def read_meta(checkpoint_dir: str) -> StageMeta:
+    """Reads `checkpoint_dir/meta.json`."""
+    path = os.path.join(checkpoint_dir, META_FILE)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"stage checkpoint {checkpoint_dir}: no {META_FILE} (not a stage checkpoint "
+                                "directory, or the stage never started)")
+    with tf.io.gfile.GFile(path) as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"stage checkpoint {checkpoint_dir}: {META_FILE} is not valid JSON ({e})") from e
+    return StageMeta.from_json(data, checkpoint_dir)
+
+
+def write_meta(checkpoint_dir: str, meta: StageMeta) -> None:
+    """Writes `checkpoint_dir/meta.json` atomically (temporary file, then rename)."""
+    tf.io.gfile.makedirs(checkpoint_dir)
+    path = os.path.join(checkpoint_dir, META_FILE)
+    tmp = path + ".tmp"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        json.dump(meta.to_json(), f, indent=2, sort_keys=True)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def variable_shapes(model: keras.Model) -> tuple[tuple[int, ...], ...]:
+    """Shapes of all of `model`'s weights, in order."""
+    return tuple(tuple(int(d) for d in w.shape) for w in model.weights)
+
+
+def save_stage(
+    checkpoint_dir: str,
+    *,
+    encoder: keras.Model,
+    method: str,
+    backbone: BackboneConfig,
+    config: PretrainConfig | None,
+    steps_done: int,
+    head: keras.Model | None = None,
+    method_options: dict[str, Any] | None = None,
+    init_checkpoint: str | None = None,
+) -> StageMeta:
+    """Writes a finished stage: `encoder.weights.h5`, `head.weights.h5` (if `head`), then `meta.json`."""
+    tf.io.gfile.makedirs(checkpoint_dir)
+    encoder.save_weights(os.path.join(checkpoint_dir, ENCODER_FILE))
+    if head is not None:
+        head.save_weights(os.path.join(checkpoint_dir, HEAD_FILE))
+    meta = StageMeta(method=method, backbone=backbone, pretrain=config, steps_done=int(steps_done),
+                     finished=True, code_version=code_version(), method_options=dict(method_options or {}),
+                     init_checkpoint=init_checkpoint,
+                     head_shapes=None if head is None else variable_shapes(head))
+    write_meta(checkpoint_dir, meta)
+    return meta
+
+
+def check_resumable(
+    checkpoint_dir: str,
+    meta: StageMeta,
+    *,
+    method: str,
+    backbone: BackboneConfig,
+    config: PretrainConfig | None,
+    method_options: dict[str, Any] | None = None,
+) -> None:
+    """Raises ValueError if the stage in `checkpoint_dir` was started with other settings than these
+    (a rerun must use the same method, backbone and pretraining settings; `checkpoint_every` may differ)."""
+    def strip(c: PretrainConfig | None):
+        return None if c is None else dataclasses.replace(c, **{f: 0 for f in _BOOKKEEPING_FIELDS})
+
+    wanted = {"method": method, "method_options": dict(method_options or {}), "backbone": backbone,
+              "pretrain": strip(config)}
+    stored = {"method": meta.method, "method_options": meta.method_options, "backbone": meta.backbone,
+              "pretrain": strip(meta.pretrain)}
+    diffs = [f"{k}: stored {stored[k]} != requested {wanted[k]}" for k in wanted if stored[k] != wanted[k]]
+    if diffs:
+        raise ValueError(f"checkpoint_dir {checkpoint_dir} holds a stage with other settings ({'; '.join(diffs)}); "
+                         "use a fresh checkpoint_dir or the original settings")
+
+
+def _same_weights_layout(a: BackboneConfig, b: BackboneConfig) -> bool:
+    """True if encoders of `a` and `b` have the same weights (synchronised BN does not change them)."""
+    return dataclasses.replace(a, global_bn=False) == dataclasses.replace(b, global_bn=False)
+
+
+def infer_bit_backbone(path: str) -> BackboneConfig:
+    """The BiT BackboneConfig (depth, width) matching the weights in the `.npz` at `path`."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"BiT weights {path}: no such file")
+    with np.load(path) as npz:
+        root = "resnet/root_block/standardized_conv2d/kernel"
+        if root not in npz.files:
+            raise ValueError(f"BiT weights {path}: missing key {root!r}; not a BiT .npz")
+        width = int(npz[root].shape[-1]) // 64
+        units = tuple(len({k.split("/")[2] for k in npz.files if k.startswith(f"resnet/block{b}/unit")})
+                      for b in range(1, 5))
+    depths = [d for d, u in bit.BIT_UNITS.items() if u == units]
+    if not depths or width < 1:
+        raise ValueError(f"BiT weights {path}: units per block {units} and root width {width * 64} match no "
+                         f"BiT ResNetV2 (expected units {dict(bit.BIT_UNITS)})")
+    return BackboneConfig(family="bit", depth=depths[0], width=width, small_stem=False, global_bn=False)
+
+
+def _load_keras_file(path: str) -> keras.Model:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"encoder file {path}: no such file")
+    model = keras.saving.load_model(path, compile=False)
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"encoder file {path}: expected a saved keras.Model, got {type(model).__name__}")
+    return model
+
+
+def _copy_weights(source: keras.Model, target: keras.Model, what: str) -> None:
+    if variable_shapes(source) != variable_shapes(target):
+        raise ValueError(f"{what}: its weights {len(source.weights)} variables do not match the encoder being "
+                         f"initialised ({len(target.weights)} variables, or different shapes)")
+    target.set_weights(source.get_weights())
+
+
+def _kind(path: str) -> str:
+    if path.endswith(".npz"):
+        return "npz"
+    if path.endswith(".keras"):
+        return "keras"
+    if tf.io.gfile.isdir(path):
+        return "stage"
+    raise FileNotFoundError(f"checkpoint {path}: expected a stage checkpoint directory (with {META_FILE}), "
+                            "a BiT .npz file or a .keras encoder file")
+
+
+def _finished_meta(checkpoint_dir: str) -> StageMeta:
+    meta = read_meta(checkpoint_dir)
+    weights = os.path.join(checkpoint_dir, ENCODER_FILE)
+    if not meta.finished or not tf.io.gfile.exists(weights):
+        raise ValueError(f"stage checkpoint {checkpoint_dir}: unfinished ({meta.steps_done} of "
+                         f"{meta.pretrain.steps if meta.pretrain else '?'} steps, no final {ENCODER_FILE}); "
+                         "rerun that stage with the same checkpoint_dir to finish it")
+    return meta
+
+
+def load_encoder(path: str, backbone: BackboneConfig | None = None) -> keras.Model:
+    """The encoder stored at `path`: a finished stage directory (rebuilt from its meta.json), a BiT
+    `.npz` (architecture inferred from the file unless `backbone` is given) or a `.keras` file.
+
+    With `backbone`, a stage directory or `.npz` must match it (up to `global_bn`, which is then taken
+    from `backbone`). Call under `strategy.scope()` to get distributed variables.
+    """
+    kind = _kind(path)
+    if kind == "keras":
+        return _load_keras_file(path)
+    if kind == "npz":
+        stored = infer_bit_backbone(path)
+    else:
+        stored = _finished_meta(path).backbone
+    if backbone is not None and not _same_weights_layout(backbone, stored):
+        raise ValueError(f"checkpoint {path} holds backbone {stored}, expected {backbone}")
+    encoder = build_encoder(backbone or stored)
+    if kind == "npz":
+        bit.load_bit_npz(encoder, path)
+    else:
+        encoder.load_weights(os.path.join(path, ENCODER_FILE))
+    return encoder
+
+
+def init_encoder(
+    path: str,
+    encoder: keras.Model,
+    *,
+    backbone: BackboneConfig,
+    head: keras.Model | None = None,
+) -> str:
+    """Copies the weights at `path` (stage directory, BiT `.npz` or `.keras` encoder) into `encoder`
+    (built from `backbone`), and into `head` when `path` is a stage with a head of the same shapes.
+    Returns a one-line description of what was loaded."""
+    kind = _kind(path)
+    if kind == "keras":
+        _copy_weights(_load_keras_file(path), encoder, f"init_checkpoint {path}")
+        return f"encoder from {path}"
+    if kind == "npz":
+        if backbone.family != "bit":
+            raise ValueError(f"init_checkpoint {path}: a BiT .npz initialises only family='bit' backbones, "
+                             f"got {backbone}")
+        bit.load_bit_npz(encoder, path)
+        return f"BiT encoder from {path}"
+    meta = _finished_meta(path)
+    if not _same_weights_layout(meta.backbone, backbone):
+        raise ValueError(f"init_checkpoint {path} holds backbone {meta.backbone}, expected {backbone}")
+    encoder.load_weights(os.path.join(path, ENCODER_FILE))
+    head_file = os.path.join(path, HEAD_FILE)
+    if head is not None and meta.head_shapes == variable_shapes(head) and tf.io.gfile.exists(head_file):
+        head.load_weights(head_file)
+        return f"encoder and projection head from {path} ({meta.method}, {meta.steps_done} steps)"
+    return f"encoder from {path} ({meta.method}, {meta.steps_done} steps)"
+
+
+def state_manager(checkpoint_dir: str, checkpoint: tf.train.Checkpoint, *,
+                  is_chief: bool = True) -> tf.train.CheckpointManager:
+    """The manager of the resumable training state under `checkpoint_dir/state/` (two kept).
+
+    Non-chief workers of a multi-worker strategy must also write (collective saving); they write to a
+    private throw-away directory.
+    """
+    directory = os.path.join(checkpoint_dir, STATE_DIR)
+    if not is_chief:
+        directory = os.path.join(checkpoint_dir, f"{STATE_DIR}_worker_tmp_{os.getpid()}")
+    return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=2)

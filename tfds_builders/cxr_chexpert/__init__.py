@@ -1,0 +1,1 @@
+"""CheXpert builder (`cxr_chexpert`)."""

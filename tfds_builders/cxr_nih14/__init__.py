@@ -1,0 +1,1 @@
+"""NIH ChestX-ray14 builder (`cxr_nih14`)."""
