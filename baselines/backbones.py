@@ -10,7 +10,9 @@ FAMILIES = ("resnet_v1", "bit")
 
 
 def build_encoder(config: BackboneConfig, input_shape: tuple = (None, None, 3)) -> keras.Model:
-    """Encoder mapping float images [B, S, S, 3] in [0, 1] to features [B, D] for `config`."""
+    """Encoder mapping float images [B, S, S, 3] in [0, 1] to features [B, D] for `config`.
+
+    `small_stem` and `global_bn` apply to `resnet_v1` only; BiT has its fixed root and GroupNorm."""
     if config.family == "resnet_v1":
         return resnet.resnet_v1(config.depth, config.width, small_stem=config.small_stem,
                                 global_bn=config.global_bn, input_shape=input_shape)

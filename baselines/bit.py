@@ -142,27 +142,31 @@ def _head_arrays(head: keras.layers.Layer) -> tuple[keras.Variable, keras.Variab
 
 def load_bit_npz(model: keras.Model, path: str, *, head: keras.layers.Layer | None = None) -> list[str]:
     """Assigns BiT `.npz` weights at `path` to `model` (from `bit_resnet_v2`) and optionally `head`
-    (a Dense or 1x1 Conv2D fed by the model's features); returns the npz keys used."""
+    (a Dense or 1x1 Conv2D fed by the model's features); returns the npz keys used. Nothing is
+    assigned unless every key is present with the expected shape."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"BiT weights {path}: no such file")
     variables = _variables(model)
     table = bit_key_table(model)
     assignments = [(key, variables[var_path]) for key, var_path in table.items()]
+    if head is not None:
+        kernel, bias = _head_arrays(head)
+        assignments += [(HEAD_KERNEL, kernel), (HEAD_BIAS, bias)]
+    values = []
     with np.load(path) as npz:
         stored = set(npz.files)
-        if head is not None:
-            kernel, bias = _head_arrays(head)
-            assignments += [(HEAD_KERNEL, kernel), (HEAD_BIAS, bias)]
         for key, variable in assignments:
             if key not in stored:
                 raise ValueError(f"BiT weights {path}: missing key {key!r} needed for {variable.path}")
             value = npz[key]
-            if key == HEAD_KERNEL and len(variable.shape) == 2:
-                value = value.reshape(value.shape[-2:]) if value.shape[:2] == (1, 1) else value
+            if key == HEAD_KERNEL and len(variable.shape) == 2 and value.shape[:2] == (1, 1):
+                value = value.reshape(value.shape[2:])
             if tuple(value.shape) != tuple(variable.shape):
                 raise ValueError(f"BiT weights {path}: key {key!r} has shape {tuple(value.shape)}, "
                                  f"expected {tuple(variable.shape)} for {variable.path}")
-            variable.assign(value)
+            values.append(value)
+    for (_, variable), value in zip(assignments, values):
+        variable.assign(value)
     return [key for key, _ in assignments]
 
 

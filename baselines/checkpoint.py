@@ -29,6 +29,7 @@ import importlib.metadata
 import json
 import os
 import subprocess
+import tempfile
 from typing import Any
 
 import keras
@@ -306,10 +307,13 @@ def state_manager(checkpoint_dir: str, checkpoint: tf.train.Checkpoint, *,
                   is_chief: bool = True) -> tf.train.CheckpointManager:
     """The manager of the resumable training state under `checkpoint_dir/state/` (two kept).
 
-    Non-chief workers of a multi-worker strategy must also write (collective saving); they write to a
-    private throw-away directory.
+    Non-chief workers of a multi-worker strategy must also save (saving is collective); they write to a
+    private temporary directory. Every worker restores from `latest_state(checkpoint_dir)`.
     """
-    directory = os.path.join(checkpoint_dir, STATE_DIR)
-    if not is_chief:
-        directory = os.path.join(checkpoint_dir, f"{STATE_DIR}_worker_tmp_{os.getpid()}")
+    directory = os.path.join(checkpoint_dir, STATE_DIR) if is_chief else tempfile.mkdtemp(prefix="state_")
     return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=2)
+
+
+def latest_state(checkpoint_dir: str) -> str | None:
+    """Prefix of the newest training-state checkpoint in `checkpoint_dir/state/`, or None."""
+    return tf.train.latest_checkpoint(os.path.join(checkpoint_dir, STATE_DIR))

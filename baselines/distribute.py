@@ -24,26 +24,33 @@ def get_strategy(name: str, *, tpu_address: str | None = None, num_gpus: int | N
         raise ValueError(f"--strategy={name!r}: unknown strategy; expected one of {list(STRATEGIES)}")
     if num_gpus is not None and name != "mirrored":
         raise ValueError(f"--strategy={name}: num_gpus only applies to --strategy=mirrored")
-    if tpu_address is not None and name != "tpu":
+    if tpu_address and name != "tpu":
         raise ValueError(f"--strategy={name}: a TPU address only applies to --strategy=tpu")
-    gpus = tf.config.list_logical_devices("GPU")
-
     if name == "default":
         return tf.distribute.get_strategy()
+    # Listing devices initialises the runtime, which multi_worker and tpu must configure first.
+    gpus = tf.config.list_logical_devices("GPU") if name in ("one_device", "mirrored") else []
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     if name == "mirrored":
         if num_gpus is not None:
             if not 0 < num_gpus <= len(gpus):
-                raise ValueError(f"--strategy=mirrored: num_gpus={num_gpus} but {len(gpus)} GPU(s) are visible")
+                raise ValueError(f"--strategy=mirrored: num_gpus={num_gpus} but {len(gpus)} GPU(s) "
+                                 "are visible")
             gpus = gpus[:num_gpus]
-        devices = gpus or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([d.name for d in devices])
+        if gpus:
+            return tf.distribute.MirroredStrategy([d.name for d in gpus])
+        # Collective keys restart at 1 in every MirroredStrategy, so a second collective-based instance in
+        # one process (e.g. in a test session) aborts with "Collective instance N ... mismatch"; CPU
+        # replicas reduce on one device instead, which keeps any number of instances independent.
+        return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")],
+                                              cross_device_ops=tf.distribute.ReductionToOneDevice())
     if name == "multi_worker":
         raw = os.environ.get("TF_CONFIG")
         if not raw:
             raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable "
-                             '(e.g. {"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}})')
+                             '(e.g. {"cluster": {"worker": ["host:port", ...]}, '
+                             '"task": {"type": "worker", "index": 0}})')
         try:
             tf_config = json.loads(raw)
             tf_config["cluster"]["worker"]

@@ -31,6 +31,7 @@ class LARS(keras.optimizers.Optimizer):
         "block1/batch_normalization/gamma"); matching variables get no weight decay.
       exclude_from_layer_adaptation: regexes as above for the trust ratio; None means the same as
         `exclude_from_weight_decay`.
+        (Keras' `Optimizer.exclude_from_weight_decay()` method, which matches `v.name`, is not used.)
       name, **kwargs: passed to `keras.optimizers.Optimizer` (e.g. clipnorm, loss_scale_factor).
     """
 

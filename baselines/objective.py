@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-# Subtracted from the logits of removed pairs; exp() of it underflows to exactly 0 in float32.
+# Subtracted from the logits of removed pairs; their softmax weight underflows to exactly 0.
 LARGE_NUM = 1e9
 
 
@@ -49,22 +49,25 @@ def nt_xent_loss(
         negatives of an anchor (the MICLe option); the anchor's own positive is always kept.
 
     Returns:
-      loss: scalar float32, mean over the B_local local examples of l(view1 anchor) + l(view2 anchor),
-        where l(anchor) = -log softmax over the 2*B_global - 1 other views (minus removed ones) at the
-        positive. This is SimCLR's convention (its code sums both directions per example). It is the
-        per-replica value: the caller divides it by `num_replicas_in_sync` exactly once before taking
-        gradients, so that the all-reduced (summed) gradient is the gradient of the global mean.
-      logits: [B_local, 2*B_global] float32, the view-1 anchors' logits: columns [0, B_global) are
-        view-2 candidates, [B_global, 2*B_global) view-1 candidates (self and removed pairs at
-        -LARGE_NUM).
+      loss: scalar float32 (float64 for float64 inputs): the mean over the B_local local examples of
+        l(view-1 anchor) + l(view-2 anchor), where l(anchor) = -log softmax at the positive over the
+        2*B_global - 1 other views (minus removed ones); SimCLR's convention of summing both
+        directions per example. It is the per-replica value: the caller divides it by
+        `num_replicas_in_sync` exactly once before taking gradients, so that the all-reduced (summed)
+        gradient is the gradient of the global mean.
+      logits: [B_local, 2*B_global] in the loss dtype, the view-1 anchors' logits: columns
+        [0, B_global) are view-2 candidates, [B_global, 2*B_global) view-1 candidates (self and
+        removed pairs at -LARGE_NUM).
       labels: [B_local] int32, the column of each anchor's positive in `logits`.
     """
     if temperature <= 0:
         raise ValueError(f"nt_xent_loss: temperature must be > 0, got {temperature}")
     if mask_same_group and group_ids is None:
         raise ValueError("nt_xent_loss: mask_same_group=True needs group_ids")
-    z1 = tf.math.l2_normalize(tf.cast(z1, tf.float32), axis=-1)
-    z2 = tf.math.l2_normalize(tf.cast(z2, tf.float32), axis=-1)
+    z1, z2 = tf.convert_to_tensor(z1), tf.convert_to_tensor(z2)
+    dtype = tf.float64 if z1.dtype == tf.float64 else tf.float32  # half precision is promoted
+    z1 = tf.math.l2_normalize(tf.cast(z1, dtype), axis=-1)
+    z2 = tf.math.l2_normalize(tf.cast(z2, dtype), axis=-1)
     batch_local = tf.shape(z1)[0]
 
     ctx = tf.distribute.get_replica_context()
@@ -81,13 +84,13 @@ def nt_xent_loss(
     # Global index of each local example; its positive is the same index in the other view.
     replica_id = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
     labels = replica_id * batch_local + tf.range(batch_local)
-    self_mask = tf.one_hot(labels, batch_global)  # [B_local, B_global]
+    self_mask = tf.one_hot(labels, batch_global, dtype=dtype)  # [B_local, B_global]
 
     if mask_same_group:
         keys = _group_keys(group_ids)
         keys_all = tf.stop_gradient(ctx.all_gather(keys, axis=0)) if ctx.num_replicas_in_sync > 1 else keys
         same_group = tf.reduce_all(keys[:, None, :] == keys_all[None, :, :], axis=-1)
-        same_group = tf.cast(same_group, tf.float32)
+        same_group = tf.cast(same_group, dtype)
         # Same-view candidates: self and every other same-group example; other view: all but the positive.
         mask_same_view = tf.maximum(same_group, self_mask)
         mask_other_view = same_group * (1.0 - self_mask)

@@ -84,6 +84,6 @@ def piecewise_warmup(policy: FinetunePolicy) -> WarmupStepDecay:
     """BiT-style schedule of a fine-tuning policy: linear warm-up over `policy.warmup_steps` to
     `policy.learning_rate`, x0.1 at each of `policy.decay_boundaries`."""
     if policy.warmup_steps > policy.steps or any(b > policy.steps for b in policy.decay_boundaries):
-        raise ValueError(f"piecewise_warmup: warmup_steps and decay_boundaries must be <= steps={policy.steps}, "
-                         f"got {policy.warmup_steps} and {policy.decay_boundaries}")
+        raise ValueError("piecewise_warmup: warmup_steps and decay_boundaries must be <= "
+                         f"steps={policy.steps}, got {policy.warmup_steps} and {policy.decay_boundaries}")
     return WarmupStepDecay(policy.learning_rate, policy.warmup_steps, policy.decay_boundaries)

@@ -192,7 +192,8 @@ def _row_bincount(draws: np.ndarray, num_groups: int) -> np.ndarray:
     return np.bincount(flat.ravel(), minlength=rows * num_groups).reshape(rows, num_groups)
 
 
-def _per_resample(metric_fn: MetricFn, labels, scores, weights: np.ndarray) -> dict[str, np.ndarray]:
+def _per_resample(metric_fn: MetricFn, labels, scores,
+                  weights: np.ndarray) -> dict[str, np.ndarray]:
     y = np.asarray(labels)
     s = np.asarray(scores)
     example_index = np.arange(y.shape[0])

@@ -49,7 +49,8 @@ def split_groups(group_ids, *, fractions: Mapping[str, float], salt: str) -> dic
             raise ValueError(f"split_groups: fractions[{name!r}] must be in [0, 1], got {f!r}")
     total = sum(fractions.values())
     if abs(total - 1.0) > _FRACTION_TOLERANCE:
-        raise ValueError(f"split_groups: fractions must sum to 1, got {dict(fractions)} (sum {total})")
+        raise ValueError(f"split_groups: fractions must sum to 1, got {dict(fractions)} "
+                         f"(sum {total})")
     names = list(fractions)
     bounds = np.cumsum([fractions[n] for n in names])
     bounds[-1] = 1.0
@@ -98,8 +99,9 @@ def label_fraction_groups(group_ids, group_strata, fraction: float, seed: int, *
 
 
 def parse_fractions(text: str) -> tuple[float, ...]:
-    """Label fractions from `--label_fractions`, a comma-separated list of percentages in (0, 100]
-    (e.g. "1,10,100" -> (0.01, 0.1, 1.0)), returned in ascending order."""
+    """Label fractions from `--label_fractions`, a comma-separated list of percentages in (0, 100],
+    returned as percentages in ascending order: "100,1,10" -> (1.0, 10.0, 100.0). (Result rows
+    store `label_fraction` as a fraction of 1, i.e. percentage / 100.)"""
     values = []
     for item in str(text).split(","):
         item = item.strip()
@@ -111,8 +113,7 @@ def parse_fractions(text: str) -> tuple[float, ...]:
         if not percent.is_finite() or not 0 < percent <= 100:
             raise ValueError(f"--label_fractions={text}: {item!r} is outside (0, 100]; values are "
                              "percentages, e.g. 1,10,100")
-        fraction = float(percent / 100)
-        if fraction in values:
+        if float(percent) in values:
             raise ValueError(f"--label_fractions={text}: {item!r} is repeated")
-        values.append(fraction)
+        values.append(float(percent))
     return tuple(sorted(values))

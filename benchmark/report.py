@@ -28,5 +28,5 @@ def summary_table(rows: list[dict]) -> str:
             name, values = found[0]
             mean, std = metrics.summarise_seeds(values)
             shown.append(f"{name} {mean:.3f} ± {std:.3f} (n={len(values)})".ljust(26))
-        lines.append(f"{task:<6} {method[:12]:<12} {mode:<9} {fraction:>6g}%  {shown[0]} {shown[1]}")
+        lines.append(f"{task:<6} {method[:12]:<12} {mode:<9} {fraction * 100:>6g}%  {shown[0]} {shown[1]}")
     return "\n".join(lines)

@@ -35,6 +35,7 @@ CELL_KEY_FIELDS = ("task", "method", "preset", "eval_mode", "label_fraction", "s
 _ROW_KEYS = frozenset(CELL_KEY_FIELDS + (
     "schema", "metrics", "config", "code_version", "packages", "data_fingerprint", "synthetic",
     "created", "wall_seconds"))
+_OPTIONAL_ROW_KEYS = frozenset(("n_train_examples", "n_train_groups"))
 _TEST_SET_KEYS = frozenset(("primary", "values", "ci95", "n_examples", "n_groups", "fingerprint",
                             "predictions"))
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -54,7 +55,12 @@ def cell_key(row: dict) -> tuple:
 
 
 def _is_number(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+    return (isinstance(v, (int, float, np.integer, np.floating))
+            and not isinstance(v, (bool, np.bool_)))
+
+
+def _is_sha256(v) -> bool:
+    return isinstance(v, str) and _SHA256_HEX.fullmatch(v) is not None
 
 
 def _is_metric(v) -> bool:
@@ -73,8 +79,9 @@ def validate_row(row: dict) -> None:
         raise ValueError(f"result row: expected a JSON object, got {type(row).__name__}")
     for key in sorted(_ROW_KEYS - row.keys()):
         raise ValueError(f"result row: missing key {key!r}")
-    for key in sorted(row.keys() - _ROW_KEYS):
-        raise ValueError(f"result row: unexpected key {key!r}; expected only {sorted(_ROW_KEYS)}")
+    for key in sorted(row.keys() - _ROW_KEYS - _OPTIONAL_ROW_KEYS):
+        raise ValueError(f"result row: unexpected key {key!r}; expected only "
+                         f"{sorted(_ROW_KEYS | _OPTIONAL_ROW_KEYS)}")
     if row["schema"] != SCHEMA_VERSION or isinstance(row["schema"], bool):
         _fail("schema", str(SCHEMA_VERSION), row["schema"])
     for key in ("task", "method", "preset", "code_version"):
@@ -93,7 +100,7 @@ def validate_row(row: dict) -> None:
     if not (isinstance(packages, dict) and all(isinstance(k, str) for k in packages)
             and all(v is None or isinstance(v, str) for v in packages.values())):
         _fail("packages", "an object of name -> version str (or null)", packages)
-    if not (isinstance(row["data_fingerprint"], str) and _SHA256_HEX.fullmatch(row["data_fingerprint"])):
+    if not _is_sha256(row["data_fingerprint"]):
         _fail("data_fingerprint", "a sha256 hex digest", row["data_fingerprint"])
     if not isinstance(row["synthetic"], (bool, np.bool_)):
         _fail("synthetic", "a bool", row["synthetic"])
@@ -101,6 +108,11 @@ def validate_row(row: dict) -> None:
     w = row["wall_seconds"]
     if not (_is_number(w) and math.isfinite(w) and w >= 0):
         _fail("wall_seconds", "a finite number >= 0", w)
+    for key in sorted(_OPTIONAL_ROW_KEYS & row.keys()):
+        v = row[key]
+        upper = row[key] if key == "n_train_examples" else row.get("n_train_examples", math.inf)
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or not 1 <= v <= upper:
+            _fail(key, "an int >= 1 (n_train_groups <= n_train_examples)", v)
     metrics = row["metrics"]
     if not (isinstance(metrics, dict) and metrics):
         _fail("metrics", "a non-empty object of test set -> results", metrics)
@@ -148,7 +160,7 @@ def _check_test_set(prefix: str, result) -> None:
         _fail(f"{prefix}.n_examples", "an int >= 1", n)
     if not isinstance(g, (int, np.integer)) or isinstance(g, bool) or not 1 <= g <= n:
         _fail(f"{prefix}.n_groups", f"an int in [1, n_examples={n}]", g)
-    if not (isinstance(result["fingerprint"], str) and _SHA256_HEX.fullmatch(result["fingerprint"])):
+    if not _is_sha256(result["fingerprint"]):
         _fail(f"{prefix}.fingerprint", "a sha256 hex digest", result["fingerprint"])
     p = result["predictions"]
     if not (isinstance(p, str) and p and not os.path.isabs(p) and ".." not in Path(p).parts):
@@ -197,7 +209,8 @@ class ResultsStore:
         self.path = Path(path)
 
     def _read_lines(self) -> list[tuple[str, dict]]:
-        """(line text, row) for every complete row; a malformed last line is reported and skipped."""
+        """(line text, row) for every complete row; a malformed last line is reported (warning)
+        and skipped."""
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -317,7 +330,8 @@ def examples_fingerprint(example_ids: Sequence[str], labels) -> str:
     order = np.argsort(ids, kind="stable")
     y = np.asarray(labels, dtype=np.float64)
     if y.shape[:1] != ids.shape:
-        raise ValueError(f"examples_fingerprint: {len(ids)} example_ids but labels of shape {y.shape}")
+        raise ValueError(f"examples_fingerprint: {len(ids)} example_ids but labels of shape "
+                         f"{y.shape}")
     y = np.where(np.isnan(y), np.nan, y)[order]
     return fingerprint(ids[order], y)
 

@@ -85,7 +85,8 @@ def run(cfg: RunConfig) -> list[dict]:
     cells = [(mode, fraction, seed) for mode in preset.eval_modes
              for fraction in preset.label_fractions for seed in preset.seeds]
     key_of = {c: results.cell_key({"task": task.name, "method": cfg.method, "preset": preset.name,
-                                   "eval_mode": c[0], "label_fraction": c[1], "seed": c[2]})
+                                   "eval_mode": c[0], "label_fraction": c[1] / 100.0,
+                                   "seed": c[2]})
               for c in cells}
     todo = [c for c in cells if not store.done(key_of[c])]
     if todo:
@@ -146,7 +147,7 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
             }
         store.append({
             "schema": 1, "task": task.name, "method": cfg.method, "preset": preset.name,
-            "eval_mode": mode, "label_fraction": float(fraction), "seed": int(seed),
+            "eval_mode": mode, "label_fraction": fraction / 100.0, "seed": int(seed),
             "metrics": scored, "n_train_examples": int(len(chosen.example_ids)),
             "n_train_groups": int(len(groups)),
             "data_fingerprint": results.examples_fingerprint(chosen.example_ids, chosen.labels),

@@ -1,11 +1,13 @@
-"""LARS against a NumPy reference update; exclusions by variable path; serialisation."""
+"""LARS against a NumPy reference update; exclusions by variable path; serialisation; the learning-rate
+schedules that drive it."""
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from baselines.api import FinetunePolicy
 from baselines.lars import LARS
-from baselines.schedules import WarmupCosine
+from baselines.schedules import WarmupCosine, WarmupStepDecay, piecewise_warmup, scaled_learning_rate
 
 
 def reference_lars(w, g, v, *, lr, momentum, weight_decay, eta, decay, adapt):
@@ -106,7 +108,8 @@ def test_compiled_fit_reduces_loss():
     keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
     y = x @ np.array([[1.0], [-2.0], [0.5], [0.0]], np.float32)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)])
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(1)])
     model.compile(optimizer=LARS(learning_rate=0.2, eta=0.05), loss="mse")
     first = model.evaluate(x, y, verbose=0)
     model.fit(x, y, epochs=10, batch_size=16, verbose=0)
@@ -118,3 +121,42 @@ def test_bad_hyperparameters():
         LARS(momentum=1.0)
     with pytest.raises(ValueError, match="eta"):
         LARS(eta=0.0)
+
+
+def test_warmup_cosine_values():
+    schedule = WarmupCosine(2.0, total_steps=110, warmup_steps=10)
+    steps = np.array([0, 5, 10, 35, 60, 110, 150])
+    expected = [0.0, 1.0, 2.0, 1.0 + np.cos(np.pi * 25 / 100), 1.0, 0.0, 0.0]
+    np.testing.assert_allclose([float(schedule(s)) for s in steps], expected, atol=1e-6)
+    no_warmup = WarmupCosine(1.0, total_steps=4, warmup_steps=0)
+    np.testing.assert_allclose([float(no_warmup(s)) for s in range(5)], [1.0, 0.853553, 0.5, 0.146447, 0.0],
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="warmup_steps <= total_steps"):
+        WarmupCosine(1.0, total_steps=5, warmup_steps=6)
+
+
+def test_scaled_learning_rate():
+    assert scaled_learning_rate(0.3, 4096) == pytest.approx(4.8)
+    assert scaled_learning_rate(0.075, 1024, "sqrt") == pytest.approx(2.4)
+    with pytest.raises(ValueError, match="scaling must be 'linear' or 'sqrt'"):
+        scaled_learning_rate(0.3, 256, "log")
+    with pytest.raises(ValueError, match="batch_size must be > 0"):
+        scaled_learning_rate(0.3, 0)
+
+
+def test_piecewise_warmup_follows_policy():
+    policy = FinetunePolicy(steps=500, learning_rate=0.003, batch_size=512, warmup_steps=100,
+                            decay_boundaries=(200, 300, 400))
+    schedule = piecewise_warmup(policy)
+    steps = [0, 50, 99, 100, 199, 200, 299, 300, 400, 499]
+    expected = [0.0, 0.0015, 0.00297, 0.003, 0.003, 3e-4, 3e-4, 3e-5, 3e-6, 3e-6]
+    np.testing.assert_allclose([float(schedule(s)) for s in steps], expected, rtol=1e-5)
+    restored = WarmupStepDecay.from_config(schedule.get_config())
+    assert float(restored(250)) == pytest.approx(3e-4)
+    constant = piecewise_warmup(FinetunePolicy(steps=10, learning_rate=0.1, batch_size=8, warmup_steps=0))
+    assert float(constant(0)) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="must be <= steps=10"):
+        piecewise_warmup(FinetunePolicy(steps=10, learning_rate=0.1, batch_size=8, warmup_steps=2,
+                                        decay_boundaries=(20,)))
+    with pytest.raises(ValueError, match="strictly increasing"):
+        WarmupStepDecay(0.1, 0, (5, 3))

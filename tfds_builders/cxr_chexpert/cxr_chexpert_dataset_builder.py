@@ -6,6 +6,7 @@ import dataclasses
 import pathlib
 import re
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from tfds_builders import _common
@@ -51,6 +52,12 @@ _EXPECTED = (
 _SPLIT_FILES = (("train", "train.csv", HEADER), ("validation", "valid.csv", HEADER), ("test", "test_labels.csv", TEST_HEADER))
 
 
+_RAGGED_NOTE = (
+    " Images of one patient can differ in size, which a Sequence cannot stack: read this config with "
+    "decoders={'images': {'image': tfds.decode.SkipDecoding()}} and decode each image."
+)
+
+
 def snake_case(observation: str) -> str:
     """'Pleural Effusion' -> 'pleural_effusion'."""
     return observation.lower().replace(" ", "_")
@@ -77,6 +84,7 @@ def _configs():
                     description=(
                         ("One example per patient holding all of its images, " if grouped else "One example per image, ")
                         + ("source resolution." if size is None else f"shorter side resized to {size} px, centre-cropped, PNG.")
+                        + (_RAGGED_NOTE if grouped and size is None else "")
                     ),
                 )
             )
@@ -212,7 +220,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 "view": view,
                 "ap_pa": tfds.features.Text(),
                 "sex": tfds.features.Text(),
-                "age": tfds.features.Scalar(dtype="int32"),
+                "age": tfds.features.Scalar(dtype=np.int32),
                 "labels": tfds.features.FeaturesDict(
                     {snake_case(o): tfds.features.ClassLabel(names=LABEL_STATES) for o in OBSERVATIONS}
                 ),

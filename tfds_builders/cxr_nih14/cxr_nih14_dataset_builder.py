@@ -5,6 +5,7 @@ import dataclasses
 import pathlib
 import re
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from tfds_builders import _common
@@ -180,13 +181,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             features=tfds.features.FeaturesDict({
                 "image": tfds.features.Image(shape=(None, None, 1)),
                 "image_index": tfds.features.Text(),
-                "patient_id": tfds.features.Scalar(dtype="int32"),
-                "follow_up": tfds.features.Scalar(dtype="int32"),
+                "patient_id": tfds.features.Scalar(dtype=np.int32),
+                "follow_up": tfds.features.Scalar(dtype=np.int32),
                 "view": tfds.features.Text(),
                 "sex": tfds.features.Text(),
-                "age": tfds.features.Scalar(dtype="int32"),
+                "age": tfds.features.Scalar(dtype=np.int32),
                 "labels": tfds.features.FeaturesDict(
-                    {label_key(f): tfds.features.Scalar(dtype="bool") for f in (*FINDINGS, NO_FINDING)}
+                    {label_key(f): tfds.features.Scalar(dtype=np.bool_) for f in (*FINDINGS, NO_FINDING)}
                 ),
             }),
             homepage=_OBTAIN,

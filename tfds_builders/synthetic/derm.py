@@ -89,8 +89,8 @@ def _allocate(rng: np.random.Generator, n: int, weights, *, every: bool = False)
     counts = np.floor(w * n).astype(int)
     if every and n >= len(w):
         counts = np.maximum(counts, 1)
-    while counts.sum() > n:  # only after the every-floor: take from the most over-allocated
-        counts[np.argmax(counts - w * n)] -= 1
+    while counts.sum() > n:  # only after the every-floor: take from the most over-allocated of those > 1
+        counts[np.argmax(np.where(counts > 1, counts - w * n, -np.inf))] -= 1
     order = np.argsort(-(w * n - counts), kind="stable")
     counts[order[: n - counts.sum()]] += 1
     out = np.repeat(np.arange(len(w)), counts)
@@ -98,11 +98,10 @@ def _allocate(rng: np.random.Generator, n: int, weights, *, every: bool = False)
     return out
 
 
-def _choice(rng: np.random.Generator, table: dict, size=None):
-    keys = list(table)
+def _choice(rng: np.random.Generator, table: dict):
+    """One key of `table` drawn with probability proportional to its value."""
     p = np.asarray(list(table.values()), np.float64)
-    idx = rng.choice(len(keys), size=size, p=p / p.sum())
-    return keys[idx] if size is None else [keys[i] for i in idx]
+    return list(table)[rng.choice(len(p), p=p / p.sum())]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -110,16 +109,42 @@ def _choice(rng: np.random.Generator, table: dict, size=None):
 
 
 @dataclasses.dataclass(frozen=True)
+class _Grid:
+    """Pixel grid of one image and the affine map from frame to lesion coordinates (unit = lesion radius)."""
+
+    x: np.ndarray  # [W] frame coordinates (unit = shorter image side)
+    y: np.ndarray  # [H]
+    affine: np.ndarray  # [2, 3]: (u, v) = affine @ (x, y, 1)
+
+    def uv(self):
+        """Lesion coordinates (u, v) of every pixel, each [H, W]."""
+        a = self.affine
+        u = a[0, 0] * self.x[None, :] + a[0, 1] * self.y[:, None] + a[0, 2]
+        v = a[1, 0] * self.x[None, :] + a[1, 1] * self.y[:, None] + a[1, 2]
+        return u, v
+
+
+@dataclasses.dataclass(frozen=True)
 class _Noise:
-    """A smooth random field: a sum of K plane waves, unit variance, evaluable at any coordinates."""
+    """A smooth random field: a sum of K plane waves with unit variance."""
 
     freqs: np.ndarray  # [K, 2]
     phases: np.ndarray  # [K]
     amps: np.ndarray  # [K]
 
-    def __call__(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        arg = u[..., None] * self.freqs[:, 0] + v[..., None] * self.freqs[:, 1] + self.phases
-        return np.cos(arg) @ self.amps
+    def __call__(self, grid: _Grid, mix=None) -> np.ndarray:
+        """The field at lesion coordinates `mix @ (u, v)` of every pixel, as [H, W].
+
+        Plane waves of an affine coordinate map separate into row and column factors, so the field is
+        one [H, 2K] @ [2K, W] product.
+        """
+        a = grid.affine if mix is None else np.asarray(mix, np.float32) @ grid.affine
+        alpha, beta, gamma = self.freqs @ a[:, 0], self.freqs @ a[:, 1], self.freqs @ a[:, 2]
+        ax = grid.x[:, None] * alpha + (gamma + self.phases)
+        by = grid.y[:, None] * beta
+        left = np.concatenate([np.cos(by), -np.sin(by)], 1)
+        right = np.concatenate([np.cos(ax) * self.amps, np.sin(ax) * self.amps], 1)
+        return left @ right.T
 
 
 def _noise(rng: np.random.Generator, lo: float, hi: float, k: int = 8) -> _Noise:
@@ -167,14 +192,14 @@ def _lesion_traits(rng: np.random.Generator, model: str, skin: np.ndarray, hairy
     if model == "mel":
         amp[0] *= 2.0  # asymmetric: strong first harmonic
     harmonics = np.stack([amp, rng.uniform(0, 2 * np.pi, 6)], 1).astype(np.float32)
-    radius = {"nv": (0.20, 0.30), "mel": (0.28, 0.40), "bcc": (0.20, 0.30), "bkl": (0.25, 0.36),
+    radius = {"nv": (0.20, 0.30), "mel": (0.28, 0.40), "bcc": (0.22, 0.32), "bkl": (0.25, 0.36),
               "akiec": (0.22, 0.32), "scc": (0.22, 0.32), "df": (0.15, 0.22),
-              "vasc": (0.14, 0.22)}[model]
+              "vasc": (0.18, 0.28)}[model]
     aspect = 1.0 + {"nv": 0.08, "mel": 0.35, "bkl": 0.25, "df": 0.05}.get(model, 0.15) * rng.uniform()
     ragged = {"mel": 0.08, "akiec": 0.06, "scc": 0.06, "bcc": 0.03}.get(model, 0.012)
     softness = {"nv": 0.03, "mel": 0.06, "bcc": 0.08, "bkl": 0.025, "akiec": 0.16, "scc": 0.12,
                 "df": 0.10, "vasc": 0.03}[model]
-    opacity = {"bcc": rng.uniform(0.55, 0.75), "akiec": rng.uniform(0.7, 0.85),
+    opacity = {"bcc": rng.uniform(0.65, 0.85), "akiec": rng.uniform(0.7, 0.85),
                "scc": rng.uniform(0.75, 0.9)}.get(model, rng.uniform(0.88, 0.97))
     if model == "nv":
         brown = _jitter(rng, [0.52, 0.33, 0.20], 0.04)
@@ -185,9 +210,9 @@ def _lesion_traits(rng: np.random.Generator, model: str, skin: np.ndarray, hairy
         chosen = np.concatenate([[0, 1], rng.choice(np.arange(2, 6), rng.integers(2, 5), replace=False)])
         palette = [_jitter(rng, full[i], 0.03) for i in chosen]
     elif model == "bcc":
-        palette = [_jitter(rng, [0.86, 0.60, 0.60], 0.03), _jitter(rng, [0.94, 0.88, 0.88], 0.02)]
+        palette = [_jitter(rng, [0.86, 0.52, 0.56], 0.03), _jitter(rng, [0.94, 0.86, 0.88], 0.02)]
     elif model == "bkl":
-        tan = _jitter(rng, [0.68, 0.52, 0.36], 0.05)
+        tan = _jitter(rng, [0.70, 0.52, 0.38], 0.05)
         palette = [tan, tan * 0.78]
     elif model in ("akiec", "scc"):
         palette = [_jitter(rng, [0.82, 0.42, 0.38], 0.03), _jitter(rng, [0.70, 0.30, 0.30], 0.03)]
@@ -196,10 +221,10 @@ def _lesion_traits(rng: np.random.Generator, model: str, skin: np.ndarray, hairy
     else:  # vasc
         palette = [_jitter(rng, [0.62, 0.10, 0.22], 0.03), _jitter(rng, [0.42, 0.14, 0.40], 0.03)]
     if model == "vasc":  # lobules: centre x, y, radius
-        n = rng.integers(3, 7)
+        n = rng.integers(4, 10)
         ang = rng.uniform(0, 2 * np.pi, n)
-        dist = rng.uniform(0.0, 0.55, n)
-        extras = np.stack([dist * np.cos(ang), dist * np.sin(ang), rng.uniform(0.35, 0.55, n)], 1)
+        dist = np.sqrt(rng.uniform(0.0, 0.5, n))
+        extras = np.stack([dist * np.cos(ang), dist * np.sin(ang), rng.uniform(0.28, 0.45, n)], 1)
     elif model == "bcc":  # blue-grey ovoid nests
         n = rng.integers(0, 4)
         ang = rng.uniform(0, 2 * np.pi, n)
@@ -212,15 +237,16 @@ def _lesion_traits(rng: np.random.Generator, model: str, skin: np.ndarray, hairy
     fields = (
         _noise(rng, 0.8, 3.0),  # colour field 1 / vessel mask
         _noise(rng, 0.8, 3.0),  # colour field 2
-        _noise(rng, 5.0, 9.0),  # network, fissures, vessels
+        _noise(rng, 5.0, 9.0),  # fissures, vessels, first network family
         _noise(rng, 12.0, 22.0),  # dots, scale, milia
         _noise(rng, 4.0, 10.0),  # ragged border
         _noise(rng, 1.0, 4.0),  # skin mottling
         _noise(rng, 25.0, 45.0),  # skin pores
+        _noise(rng, 9.0, 14.0),  # second network family
     ) + tuple(_noise(rng, 0.8, 2.5) for _ in range(max(0, len(palette) - 2)))
-    n_hairs = rng.integers(1, 7) if hairy else 0
+    n_hairs = rng.integers(1, 5) if hairy else 0
     hairs = np.stack([rng.uniform(-1.5, 1.5, n_hairs), rng.uniform(-1.5, 1.5, n_hairs),
-                      rng.uniform(0, np.pi, n_hairs), rng.uniform(0.008, 0.02, n_hairs),
+                      rng.uniform(0, np.pi, n_hairs), rng.uniform(0.003, 0.007, n_hairs),
                       rng.normal(0, 0.15, n_hairs)], 1)
     return _Lesion(
         model=model, radius=float(rng.uniform(*radius)), aspect=float(aspect), harmonics=harmonics,
@@ -240,131 +266,136 @@ def _mix(a, b, w):
     return a + (b - a) * w[..., None]
 
 
-def _render_lesion(les: _Lesion, u, v, detail: float):
-    """Lesion colour [H, W, 3] and coverage [H, W] at lesion coordinates (unit = lesion radius)."""
+_SWAP = ((0.0, 1.0), (1.0, 0.0))  # evaluates a field at (v, u): a second, independent-looking field
+
+
+def _border(les: _Lesion, uu, vv, rho):
+    """Radius of the lesion border in the direction of each pixel: 1 + sum_k a_k cos(k phi + psi_k)."""
+    z = (uu + 1j * vv) / np.maximum(rho, 1e-6)
+    zk = np.ones_like(z)
+    border = np.ones_like(rho)
+    for amp, phase in les.harmonics:
+        zk = zk * z
+        border += amp * (zk.real * np.cos(phase) - zk.imag * np.sin(phase))
+    return border
+
+
+def _render_lesion(les: _Lesion, grid: _Grid, detail: float):
+    """Lesion colour [H, W, 3] and coverage [H, W] on `grid`."""
     f_c1, f_c2, f_mid, f_fine, f_rag = les.fields[:5]
-    uu, vv = u / les.aspect, v * les.aspect
-    rho = np.hypot(uu, vv)
-    phi = np.arctan2(vv, uu)
-    k = np.arange(1, len(les.harmonics) + 1, dtype=np.float32)
-    border = 1.0 + np.cos(phi[..., None] * k + les.harmonics[:, 1]) @ les.harmonics[:, 0]
-    border = border + les.ragged * f_rag(u, v)
+    u, v = grid.uv()
     if les.model == "vasc":
         d = np.hypot(u[..., None] - les.extras[:, 0], v[..., None] - les.extras[:, 1]) / les.extras[:, 2]
-        lobe = np.argmin(d, axis=-1)
-        cover = _sigmoid((1.0 - d.min(axis=-1)) / les.softness)
-        colour = les.palette[lobe % len(les.palette)]
         nearest = np.sort(d, axis=-1)
+        cover = _sigmoid((1.0 - nearest[..., 0]) / les.softness)
+        colour = les.palette[np.argmin(d, axis=-1) % len(les.palette)]
         septum = np.exp(-((nearest[..., 1] - nearest[..., 0]) / 0.12) ** 2)
         colour = _mix(colour, np.float32([0.30, 0.08, 0.15]), 0.5 * detail * septum * cover)
         return colour, cover * les.opacity
+    uu, vv = u / les.aspect, v * les.aspect
+    rho = np.hypot(uu, vv)
+    border = _border(les, uu, vv, rho) + les.ragged * f_rag(grid)
     cover = _sigmoid((border - rho) / les.softness)
-    colour_fields = [f_c1(u, v), f_c2(u, v)] + [f(u, v) for f in les.fields[7:]]
+    colour_fields = [f_c1(grid), f_c2(grid)] + [f(grid) for f in les.fields[8:]]
     logits = np.stack(colour_fields[: len(les.palette)], -1) * les.palette_sharpness
     weights = np.exp(logits - logits.max(-1, keepdims=True))
     weights /= weights.sum(-1, keepdims=True)
     colour = weights @ les.palette
     colour = colour * (1.0 - les.center_dark * np.clip(1.0 - rho, 0, 1))[..., None]
     model = les.model
-    if model in ("nv", "mel", "df"):  # pigment network (irregular and patchy in melanoma)
-        line = np.exp(-(f_mid(u, v) / 0.35) ** 2)
-        strength = {"nv": 0.22, "mel": 0.35, "df": 0.25}[model]
+    if model in ("nv", "mel", "df"):  # pigment network: mesh of two line families, patchy in melanoma
+        f_net = les.fields[7]
+        line = np.maximum(np.exp(-(f_mid(grid) / 0.3) ** 2), np.exp(-(f_net(grid) / 0.3) ** 2))
+        strength = {"nv": 0.25, "mel": 0.35, "df": 0.25}[model]
         if model == "mel":
-            line = line * _sigmoid(2.0 * f_c2(1.3 * v, 1.3 * u))
+            line = line * _sigmoid(2.0 * f_c2(grid, _SWAP))
         if model == "df":
             line = line * _sigmoid((rho - 0.5) / 0.08)
         colour = colour * (1.0 - strength * detail * line)[..., None]
     if model == "bcc":  # arborising vessels in patches, pearly sheen, blue-grey nests
-        vessel = np.exp(-(f_mid(u, v) / 0.12) ** 2) * _sigmoid(3.0 * f_c1(v, u))
+        vessel = np.exp(-(f_mid(grid) / 0.12) ** 2) * _sigmoid(3.0 * f_c1(grid, _SWAP))
         colour = _mix(colour, np.float32([0.70, 0.08, 0.14]), 0.85 * detail * vessel)
         for x0, y0, r in les.extras:
             nest = _sigmoid((r - np.hypot(u - x0, v - y0)) / 0.03)
             colour = _mix(colour, np.float32([0.38, 0.42, 0.52]), 0.8 * detail * nest)
     if model == "bkl":  # cerebriform fissures, milia-like cysts, comedo-like openings
-        fissure = np.exp(-(f_mid(u, v) / 0.3) ** 2)
+        fissure = np.exp(-(f_mid(grid) / 0.3) ** 2)
         colour = colour * (1.0 - 0.35 * detail * fissure)[..., None]
-        fine = f_fine(u, v)
+        fine = f_fine(grid)
         colour = _mix(colour, np.float32([0.95, 0.93, 0.85]), 0.9 * detail * _sigmoid((fine - 1.6) / 0.15))
         colour = _mix(colour, np.float32([0.22, 0.15, 0.10]), 0.7 * detail * _sigmoid((-fine - 1.8) / 0.15))
     if model in ("akiec", "scc"):  # scale: white-yellow speckles on red, strawberry-like follicles
-        fine = f_fine(u, v)
-        scale = _sigmoid((fine - 0.9) / 0.2) * _sigmoid(1.5 * f_c2(u, v) + 0.5)
+        scale = _sigmoid((f_fine(grid) - 0.9) / 0.2) * _sigmoid(1.5 * f_c2(grid) + 0.5)
         colour = _mix(colour, np.float32([0.93, 0.89, 0.78]), 0.85 * detail * scale)
     if model in ("df", "scc"):  # central white scar (df) / keratin crust (scc)
         x0, y0, r = les.extras[0]
-        centre = _sigmoid((r - np.hypot(u - x0, v - y0) + 0.08 * f_rag(v, u)) / 0.08)
+        centre = _sigmoid((r - np.hypot(u - x0, v - y0) + 0.08 * f_rag(grid, _SWAP)) / 0.08)
         target = np.float32([0.92, 0.88, 0.84]) if model == "df" else np.float32([0.88, 0.82, 0.62])
         colour = _mix(colour, target, 0.9 * centre)
     return colour, cover * les.opacity
 
 
-def _frame_coords(h: int, w: int):
-    s = float(min(h, w))
-    y = (np.arange(h, dtype=np.float32) + 0.5 - h / 2) / s
-    x = (np.arange(w, dtype=np.float32) + 0.5 - w / 2) / s
-    return np.meshgrid(x, y)
-
-
 def _render(les: _Lesion, rng: np.random.Generator, h: int, w: int, *, clinical: bool,
             circle: float, vignette: float) -> np.ndarray:
-    """One uint8 [h, w, 3] view of `les`: new rotation, zoom, offset and lighting."""
-    x, y = _frame_coords(h, w)
+    """One uint8 [h, w, 3] view of `les`: new rotation, zoom, offset, flip and lighting."""
+    side = np.float32(min(h, w))
+    x1 = (np.arange(w, dtype=np.float32) + 0.5 - w / 2) / side
+    y1 = (np.arange(h, dtype=np.float32) + 0.5 - h / 2) / side
     theta = rng.uniform(0, 2 * np.pi)
-    zoom = np.exp(rng.uniform(np.log(0.7), np.log(1.3))) if clinical else np.exp(rng.uniform(np.log(0.85), np.log(1.2)))
-    size = les.radius * zoom * (0.65 if clinical else 1.0)
+    lo, hi = (0.7, 1.3) if clinical else (0.85, 1.2)
+    size = les.radius * np.exp(rng.uniform(np.log(lo), np.log(hi))) * (0.85 if clinical else 1.0)
     off = rng.normal(0, 0.09 if clinical else 0.05, 2)
-    c, s = np.cos(theta), np.sin(theta)
-    xs, ys = (x - off[0]) / size, (y - off[1]) / size
-    u = c * xs + s * ys
-    v = -s * xs + c * ys
-    if rng.uniform() < 0.5:
-        u = -u
-    detail = 0.5 if clinical else 1.0
+    flip = -1.0 if rng.uniform() < 0.5 else 1.0
+    rot = np.array([[flip * np.cos(theta), flip * np.sin(theta)], [-np.sin(theta), np.cos(theta)]]) / size
+    grid = _Grid(x=x1, y=y1, affine=np.concatenate([rot, -rot @ off[:, None]], 1).astype(np.float32))
+    x, y = x1[None, :], y1[:, None]
+    detail = 0.65 if clinical else 1.0
     f_mottle, f_pore = les.fields[5], les.fields[6]
-    skin = les.skin * (1.0 + 0.05 * f_mottle(u * 0.3, v * 0.3) + 0.025 * detail * f_pore(u, v))[..., None]
-    colour, alpha = _render_lesion(les, u, v, detail)
-    if clinical:  # pigment reads darker and less saturated on darker skin
+    texture = 1.0 + 0.05 * f_mottle(grid, 0.3 * np.eye(2)) + 0.015 * detail * f_pore(grid)
+    skin = les.skin * texture[..., None]
+    colour, alpha = _render_lesion(les, grid, detail)
+    if clinical:  # pigment reads darker on darker skin
         lum = float(les.skin @ np.float32([0.3, 0.59, 0.11]))
-        colour = colour * min(1.0, 0.55 + 0.45 * lum / 0.75)
+        colour = colour * np.float32(min(1.0, 0.7 + 0.3 * lum / 0.75))
     img = _mix(skin, colour, alpha)
     if len(les.hairs):
+        u, v = grid.uv()
         ca, sa = np.cos(les.hairs[:, 2]), np.sin(les.hairs[:, 2])
-        along = (u[..., None] - les.hairs[:, 0]) * ca + (v[..., None] - les.hairs[:, 1]) * sa
-        across = -(u[..., None] - les.hairs[:, 0]) * sa + (v[..., None] - les.hairs[:, 1]) * ca
+        du, dv = u[..., None] - les.hairs[:, 0], v[..., None] - les.hairs[:, 1]
+        along, across = du * ca + dv * sa, dv * ca - du * sa
         dist = np.abs(across - les.hairs[:, 4] * along ** 2) / (les.hairs[:, 3] / les.radius)
-        hair = np.exp(-dist ** 2).max(-1)
-        img = _mix(img, np.float32([0.14, 0.10, 0.08]), 0.85 * hair)
-    # lighting: gain, white balance, directional gradient
+        hair = np.exp(-(dist ** 2).min(-1))
+        img = _mix(img, np.float32([0.14, 0.10, 0.08]), 0.75 * hair)
     angle = rng.uniform(0, 2 * np.pi)
-    gradient = np.cos(angle) * x + np.sin(angle) * y
-    if clinical:
+    gradient = np.float32(np.cos(angle)) * x + np.float32(np.sin(angle)) * y
+    if clinical:  # phone: colour cast, flash hot-spot, strong gradient, drape, sensor noise, blur
         cast = np.float32([1.06, 1.0, 0.90]) if rng.uniform() < 0.6 else np.float32([0.93, 1.0, 1.07])
         cast = 1.0 + (cast - 1.0) * rng.uniform(0.3, 1.0)
-        gain = rng.uniform(0.75, 1.15) * cast * (1.0 + rng.normal(0, 0.02, 3))
-        light = 1.0 + 0.2 * gradient
+        gain = (rng.uniform(0.75, 1.15) * cast * (1.0 + rng.normal(0, 0.02, 3))).astype(np.float32)
         hx, hy = rng.uniform(-0.4, 0.4, 2)
-        flash = rng.uniform(0.0, 0.2) * np.exp(-((x - hx) ** 2 + (y - hy) ** 2) / 0.08)
-        img = img * light[..., None] * gain + flash[..., None]
-        if rng.uniform() < 0.35:  # drape / wall visible beyond the skin
-            side = rng.uniform(0, 2 * np.pi)
-            edge = np.cos(side) * x + np.sin(side) * y
-            drape = _sigmoid((edge - rng.uniform(0.35, 0.6)) / 0.02)
+        flash = np.float32(rng.uniform(0.0, 0.2)) * np.exp(-((x - hx) ** 2 + (y - hy) ** 2) / 0.08)
+        img = img * (1.0 + 0.2 * gradient)[..., None] * gain + flash[..., None]
+        if rng.uniform() < 0.35:
+            edge_angle = rng.uniform(0, 2 * np.pi)
+            edge = np.float32(np.cos(edge_angle)) * x + np.float32(np.sin(edge_angle)) * y
+            drape = _sigmoid((edge - np.float32(rng.uniform(0.35, 0.6))) / 0.02)
             cloth = [[0.30, 0.48, 0.60], [0.30, 0.55, 0.42], [0.85, 0.85, 0.85], [0.45, 0.45, 0.48]]
             fabric = _jitter(rng, cloth[rng.integers(len(cloth))], 0.03) * gain
             img = _mix(img, fabric, drape)
-        img = img + rng.normal(0, rng.uniform(0.015, 0.04), img.shape)
-    else:
-        gain = rng.uniform(0.88, 1.08) * (1.0 + rng.normal(0, 0.03, 3))
+        noise_sd = rng.uniform(0.01, 0.03)
+        img = img + rng.standard_normal(img.shape, dtype=np.float32) * np.float32(noise_sd)
+    else:  # dermoscope: even lighting, vignette, black outside the lens circle
+        gain = (rng.uniform(0.88, 1.08) * (1.0 + rng.normal(0, 0.03, 3))).astype(np.float32)
         img = img * (1.0 + 0.08 * gradient)[..., None] * gain
         radial = np.hypot(x, y)
         img = img * (1.0 - vignette * np.clip(radial / 0.75, 0, 1) ** 2)[..., None]
         if circle:
             img = img * _sigmoid((circle - radial) / 0.01)[..., None]
-        img = img + rng.normal(0, 0.008, img.shape)
+        img = img + rng.standard_normal(img.shape, dtype=np.float32) * np.float32(0.008)
     out = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
     if clinical:
-        pil = Image.fromarray(out).filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.2) * min(h, w) / 128))
-        out = np.asarray(pil)
+        blur = rng.uniform(0.4, 1.2) * min(h, w) / 128
+        out = np.asarray(Image.fromarray(out).filter(ImageFilter.GaussianBlur(blur)))
     return out
 
 
@@ -398,7 +429,7 @@ def write_ham10000(root, *, num_lesions: int, seed: int = 0, image_size: int = 1
     dx = [dx_names[i] for i in _allocate(rng, num_lesions, list(HAM_DX.values()), every=True)]
     counts = np.asarray(list(HAM_IMAGES_PER_LESION))[
         _allocate(rng, num_lesions, list(HAM_IMAGES_PER_LESION.values()))]
-    lesion_numbers = rng.choice(max(10_000, 2 * num_lesions), num_lesions, replace=False)
+    lesion_numbers = rng.choice(max(7_650, 2 * num_lesions), num_lesions, replace=False)  # HAM_00076xx
     n_images = int(counts.sum())
     image_numbers = _HAM_FIRST_IMAGE_NUMBER + rng.permutation(n_images)
     part_1_end = _HAM_FIRST_IMAGE_NUMBER + (n_images + 1) // 2
@@ -423,7 +454,7 @@ def write_ham10000(root, *, num_lesions: int, seed: int = 0, image_size: int = 1
         localization = _choice(lrng, _HAM_LOCALIZATION)
         fitz = lrng.choice(3, p=[0.35, 0.45, 0.20])
         skin = _jitter(lrng, _FITZPATRICK_RGB[fitz] * np.float32([1.0, 0.94, 0.96]), 0.02)
-        les = _lesion_traits(lrng, _MODEL_OF[dx[i]], skin, hairy=lrng.uniform() < 0.35)
+        les = _lesion_traits(lrng, _MODEL_OF[dx[i]], skin, hairy=lrng.uniform() < 0.25)
         circle = {"rosendahl": 0.62, "vienna_dias": 0.58}.get(site, 0.0) * lrng.uniform(0.95, 1.05)
         vignette = {"vidir_modern": 0.35, "vidir_molemax": 0.15}.get(site, 0.1)
         lesion_id = f"HAM_{lesion_numbers[i]:07d}"
@@ -472,7 +503,6 @@ def write_pad_ufes20(root, *, num_patients: int, seed: int = 0, image_size: int 
     lesion_numbers = rng.choice(np.arange(1, 3 * num_lesions + 100), num_lesions, replace=False)
     image_numbers = rng.permutation(n_images)
     parts = min(_PAD_PARTS, n_images)
-    part_of = lambda number: 1 + number * parts // n_images  # noqa: E731
     for part in range(1, parts + 1):
         (root / "images" / f"imgs_part_{part}" / f"imgs_part_{part}").mkdir(parents=True, exist_ok=True)
     rows = []
@@ -518,9 +548,10 @@ def write_pad_ufes20(root, *, num_patients: int, seed: int = 0, image_size: int 
                 long_side = round(image_size * lrng.uniform(1.0, 1.35))
                 h, w = (image_size, long_side) if lrng.uniform() < 0.5 else (long_side, image_size)
                 pixels = _render(les, lrng, h, w, clinical=True, circle=0.0, vignette=0.0)
-                part = part_of(number)
+                part = 1 + number * parts // n_images
                 Image.fromarray(pixels).save(
-                    root / "images" / f"imgs_part_{part}" / f"imgs_part_{part}" / img_id, format="PNG")
+                    root / "images" / f"imgs_part_{part}" / f"imgs_part_{part}" / img_id, format="PNG",
+                    compress_level=1)
                 row = dict(patient_id=patient, lesion_id=str(lesion_numbers[j]), age=age, region=region,
                            diameter_1=diameters[0], diameter_2=diameters[1], diagnostic=dx[j],
                            img_id=img_id, biopsed=str(bool(biopsied[j])), **social)

@@ -1,0 +1,1 @@
+"""Example methods showing how to plug a new pretraining method into the benchmark."""

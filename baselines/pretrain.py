@@ -1,0 +1,225 @@
+"""The shared contrastive pretraining loop of SimCLR and MICLe (and any two-view method).
+
+`pretrain_contrastive` builds the encoder and the method's two-view model under the strategy's
+scope, the optimizer (LARS with SimCLR's linearly batch-scaled warm-up + cosine learning rate, or
+Adam), the input pipeline (shuffled, repeated groups -> the method's pair sampler -> global batches
+-> `strategy.experimental_distribute_dataset`), and runs `strategy.run(model.train_step)` inside a
+`tf.function` for `config.steps` steps with a tqdm progress bar.
+
+Checkpoints (format in `baselines.checkpoint`): the training state is saved every
+`config.checkpoint_every` steps; a rerun with the same `checkpoint_dir` resumes from the last saved
+step (same step count, same weights and optimizer state; only the data order differs), and a
+`checkpoint_dir` holding a finished stage returns its encoder without training. `init_checkpoint`
+(an earlier stage) initialises the encoder, and the projection head when shapes match, at step 0.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Callable, Protocol, Sequence
+
+import keras
+import tensorflow as tf
+import tqdm
+
+from baselines import checkpoint
+from baselines.api import BackboneConfig, PretrainConfig
+from baselines.augment import get_view_fn
+from baselines.backbones import build_encoder
+from baselines.lars import LARS
+from baselines.schedules import WarmupCosine, scaled_learning_rate
+
+LARS_MOMENTUM = 0.9
+LR_SCALING = "linear"  # SimCLR: peak lr = base_learning_rate * batch_size / 256
+
+
+class PairFn(Protocol):
+    """A pair sampler: groups {"group_id", "images"} -> {"view1", "view2": float32 [S, S, 3], "group_id"}."""
+
+    def __call__(self, groups: tf.data.Dataset, *, view_fn: Callable, image_size: int,
+                 seed: int) -> tf.data.Dataset: ...
+
+
+# Called as callback(step, logs, model): once after set-up (logs == {}), then after every loop.
+Callback = Callable[[int, dict[str, float], keras.Model], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopOptions:
+    """How the loop runs (not what it trains): steps per `tf.function` call, XLA, shuffle buffer
+    (groups; SimCLR also shuffles images with it), progress bar, and step callbacks."""
+
+    steps_per_loop: int = 1
+    jit_compile: bool = False
+    shuffle_buffer: int = 1024
+    progress: bool = True
+    callbacks: Sequence[Callback] = ()
+
+
+def build_optimizer(config: PretrainConfig) -> keras.optimizers.Optimizer:
+    """LARS (momentum 0.9, L2 weight decay in the gradient, BN/bias excluded) on a warm-up + cosine
+    schedule peaking at `base_learning_rate * batch_size / 256`; or Adam on the same schedule shape
+    peaking at the unscaled `base_learning_rate` (weight decay is then an L2 loss term, see
+    `simclr.ContrastiveModel`)."""
+    warmup = int(round(config.warmup_fraction * config.steps))
+    if config.optimizer == "lars":
+        peak = scaled_learning_rate(config.base_learning_rate, config.batch_size, LR_SCALING)
+        return LARS(WarmupCosine(peak, config.steps, warmup), momentum=LARS_MOMENTUM,
+                    weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(WarmupCosine(config.base_learning_rate, config.steps, warmup))
+    raise ValueError(f"PretrainConfig.optimizer={config.optimizer!r}: expected 'lars' or 'adam'")
+
+
+def _hash_group_id(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """String group ids -> int64 fingerprints (strings cannot be fed to TPUs)."""
+    return {**example, "group_id": tf.strings.to_hash_bucket_fast(example["group_id"], 2**63 - 1)}
+
+
+def contrastive_dataset(
+    groups: tf.data.Dataset,
+    *,
+    pair_fn: PairFn,
+    config: PretrainConfig,
+    seed: int,
+    shuffle_buffer: int,
+) -> tf.data.Dataset:
+    """Endless global batches {"view1", "view2": float32 [B, S, S, 3], "group_id": int64 [B]}."""
+    groups = groups.shuffle(shuffle_buffer, seed=seed).repeat()
+    pairs = pair_fn(groups, view_fn=get_view_fn(config.augmentation), image_size=config.image_size, seed=seed)
+    ds = pairs.map(_hash_group_id, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(config.batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE,
+                  deterministic=False)
+    options = tf.data.Options()
+    options.deterministic = False
+    options.autotune.enabled = True
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def make_train_loop(model: keras.Model, strategy: tf.distribute.Strategy, *, jit_compile: bool = False):
+    """`loop(iterator, num_steps)`: runs `num_steps` distributed `model.train_step`s in one
+    `tf.function`; returns the replica-mean logs of the last step."""
+    step_fn = tf.function(model.train_step, jit_compile=True) if jit_compile else model.train_step
+
+    @tf.function
+    def loop(iterator, num_steps):
+        logs = {key: tf.zeros([], tf.float32) for key in model.LOG_KEYS}
+        for _ in tf.range(num_steps):
+            per_replica = strategy.run(step_fn, args=(next(iterator),))
+            logs = {key: strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica[key], axis=None)
+                    for key in model.LOG_KEYS}
+        return logs
+
+    return loop
+
+
+def _validate(config: PretrainConfig, strategy: tf.distribute.Strategy, options: LoopOptions) -> None:
+    for name in ("steps", "batch_size", "checkpoint_every", "image_size"):
+        if getattr(config, name) <= 0:
+            raise ValueError(f"PretrainConfig.{name}={getattr(config, name)}: expected a positive integer")
+    if not 0.0 <= config.warmup_fraction <= 1.0:
+        raise ValueError(f"PretrainConfig.warmup_fraction={config.warmup_fraction}: expected a value in [0, 1]")
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ValueError(f"PretrainConfig.batch_size={config.batch_size}: must be divisible by the "
+                         f"{replicas} replicas of the strategy")
+    if options.steps_per_loop <= 0 or options.shuffle_buffer <= 0:
+        raise ValueError(f"LoopOptions: steps_per_loop and shuffle_buffer must be positive, got {options}")
+
+
+def pretrain_contrastive(
+    groups: tf.data.Dataset,
+    *,
+    pair_fn: PairFn,
+    build_model: Callable[[keras.Model], keras.Model],
+    method: str,
+    backbone: BackboneConfig,
+    config: PretrainConfig,
+    strategy: tf.distribute.Strategy,
+    checkpoint_dir: str,
+    init_checkpoint: str | None = None,
+    method_options: dict[str, Any] | None = None,
+    options: LoopOptions = LoopOptions(),
+) -> keras.Model:
+    """Pretrains an encoder on `groups` with a two-view model and returns the encoder.
+
+    Args:
+      groups: the `baselines.api` data contract, {"group_id", "images": uint8 [n, H, W, 3]}.
+      pair_fn: turns (shuffled, endless) groups into view pairs, e.g. `simclr.simclr_pairs`.
+      build_model: encoder -> model with `.encoder`, `.head`, `LOG_KEYS` and a `train_step` taking a
+        batch of pairs (e.g. `simclr.ContrastiveModel`); called under `strategy.scope()`.
+      method, method_options: recorded in meta.json; a rerun must use the same ones.
+      backbone, config, strategy, checkpoint_dir, init_checkpoint: as in `Method.pretrain`.
+      options: loop options (`LoopOptions`).
+    """
+    _validate(config, strategy, options)
+    method_options = dict(method_options or {})
+    stored = None
+    if checkpoint.has_meta(checkpoint_dir):
+        stored = checkpoint.read_meta(checkpoint_dir)
+        checkpoint.check_resumable(checkpoint_dir, stored, method=method, backbone=backbone, config=config,
+                                   method_options=method_options)
+        if stored.finished:
+            logging.info("%s: finished stage in %s, not training", method, checkpoint_dir)
+            with strategy.scope():
+                return checkpoint.load_encoder(checkpoint_dir, backbone)
+
+    with strategy.scope():
+        encoder = build_encoder(backbone)
+        model = build_model(encoder)
+        optimizer = build_optimizer(config)
+        model.compile(optimizer=optimizer)
+        optimizer.build(model.trainable_variables)
+    state = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    is_chief = strategy.extended.should_checkpoint
+    manager = checkpoint.state_manager(checkpoint_dir, state, is_chief=is_chief)
+    latest = checkpoint.latest_state(checkpoint_dir)
+    if latest:
+        state.restore(latest).assert_existing_objects_matched()
+        logging.info("%s: resumed from %s", method, latest)
+    elif init_checkpoint:
+        logging.info("%s: initialised %s", method,
+                     checkpoint.init_encoder(init_checkpoint, encoder, backbone=backbone, head=model.head))
+    if stored is not None:
+        init_checkpoint = stored.init_checkpoint
+
+    def meta(steps_done: int) -> checkpoint.StageMeta:
+        return checkpoint.StageMeta(
+            method=method, backbone=backbone, pretrain=config, steps_done=steps_done, finished=False,
+            code_version=checkpoint.code_version(), method_options=method_options,
+            init_checkpoint=init_checkpoint)
+
+    step = int(optimizer.iterations.numpy())
+    if is_chief and stored is None:
+        checkpoint.write_meta(checkpoint_dir, meta(step))
+
+    dataset = contrastive_dataset(groups, pair_fn=pair_fn, config=config,
+                                  seed=config.seed * 1_000_003 + step, shuffle_buffer=options.shuffle_buffer)
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    loop = make_train_loop(model, strategy, jit_compile=options.jit_compile)
+    for callback in options.callbacks:
+        callback(step, {}, model)
+    with tqdm.tqdm(total=config.steps, initial=step, desc=f"{method} pretraining", unit="step",
+                   disable=not options.progress, dynamic_ncols=True) as bar:
+        while step < config.steps:
+            next_save = (step // config.checkpoint_every + 1) * config.checkpoint_every
+            num_steps = min(options.steps_per_loop, config.steps - step, next_save - step)
+            try:
+                logs = loop(iterator, tf.constant(num_steps, tf.int32))
+            except tf.errors.OutOfRangeError as e:
+                raise ValueError(f"{method}: the groups dataset is empty; expected at least one group") from e
+            step = int(optimizer.iterations.numpy())
+            logs = {key: float(value) for key, value in logs.items()}
+            bar.update(num_steps)
+            bar.set_postfix(logs)
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                manager.save(checkpoint_number=step)
+                if is_chief:
+                    checkpoint.write_meta(checkpoint_dir, meta(step))
+            for callback in options.callbacks:
+                callback(step, logs, model)
+    if is_chief:
+        checkpoint.save_stage(checkpoint_dir, encoder=encoder, method=method, backbone=backbone, config=config,
+                              steps_done=step, head=model.head, method_options=method_options,
+                              init_checkpoint=init_checkpoint)
+    return encoder

@@ -1,0 +1,143 @@
+"""SimCLR (Chen et al. 2020, v2 head): two augmentations of the same image, NT-Xent loss.
+
+The projection head, the two-view `ContrastiveModel` and the loop (`baselines.pretrain`) are shared
+with MICLe, which only changes which two images make a pair.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from baselines import pretrain
+from baselines.api import BackboneConfig, Method, PretrainConfig, register
+from baselines.objective import contrastive_accuracy, nt_xent_loss
+
+BATCH_NORM_DECAY = 0.9
+BATCH_NORM_EPSILON = 1e-5
+
+
+def projection_head(
+    input_dim: int,
+    *,
+    num_layers: int,
+    output_dim: int,
+    global_bn: bool = False,
+    name: str = "projection_head",
+) -> keras.Sequential:
+    """SimCLR v2 projection head: `num_layers` dense layers, each followed by batch norm
+    (synchronized across replicas if `global_bn`); ReLU between layers; hidden width `input_dim`;
+    the last layer has no bias and its batch norm no offset, as in SimCLR."""
+    if num_layers < 1 or output_dim < 1:
+        raise ValueError(f"projection_head: need num_layers >= 1 and output_dim >= 1, got {num_layers}, {output_dim}")
+    layers: list[keras.layers.Layer] = [keras.Input((input_dim,), name="features")]
+    for i in range(num_layers):
+        last = i == num_layers - 1
+        layers.append(keras.layers.Dense(output_dim if last else input_dim, use_bias=False,
+                                         kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+                                         name=f"dense_{i}"))
+        layers.append(keras.layers.BatchNormalization(momentum=BATCH_NORM_DECAY, epsilon=BATCH_NORM_EPSILON,
+                                                      center=not last, synchronized=global_bn, name=f"bn_{i}"))
+        if not last:
+            layers.append(keras.layers.ReLU(name=f"relu_{i}"))
+    return keras.Sequential(layers, name=name)
+
+
+class ContrastiveModel(keras.Model):
+    """Encoder + projection head trained with NT-Xent on batches {"view1", "view2", "group_id"}.
+
+    `train_step` works in any replica context (`strategy.run`, `model.fit`): the per-replica loss of
+    `nt_xent_loss` (negatives gathered from all replicas) is divided by the number of replicas once,
+    so the summed gradients are those of the global mean. `l2_weight_decay` adds
+    `l2_weight_decay * sum(||w||^2 / 2)` over kernels to the loss (for optimizers without their own
+    weight decay, e.g. Adam; LARS decays in the optimizer).
+    """
+
+    LOG_KEYS = ("loss", "contrast_acc")
+
+    def __init__(self, encoder: keras.Model, head: keras.Model, *, temperature: float,
+                 mask_same_group: bool = False, l2_weight_decay: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.head = head
+        self.temperature = float(temperature)
+        self.mask_same_group = bool(mask_same_group)
+        self.l2_weight_decay = float(l2_weight_decay)
+        self.built = True
+
+    def call(self, images, training=False):
+        return self.head(self.encoder(images, training=training), training=training)
+
+    def _l2_loss(self) -> tf.Tensor:
+        kernels = [v for v in self.trainable_variables if len(v.shape) > 1]
+        return self.l2_weight_decay * tf.add_n([tf.nn.l2_loss(v) for v in kernels])
+
+    def train_step(self, data):
+        view1, view2 = data["view1"], data["view2"]
+        batch = tf.shape(view1)[0]
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            z = self(tf.concat([view1, view2], axis=0), training=True)
+            loss, logits, labels = nt_xent_loss(z[:batch], z[batch:], temperature=self.temperature,
+                                                group_ids=data.get("group_id"),
+                                                mask_same_group=self.mask_same_group)
+            total = loss + self._l2_loss() if self.l2_weight_decay else loss
+            scaled = total / replicas
+        grads = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        return {"loss": loss, "contrast_acc": contrastive_accuracy(logits, labels)}
+
+
+def build_contrastive_model(encoder: keras.Model, *, backbone: BackboneConfig, config: PretrainConfig,
+                            mask_same_group: bool = False) -> ContrastiveModel:
+    """`encoder` + a projection head configured by `config`, as a ContrastiveModel."""
+    head = projection_head(int(encoder.output_shape[-1]), num_layers=config.projection_layers,
+                           output_dim=config.projection_dim, global_bn=backbone.global_bn)
+    return ContrastiveModel(encoder, head, temperature=config.temperature, mask_same_group=mask_same_group,
+                            l2_weight_decay=config.weight_decay if config.optimizer == "adam" else 0.0,
+                            name="contrastive_model")
+
+
+def simclr_pairs(groups: tf.data.Dataset, *, view_fn, image_size: int, seed: int,
+                 shuffle_buffer: int = 1024) -> tf.data.Dataset:
+    """Every image of every group, shuffled (`shuffle_buffer` images), as two independent views
+    {"view1", "view2": float32 [image_size, image_size, 3], "group_id"}."""
+    def split(group):
+        n = tf.shape(group["images"])[0]
+        return {"image": group["images"], "group_id": tf.fill([n], group["group_id"])}
+
+    def views(example):
+        return {"view1": view_fn(example["image"], image_size), "view2": view_fn(example["image"], image_size),
+                "group_id": example["group_id"]}
+
+    images = groups.map(split, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    images = images.shuffle(shuffle_buffer, seed=seed)
+    return images.map(views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+
+
+@register("simclr")
+class SimCLR(Method):
+    """SimCLR pretraining on every image of the unlabeled groups."""
+
+    def __init__(self, options: pretrain.LoopOptions = pretrain.LoopOptions()):
+        self.options = options
+
+    def method_options(self) -> dict:
+        """Settings beyond BackboneConfig/PretrainConfig that define the stage (stored in meta.json)."""
+        return {}
+
+    def pairs(self, groups: tf.data.Dataset, *, view_fn, image_size: int, seed: int) -> tf.data.Dataset:
+        """The two-view pairs this method trains on."""
+        return simclr_pairs(groups, view_fn=view_fn, image_size=image_size, seed=seed,
+                            shuffle_buffer=self.options.shuffle_buffer)
+
+    def build_model(self, encoder: keras.Model, *, backbone: BackboneConfig,
+                    config: PretrainConfig) -> ContrastiveModel:
+        return build_contrastive_model(encoder, backbone=backbone, config=config)
+
+    def pretrain(self, groups, *, backbone, config, strategy, checkpoint_dir, init_checkpoint=None):
+        return pretrain.pretrain_contrastive(
+            groups, pair_fn=self.pairs,
+            build_model=lambda encoder: self.build_model(encoder, backbone=backbone, config=config),
+            method=self.name, method_options=self.method_options(), backbone=backbone, config=config,
+            strategy=strategy, checkpoint_dir=checkpoint_dir, init_checkpoint=init_checkpoint,
+            options=self.options)

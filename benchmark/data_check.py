@@ -1,0 +1,270 @@
+"""Evidence that the four synthetic real-format sets carry a learnable signal, and builder throughput.
+
+    python -m benchmark.data_check [--work_dir=DIR] [--seed=0] [--chexpert_patients=1090] ...
+
+For each pair (CheXpert -> NIH ChestX-ray14, HAM10000 -> PAD-UFES-20) it generates the synthetic
+manual_dir, builds the `64px` config with the real builder, extracts hand-crafted image features
+(pooled pixels + local contrast), fits a numpy logistic regression on the in-distribution training
+patients/lesions, and prints per-class ROC AUC on a held-out patient(lesion)-disjoint part, on the
+official CheXpert validation+test splits, and on the shifted set (trained model applied unchanged).
+Labels follow the harness tasks (`benchmark.tasks`): the five CheXpert competition pathologies
+(uncertain ignored in training, blank = negative), NIH Effusion as Pleural Effusion; the five
+harmonised dermatology classes. It also prints generation and builder throughput (images/s) for
+`download_and_prepare` and `as_dataset` iteration of the CheXpert 64px config.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import tempfile
+import time
+
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import app, flags, logging
+
+import tfds_builders  # noqa: F401  (registers the builders)
+from benchmark import tasks
+from benchmark.metrics import roc_auc
+from tfds_builders.synthetic import cxr, derm
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckConfig:
+    """Sizes of the generated sets (CheXpert ~1.84 images per patient: 1,090 patients ~ 2,000 images)."""
+
+    work_dir: str
+    seed: int = 0
+    image_size: int = 128
+    chexpert_patients: int = 1090
+    nih_patients: int = 400
+    ham_lesions: int = 1200
+    pad_patients: int = 300
+    holdout_fraction: float = 0.2
+
+
+@dataclasses.dataclass
+class Arrays:
+    """Features, labels [N, K] (nan = ignored) and group ids of one dataset split."""
+
+    x: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray
+
+
+# ---------------------------------------------------------------------------------------- features / model
+
+def image_features(images: np.ndarray) -> np.ndarray:
+    """[N, 64, 64, C] uint8 -> [N, F]: 16x16 average-pooled pixels and 8x8-cell standard deviations."""
+    x = images.astype(np.float32) / 255.0
+    n, h, w, c = x.shape
+    pooled = x.reshape(n, 16, h // 16, 16, w // 16, c).mean(axis=(2, 4))
+    cells = x.reshape(n, 8, h // 8, 8, w // 8, c)
+    local_std = cells.std(axis=(2, 4))
+    return np.concatenate([pooled.reshape(n, -1), local_std.reshape(n, -1)], axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearModel:
+    mean: np.ndarray
+    scale: np.ndarray
+    w: np.ndarray
+    b: np.ndarray
+    softmax: bool
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        z = ((x - self.mean) / self.scale) @ self.w + self.b
+        if self.softmax:
+            z = np.exp(z - z.max(axis=1, keepdims=True))
+            return z / z.sum(axis=1, keepdims=True)
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+def fit_linear(x: np.ndarray, y: np.ndarray, *, softmax: bool, l2: float = 1e-2, steps: int = 400,
+               lr: float = 0.05) -> LinearModel:
+    """Logistic (sigmoid per column, nan labels masked) or softmax regression by full-batch Adam."""
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    xs = (x - mean) / scale
+    mask = ~np.isnan(y)
+    t = np.nan_to_num(y)
+    w = np.zeros((x.shape[1], y.shape[1]))
+    b = np.zeros(y.shape[1])
+    if not softmax:  # start from the base rates
+        rate = np.clip((t * mask).sum(0) / np.maximum(mask.sum(0), 1), 1e-3, 1 - 1e-3)
+        b = np.log(rate / (1 - rate))
+    m = [np.zeros_like(w), np.zeros_like(b)]
+    v = [np.zeros_like(w), np.zeros_like(b)]
+    for step in range(1, steps + 1):
+        z = xs @ w + b
+        if softmax:
+            p = np.exp(z - z.max(axis=1, keepdims=True))
+            p /= p.sum(axis=1, keepdims=True)
+            g = (p - t) / len(x)
+        else:
+            g = (1.0 / (1.0 + np.exp(-z)) - t) * mask / np.maximum(mask.sum(0), 1)
+        grads = [xs.T @ g + l2 * w, g.sum(0)]
+        for k, (param, grad) in enumerate(zip((w, b), grads)):
+            m[k] = 0.9 * m[k] + 0.1 * grad
+            v[k] = 0.999 * v[k] + 0.001 * grad * grad
+            param -= lr * (m[k] / (1 - 0.9 ** step)) / (np.sqrt(v[k] / (1 - 0.999 ** step)) + 1e-8)
+    return LinearModel(mean, scale, w, b, softmax)
+
+
+def per_class_auc(y: np.ndarray, scores: np.ndarray) -> list[float]:
+    """ROC AUC per column over the examples whose label is not nan (nan if one class is absent)."""
+    out = []
+    for k in range(y.shape[1]):
+        keep = ~np.isnan(y[:, k])
+        out.append(roc_auc(y[keep, k], scores[keep, k]) if keep.any() else float("nan"))
+    return out
+
+
+def holdout_mask(groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """True for the examples of a random `fraction` of the groups."""
+    unique = np.unique(groups)
+    held = np.random.default_rng(seed).permutation(unique)[: max(1, round(fraction * len(unique)))]
+    return np.isin(groups, held)
+
+
+# ---------------------------------------------------------------------------------------- data
+
+def build(name: str, manual_dir: pathlib.Path, data_dir: pathlib.Path, config: str = "64px"):
+    """download_and_prepare of `name/config`; returns (builder, seconds)."""
+    builder = tfds.builder(name, config=config, data_dir=str(data_dir))
+    start = time.perf_counter()
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+    return builder, time.perf_counter() - start
+
+
+def read(builder, source: tasks.Source) -> Arrays:
+    """Images -> features, and the task's harmonised labels and group ids, for one source split."""
+    ds = builder.as_dataset(split=source.split)
+    if source.keep is not None:
+        ds = ds.filter(source.keep)
+    ds = ds.map(lambda ex: (ex["image"], source.to_meta(ex)))
+    images, labels, groups = [], [], []
+    for image, meta in tfds.as_numpy(ds.batch(256)):
+        images.append(image)
+        labels.append(meta["label"])
+        groups.append(meta["group_id"])
+    return Arrays(image_features(np.concatenate(images)), np.concatenate(labels), np.concatenate(groups))
+
+
+def _row(name: str, aucs: list[float], extra: str = "") -> str:
+    cells = " ".join(f"{a:6.3f}" if not np.isnan(a) else "   nan" for a in aucs)
+    return f"  {name:<30} {cells}   mean {np.nanmean(aucs):.3f}{extra}"
+
+
+# ---------------------------------------------------------------------------------------- checks
+
+def check_cxr(cfg: CheckConfig) -> None:
+    root = pathlib.Path(cfg.work_dir)
+    start = time.perf_counter()
+    chexpert_dir = cxr.write_chexpert(root / "manual" / "cxr_chexpert", num_patients=cfg.chexpert_patients,
+                                      seed=cfg.seed, image_size=cfg.image_size)
+    gen_s = time.perf_counter() - start
+    n_images = sum(1 for _ in chexpert_dir.rglob("*.jpg"))
+    builder, prep_s = build("cxr_chexpert", chexpert_dir, root / "tfds")
+    start = time.perf_counter()
+    n_read = sum(1 for _ in tfds.as_numpy(builder.as_dataset(split="train+validation+test")))
+    read_s = time.perf_counter() - start
+    print(f"CheXpert synthetic: {cfg.chexpert_patients} patients, {n_images} images ({cfg.image_size} px wide)")
+    print(f"  generate (write_chexpert)            {n_images / gen_s:8.1f} images/s  ({gen_s:.1f} s)")
+    print(f"  download_and_prepare (64px config)   {n_images / prep_s:8.1f} images/s  ({prep_s:.1f} s)")
+    print(f"  as_dataset iteration (decoded, 64px) {n_read / read_s:8.1f} images/s  ({n_read} images, {read_s:.1f} s)")
+
+    task = tasks.cxr(tasks.TaskOptions(uncertainty="u_ignore"))
+    train_all = read(builder, task.train)
+    held = holdout_mask(train_all.groups, cfg.holdout_fraction, cfg.seed)
+    model = fit_linear(train_all.x[~held], train_all.y[~held], softmax=False)
+    official = [read(builder, s) for s in task.test_sources["in_distribution"]]
+    off_x = np.concatenate([a.x for a in official])
+    off_y = np.concatenate([a.y for a in official])
+
+    start = time.perf_counter()
+    nih_dir = cxr.write_nih14(root / "manual" / "cxr_nih14", num_patients=cfg.nih_patients, seed=cfg.seed,
+                              image_size=cfg.image_size)
+    nih_gen_s = time.perf_counter() - start
+    nih_builder, _ = build("cxr_nih14", nih_dir, root / "tfds")
+    nih_test = task.test_sources["shifted"][0]
+    nih = [read(nih_builder, dataclasses.replace(nih_test, split=split)) for split in ("train", "test")]
+    nih_x, nih_y = np.concatenate([a.x for a in nih]), np.concatenate([a.y for a in nih])
+    print(f"NIH synthetic: {cfg.nih_patients} patients, {len(nih_y)} images, generated at {len(nih_y) / nih_gen_s:.1f} images/s")
+
+    print("CXR logistic regression on 64px features, trained on CheXpert train patients (uncertain ignored)")
+    print(f"  {'per-label ROC AUC':<30} " + " ".join(f"{c[:6]:>6}" for c in task.class_names))
+    n_held_pos = np.nansum(train_all.y[held], axis=0).astype(int).tolist()
+    print(_row("CheXpert held-out patients", per_class_auc(train_all.y[held], model.scores(train_all.x[held])),
+               f"   ({held.sum()} images, positives {n_held_pos})"))
+    print(_row("CheXpert valid+test (official)", per_class_auc(off_y, model.scores(off_x)),
+               f"   ({len(off_y)} images, positives {np.nansum(off_y, axis=0).astype(int).tolist()})"))
+    print(_row("NIH (shifted, all images)", per_class_auc(nih_y, model.scores(nih_x)),
+               f"   ({len(nih_y)} images, positives {np.nansum(nih_y, axis=0).astype(int).tolist()})"))
+    nih_held = holdout_mask(nih[0].groups, 0.5, cfg.seed)
+    nih_model = fit_linear(nih[0].x[~nih_held], nih[0].y[~nih_held], softmax=False)
+    print(_row("NIH trained on NIH (reference)", per_class_auc(nih[0].y[nih_held], nih_model.scores(nih[0].x[nih_held])),
+               "   (half of NIH train_val patients held out)"))
+
+
+def check_derm(cfg: CheckConfig) -> None:
+    root = pathlib.Path(cfg.work_dir)
+    start = time.perf_counter()
+    ham_dir = derm.write_ham10000(root / "manual" / "derm_ham10000", num_lesions=cfg.ham_lesions, seed=cfg.seed,
+                                  image_size=cfg.image_size)
+    ham_gen_s = time.perf_counter() - start
+    start = time.perf_counter()
+    pad_dir = derm.write_pad_ufes20(root / "manual" / "derm_pad_ufes20", num_patients=cfg.pad_patients,
+                                    seed=cfg.seed, image_size=cfg.image_size)
+    pad_gen_s = time.perf_counter() - start
+    ham_builder, ham_prep_s = build("derm_ham10000", ham_dir, root / "tfds")
+    pad_builder, _ = build("derm_pad_ufes20", pad_dir, root / "tfds")
+    task = tasks.derm(tasks.TaskOptions())
+    ham = read(ham_builder, task.train)
+    pad = read(pad_builder, task.test_sources["shifted"][0])
+    n_ham = ham_builder.info.splits["train"].num_examples
+    n_pad = pad_builder.info.splits["train"].num_examples
+    print(f"HAM10000 synthetic: {cfg.ham_lesions} lesions, {n_ham} images, generated at {n_ham / ham_gen_s:.1f} images/s, "
+          f"download_and_prepare (64px) at {n_ham / ham_prep_s:.1f} images/s")
+    print(f"PAD-UFES-20 synthetic: {cfg.pad_patients} patients, {n_pad} images, generated at {n_pad / pad_gen_s:.1f} images/s")
+    held = holdout_mask(ham.groups, cfg.holdout_fraction, cfg.seed)
+    model = fit_linear(ham.x[~held], ham.y[~held], softmax=True)
+    print("Derm softmax regression on 64px features, trained on HAM10000 lesions (5 harmonised classes)")
+    print(f"  {'one-vs-rest ROC AUC':<30} " + " ".join(f"{c[:6]:>6}" for c in task.class_names))
+    for name, data in (("HAM10000 held-out lesions", Arrays(ham.x[held], ham.y[held], ham.groups[held])),
+                       ("PAD-UFES-20 (shifted)", pad)):
+        probs = model.scores(data.x)
+        top1 = float(np.mean(probs.argmax(1) == data.y.argmax(1)))
+        counts = data.y.sum(0).astype(int).tolist()
+        print(_row(name, per_class_auc(data.y, probs), f"   top-1 {top1:.3f} ({len(data.y)} images, per class {counts})"))
+
+
+def run(cfg: CheckConfig) -> None:
+    """Runs both checks, printing their figures."""
+    check_cxr(cfg)
+    check_derm(cfg)
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("work_dir", None, "Where to write the synthetic sets and builds (default: a temp dir).")
+flags.DEFINE_integer("seed", 0, "Generator and hold-out seed.")
+flags.DEFINE_integer("image_size", 128, "Width (CXR) / height (derm) of the generated source images.")
+flags.DEFINE_integer("chexpert_patients", 1090, "Synthetic CheXpert patients (~2,000 images).")
+flags.DEFINE_integer("nih_patients", 400, "Synthetic NIH patients.")
+flags.DEFINE_integer("ham_lesions", 1200, "Synthetic HAM10000 lesions.")
+flags.DEFINE_integer("pad_patients", 300, "Synthetic PAD-UFES-20 patients.")
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    tfds.disable_progress_bar()
+    with tempfile.TemporaryDirectory() as tmp:
+        run(CheckConfig(
+            work_dir=FLAGS.work_dir or tmp, seed=FLAGS.seed, image_size=FLAGS.image_size,
+            chexpert_patients=FLAGS.chexpert_patients, nih_patients=FLAGS.nih_patients,
+            ham_lesions=FLAGS.ham_lesions, pad_patients=FLAGS.pad_patients,
+        ))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,135 @@
+"""Throughput of the SimCLR and MICLe pretraining steps and of their input pipelines.
+
+    python -m benchmark.speed [--steps=10] [--warmup=2] [--batch_size=N] [--configs=r50_64,r18_32]
+
+On synthetic random patient groups held in memory (no dataset build), for each configuration and
+method it prints views/s (2 views per pair) of
+  pipeline  the tf.data input pipeline alone (sampling + augmentation + batching),
+  step      the distributed train step on one fixed batch (compute only),
+  e2e       the train step fed by the pipeline (what pretraining runs at),
+and the process's peak resident memory so far (resource.getrusage).
+"""
+from __future__ import annotations
+
+import dataclasses
+import resource
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+from baselines import pretrain
+from baselines.api import BackboneConfig, PretrainConfig
+from baselines.backbones import build_encoder
+from baselines.micle import micle_pairs
+from baselines.simclr import build_contrastive_model, simclr_pairs
+
+CONFIGS: dict[str, tuple[BackboneConfig, int, int]] = {
+    # name: (backbone, image size, batch size)
+    "r50_64": (BackboneConfig(family="resnet_v1", depth=50, width=1, small_stem=False), 64, 32),
+    "r18_32": (BackboneConfig(family="resnet_v1", depth=18, width=1, small_stem=True), 32, 64),
+}
+PAIR_FNS = {"simclr": simclr_pairs, "micle": micle_pairs}
+
+
+def synthetic_groups(num_groups: int, *, image_size: int, max_images: int = 4, seed: int = 0) -> tf.data.Dataset:
+    """`num_groups` groups {"group_id": "g<k>", "images": uint8 random [n, H, H, 3]} with n uniform in
+    [1, max_images] and H = 5/4 * image_size, cached in memory."""
+    rng = np.random.default_rng(seed)
+    size = image_size * 5 // 4
+    groups = [rng.integers(0, 256, (rng.integers(1, max_images + 1), size, size, 3), dtype=np.uint8)
+              for _ in range(num_groups)]
+
+    def generate():
+        for k, images in enumerate(groups):
+            yield {"group_id": f"g{k}", "images": images}
+
+    spec = {"group_id": tf.TensorSpec([], tf.string), "images": tf.TensorSpec([None, size, size, 3], tf.uint8)}
+    return tf.data.Dataset.from_generator(generate, output_signature=spec).cache()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _timed(fn, warmup: int, steps: int) -> float:
+    """Seconds taken by `fn(steps)` after a `fn(warmup)` call."""
+    fn(warmup)
+    start = time.perf_counter()
+    fn(steps)
+    return time.perf_counter() - start
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeedResult:
+    config: str
+    method: str
+    batch_size: int
+    pipeline_views_per_s: float
+    step_views_per_s: float
+    e2e_views_per_s: float
+    peak_rss_mb: float
+
+
+def measure(name: str, method: str, *, steps: int, warmup: int, batch_size: int | None = None,
+            jit_compile: bool = False, num_groups: int = 128,
+            strategy: tf.distribute.Strategy | None = None) -> SpeedResult:
+    """Throughputs of `method` ("simclr" or "micle") on configuration `name` of CONFIGS."""
+    backbone, image_size, default_batch = CONFIGS[name]
+    strategy = strategy or tf.distribute.get_strategy()
+    config = PretrainConfig(image_size=image_size, batch_size=batch_size or default_batch, steps=10_000)
+    groups = synthetic_groups(num_groups, image_size=image_size)
+    dataset = pretrain.contrastive_dataset(groups, pair_fn=PAIR_FNS[method], config=config, seed=0,
+                                           shuffle_buffer=num_groups)
+    views = 2 * config.batch_size
+
+    batches = iter(dataset)
+    pipeline_s = _timed(lambda n: [next(batches) for _ in range(n)], warmup, steps)
+    fixed = tf.data.Dataset.from_tensors(next(batches)).repeat()
+    del batches  # stop its background prefetching
+
+    with strategy.scope():
+        model = build_contrastive_model(build_encoder(backbone), backbone=backbone, config=config,
+                                        mask_same_group=method == "micle")
+        optimizer = pretrain.build_optimizer(config)
+        model.compile(optimizer=optimizer)
+        optimizer.build(model.trainable_variables)
+    loop = pretrain.make_train_loop(model, strategy, jit_compile=jit_compile)
+
+    fixed_it = iter(strategy.experimental_distribute_dataset(fixed))
+    step_s = _timed(lambda n: loop(fixed_it, tf.constant(n))["loss"].numpy(), warmup, steps)
+
+    e2e_it = iter(strategy.experimental_distribute_dataset(dataset))
+    e2e_s = _timed(lambda n: loop(e2e_it, tf.constant(n))["loss"].numpy(), warmup, steps)
+    return SpeedResult(name, method, config.batch_size, views * steps / pipeline_s, views * steps / step_s,
+                       views * steps / e2e_s, peak_rss_mb())
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("steps", 10, "Timed steps (and pipeline batches) per measurement.")
+flags.DEFINE_integer("warmup", 2, "Untimed steps before timing (tracing, autotuning).")
+flags.DEFINE_integer("batch_size", None, "Pairs per batch; default: 32 for r50_64, 64 for r18_32.")
+flags.DEFINE_list("configs", list(CONFIGS), f"Configurations among {list(CONFIGS)}.")
+flags.DEFINE_list("methods", list(PAIR_FNS), f"Methods among {list(PAIR_FNS)}.")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the per-replica train step.")
+
+
+def main(argv):
+    del argv
+    unknown = [c for c in FLAGS.configs if c not in CONFIGS] + [m for m in FLAGS.methods if m not in PAIR_FNS]
+    if unknown:
+        raise app.UsageError(f"unknown --configs/--methods {unknown}; expected {list(CONFIGS)} / {list(PAIR_FNS)}")
+    print(f"{'config':8} {'method':7} {'batch':>5} {'pipeline':>9} {'step':>7} {'e2e':>7}  views/s   peak RSS")
+    for name in FLAGS.configs:
+        for method in FLAGS.methods:
+            r = measure(name, method, steps=FLAGS.steps, warmup=FLAGS.warmup, batch_size=FLAGS.batch_size,
+                        jit_compile=FLAGS.jit_compile)
+            print(f"{r.config:8} {r.method:7} {r.batch_size:5d} {r.pipeline_views_per_s:9.1f} "
+                  f"{r.step_views_per_s:7.1f} {r.e2e_views_per_s:7.1f}            {r.peak_rss_mb:7.0f} MiB",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

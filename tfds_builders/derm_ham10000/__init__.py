@@ -1,0 +1,1 @@
+"""HAM10000 builder (`derm_ham10000`)."""

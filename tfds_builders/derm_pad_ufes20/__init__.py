@@ -1,0 +1,1 @@
+"""PAD-UFES-20 builder (`derm_pad_ufes20`)."""
