@@ -182,7 +182,7 @@ def check_resumable(
               "pretrain": strip(config)}
     stored = {"method": meta.method, "method_options": meta.method_options, "backbone": meta.backbone,
               "pretrain": strip(meta.pretrain)}
-    diffs = [f"{k}: stored {stored[k]} != requested {wanted[k]}" for k in wanted if stored[k] != wanted[k]]
+    diffs = [f"{k}: stored {stored[k]!r} != requested {wanted[k]!r}" for k in wanted if stored[k] != wanted[k]]
     if diffs:
         raise ValueError(f"checkpoint_dir {checkpoint_dir} holds a stage with other settings ({'; '.join(diffs)}); "
                          "use a fresh checkpoint_dir or the original settings")

@@ -12,9 +12,9 @@ import dataclasses
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
-from baselines import api
+from baselines import api, distribute
 from benchmark import data, protocol, report, runner
 from benchmark.finetune import EVAL_MODES
 from benchmark.presets import get_preset
@@ -111,12 +111,16 @@ def config_from_flags() -> runner.RunConfig:
 
 def main(argv):
     del argv
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # TFDS logs every file it writes at INFO
     try:
+        # Multi-worker and TPU strategies must exist before any other TensorFlow op.
+        strategy = distribute.get_strategy(FLAGS.strategy, tpu_address=FLAGS.tpu_address)
         cfg = config_from_flags()
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     try:
-        rows = runner.run(cfg)
+        rows = runner.run(cfg, strategy)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     print(report.summary_table(rows))

@@ -13,6 +13,7 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from baselines import api, distribute
 from benchmark import data, finetune, protocol, results, scoring
@@ -76,8 +77,10 @@ def _config_record(cfg: RunConfig) -> dict:
     }
 
 
-def run(cfg: RunConfig) -> list[dict]:
-    """Runs every unfinished cell of the grid and returns all rows of this task and method."""
+def run(cfg: RunConfig, strategy: tf.distribute.Strategy | None = None) -> list[dict]:
+    """Runs every unfinished cell of the grid and returns all rows of this task and method.
+    `strategy` (default: built from `cfg.strategy`) must be created before other TensorFlow work
+    for the multi-worker and TPU strategies, so entry points create it first."""
     method = api.get_method(cfg.method)
     task, preset = cfg.task, cfg.preset
     os.makedirs(cfg.output_dir, exist_ok=True)
@@ -90,7 +93,7 @@ def run(cfg: RunConfig) -> list[dict]:
               for c in cells}
     todo = [c for c in cells if not store.done(key_of[c])]
     if todo:
-        strategy = distribute.get_strategy(cfg.strategy, tpu_address=cfg.tpu_address)
+        strategy = strategy or distribute.get_strategy(cfg.strategy, tpu_address=cfg.tpu_address)
         builders = data.prepare(task, cfg.data)
         splits = data.split_task(builders, task,
                                  validation_fraction=task.options.validation_fraction,

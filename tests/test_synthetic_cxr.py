@@ -12,6 +12,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 import tfds_builders  # noqa: F401  (registers the builders)
+from tfds_builders import _common
 from tfds_builders.synthetic import cxr
 
 # Header strings exactly as in /work/shared/dataset_formats.md §1 and §2.
@@ -226,6 +227,10 @@ def test_nih_builder_reads_2017_csv_and_archive_folders(tmp_path):
     assert total == len((root / "Data_Entry_2017.csv").read_text().splitlines()) - 1
     ex = next(iter(tfds.as_numpy(builder.as_dataset(split="train"))))
     assert ex["image"].shape == (24, 24, 1)
+
+
+def test_imap_ordered_keeps_every_item_in_order_across_chunks():
+    assert list(_common.imap_ordered(lambda i: 2 * i, range(700), workers=3, chunk=64)) == [2 * i for i in range(700)]
 
 
 # ------------------------------------------------------------------------------------------- bad input

@@ -15,6 +15,7 @@ import concurrent.futures
 import csv
 import dataclasses
 import io
+import itertools
 import os
 import pathlib
 from typing import Callable, Iterable, Iterator, Sequence
@@ -160,7 +161,7 @@ def imap_ordered(fn: Callable, items: Iterable, *, workers: int = 8, chunk: int 
     items = iter(items)
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         while True:
-            batch = [pool.submit(fn, item) for item, _ in zip(items, range(chunk))]
+            batch = [pool.submit(fn, item) for item in itertools.islice(items, chunk)]
             if not batch:
                 return
             for future in batch:
