@@ -71,6 +71,15 @@ def build_optimizer(config: PretrainConfig) -> keras.optimizers.Optimizer:
     raise ValueError(f"PretrainConfig.optimizer={config.optimizer!r}: expected 'lars' or 'adam'")
 
 
+def compile_model(model: keras.Model, config: PretrainConfig) -> keras.optimizers.Optimizer:
+    """Compiles `model` with `build_optimizer(config)` and creates the optimizer's variables now
+    (call under `strategy.scope()`; slots created lazily inside a distributed step fail)."""
+    optimizer = build_optimizer(config)
+    model.compile(optimizer=optimizer)
+    optimizer.build(model.trainable_variables)
+    return optimizer
+
+
 def _hash_group_id(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     """String group ids -> int64 fingerprints (strings cannot be fed to TPUs)."""
     return {**example, "group_id": tf.strings.to_hash_bucket_fast(example["group_id"], 2**63 - 1)}
@@ -167,9 +176,7 @@ def pretrain_contrastive(
     with strategy.scope():
         encoder = build_encoder(backbone)
         model = build_model(encoder)
-        optimizer = build_optimizer(config)
-        model.compile(optimizer=optimizer)
-        optimizer.build(model.trainable_variables)
+        optimizer = compile_model(model, config)
     state = tf.train.Checkpoint(model=model, optimizer=optimizer)
     is_chief = strategy.extended.should_checkpoint
     manager = checkpoint.state_manager(checkpoint_dir, state, is_chief=is_chief)

@@ -189,7 +189,8 @@ def check_cxr(cfg: CheckConfig) -> None:
     nih_test = task.test_sources["shifted"][0]
     nih = [read(nih_builder, dataclasses.replace(nih_test, split=split)) for split in ("train", "test")]
     nih_x, nih_y = np.concatenate([a.x for a in nih]), np.concatenate([a.y for a in nih])
-    print(f"NIH synthetic: {cfg.nih_patients} patients, {len(nih_y)} images, generated at {len(nih_y) / nih_gen_s:.1f} images/s")
+    print(f"NIH synthetic: {cfg.nih_patients} patients, {len(nih_y)} images, "
+          f"generated at {len(nih_y) / nih_gen_s:.1f} images/s")
 
     print("CXR logistic regression on 64px features, trained on CheXpert train patients (uncertain ignored)")
     print(f"  {'per-label ROC AUC':<30} " + " ".join(f"{c[:6]:>6}" for c in task.class_names))
@@ -202,8 +203,8 @@ def check_cxr(cfg: CheckConfig) -> None:
                f"   ({len(nih_y)} images, positives {np.nansum(nih_y, axis=0).astype(int).tolist()})"))
     nih_held = holdout_mask(nih[0].groups, 0.5, cfg.seed)
     nih_model = fit_linear(nih[0].x[~nih_held], nih[0].y[~nih_held], softmax=False)
-    print(_row("NIH trained on NIH (reference)", per_class_auc(nih[0].y[nih_held], nih_model.scores(nih[0].x[nih_held])),
-               "   (half of NIH train_val patients held out)"))
+    nih_ref = per_class_auc(nih[0].y[nih_held], nih_model.scores(nih[0].x[nih_held]))
+    print(_row("NIH trained on NIH (reference)", nih_ref, "   (half of NIH train_val patients held out)"))
 
 
 def check_derm(cfg: CheckConfig) -> None:
@@ -223,9 +224,10 @@ def check_derm(cfg: CheckConfig) -> None:
     pad = read(pad_builder, task.test_sources["shifted"][0])
     n_ham = ham_builder.info.splits["train"].num_examples
     n_pad = pad_builder.info.splits["train"].num_examples
-    print(f"HAM10000 synthetic: {cfg.ham_lesions} lesions, {n_ham} images, generated at {n_ham / ham_gen_s:.1f} images/s, "
-          f"download_and_prepare (64px) at {n_ham / ham_prep_s:.1f} images/s")
-    print(f"PAD-UFES-20 synthetic: {cfg.pad_patients} patients, {n_pad} images, generated at {n_pad / pad_gen_s:.1f} images/s")
+    print(f"HAM10000 synthetic: {cfg.ham_lesions} lesions, {n_ham} images, generated at "
+          f"{n_ham / ham_gen_s:.1f} images/s, download_and_prepare (64px) at {n_ham / ham_prep_s:.1f} images/s")
+    print(f"PAD-UFES-20 synthetic: {cfg.pad_patients} patients, {n_pad} images, "
+          f"generated at {n_pad / pad_gen_s:.1f} images/s")
     held = holdout_mask(ham.groups, cfg.holdout_fraction, cfg.seed)
     model = fit_linear(ham.x[~held], ham.y[~held], softmax=True)
     print("Derm softmax regression on 64px features, trained on HAM10000 lesions (5 harmonised classes)")
@@ -235,7 +237,8 @@ def check_derm(cfg: CheckConfig) -> None:
         probs = model.scores(data.x)
         top1 = float(np.mean(probs.argmax(1) == data.y.argmax(1)))
         counts = data.y.sum(0).astype(int).tolist()
-        print(_row(name, per_class_auc(data.y, probs), f"   top-1 {top1:.3f} ({len(data.y)} images, per class {counts})"))
+        extra = f"   top-1 {top1:.3f} ({len(data.y)} images, per class {counts})"
+        print(_row(name, per_class_auc(data.y, probs), extra))
 
 
 def run(cfg: CheckConfig) -> None:

@@ -93,9 +93,7 @@ def measure(name: str, method: str, *, steps: int, warmup: int, batch_size: int 
     with strategy.scope():
         model = build_contrastive_model(build_encoder(backbone), backbone=backbone, config=config,
                                         mask_same_group=method == "micle")
-        optimizer = pretrain.build_optimizer(config)
-        model.compile(optimizer=optimizer)
-        optimizer.build(model.trainable_variables)
+        pretrain.compile_model(model, config)
     loop = pretrain.make_train_loop(model, strategy, jit_compile=jit_compile)
 
     fixed_it = iter(strategy.experimental_distribute_dataset(fixed))

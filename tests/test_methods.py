@@ -179,7 +179,7 @@ def tiny_model(mask_same_group, weights=None):
     if weights is not None:
         model.set_weights(weights)
     config = PretrainConfig(batch_size=8, steps=10, warmup_fraction=0.0)
-    model.compile(optimizer=pretrain.build_optimizer(config))
+    pretrain.compile_model(model, config)
     return model
 
 

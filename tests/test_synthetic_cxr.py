@@ -54,7 +54,8 @@ def _prepare(name, config, manual_dir, data_dir):
 
 
 def _digest(root: pathlib.Path) -> dict:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def test_chexpert_files_match_real_format(chexpert_dir):
@@ -96,7 +97,7 @@ def test_chexpert_splits_patient_disjoint_and_ordered(chexpert_dir):
     }
     assert max(ids["train.csv"]) < min(ids["valid.csv"])
     assert max(ids["valid.csv"]) < min(ids["test_labels.csv"])
-    assert len(set(ids["train.csv"])) == 24 and len(set(ids["valid.csv"])) == 3 and len(set(ids["test_labels.csv"])) == 3
+    assert [len(set(v)) for v in ids.values()] == [24, 3, 3]
     on_disk = {p.relative_to(base).as_posix() for p in base.rglob("*.jpg")}
     listed = {r[0].split("/", 1)[1] for name in ids for r in _rows(base / name)[1:]}
     assert on_disk == listed
@@ -158,7 +159,8 @@ def test_patient_images_share_anatomy_and_views_differ():
 def test_chexpert_builder_reads_generated_data(chexpert_dir, tmp_path):
     builder = _prepare("cxr_chexpert", "64px", chexpert_dir, tmp_path)
     base = chexpert_dir / "CheXpert-v1.0-small"
-    counts = {s: len(_rows(base / f)) - 1 for s, f in (("train", "train.csv"), ("validation", "valid.csv"), ("test", "test_labels.csv"))}
+    files = {"train": "train.csv", "validation": "valid.csv", "test": "test_labels.csv"}
+    counts = {split: len(_rows(base / name)) - 1 for split, name in files.items()}
     assert {s: builder.info.splits[s].num_examples for s in counts} == counts
     train = list(tfds.as_numpy(builder.as_dataset(split="train")))
     rows = {r[0]: r for r in _rows(base / "train.csv")[1:]}
@@ -221,7 +223,8 @@ def test_nih_builder_reads_generated_data(nih_dir, tmp_path):
 
 
 def test_nih_builder_reads_2017_csv_and_archive_folders(tmp_path):
-    root = cxr.write_nih14(tmp_path / "m", num_patients=4, seed=5, image_size=24, csv_variant="2017", archive_layout=True)
+    root = cxr.write_nih14(tmp_path / "m", num_patients=4, seed=5, image_size=24, csv_variant="2017",
+                           archive_layout=True)
     builder = _prepare("cxr_nih14", "original", root, tmp_path / "tfds")
     total = sum(builder.info.splits[s].num_examples for s in ("train", "test"))
     assert total == len((root / "Data_Entry_2017.csv").read_text().splitlines()) - 1
@@ -279,7 +282,8 @@ def test_unknown_label_value_names_file_and_line(small_chexpert):
 def test_missing_image_names_csv_line_and_file(small_chexpert):
     root, base, data_dir = small_chexpert
     (base / "valid/patient00004/study1/view1_frontal.jpg").unlink()
-    with pytest.raises(FileNotFoundError, match=r"valid\.csv, line 2: image .*patient00004/study1/view1_frontal\.jpg not found"):
+    expected = r"valid\.csv, line 2: image .*patient00004/study1/view1_frontal\.jpg not found"
+    with pytest.raises(FileNotFoundError, match=expected):
         _prepare("cxr_chexpert", "64px", root, data_dir)
 
 
@@ -293,7 +297,8 @@ def test_unreadable_image_names_csv_line(small_chexpert):
 def test_patient_in_two_splits_is_an_error(small_chexpert):
     root, base, data_dir = small_chexpert
     _edit(base / "valid.csv", "valid/patient00004/", "valid/patient00001/")
-    with pytest.raises(ValueError, match=r"patient00001 is in two official splits: .*train\.csv, line 2 and .*valid\.csv, line 2"):
+    expected = r"patient00001 is in two official splits: .*train\.csv, line 2 and .*valid\.csv, line 2"
+    with pytest.raises(ValueError, match=expected):
         _prepare("cxr_chexpert", "64px", root, data_dir)
 
 

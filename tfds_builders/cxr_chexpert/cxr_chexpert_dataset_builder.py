@@ -1,7 +1,6 @@
 """CheXpert (Stanford) chest radiographs with raw label states, patient/study ids and metadata."""
 from __future__ import annotations
 
-import collections
 import dataclasses
 import pathlib
 import re
@@ -49,9 +48,9 @@ _EXPECTED = (
     "CheXpert-v1.0-small/ or CheXpert-v1.0/ holding train.csv, valid.csv, train/ and valid/ "
     "(optionally test_labels.csv and test/), or those files directly"
 )
-_SPLIT_FILES = (("train", "train.csv", HEADER), ("validation", "valid.csv", HEADER), ("test", "test_labels.csv", TEST_HEADER))
-
-
+_SPLIT_FILES = (
+    ("train", "train.csv", HEADER), ("validation", "valid.csv", HEADER), ("test", "test_labels.csv", TEST_HEADER)
+)
 _RAGGED_NOTE = (
     " Images of one patient can differ in size, which a Sequence cannot stack: read this config with "
     "decoders={'images': {'image': tfds.decode.SkipDecoding()}} and decode each image."
@@ -82,8 +81,10 @@ def _configs():
                     size=size,
                     grouped=grouped,
                     description=(
-                        ("One example per patient holding all of its images, " if grouped else "One example per image, ")
-                        + ("source resolution." if size is None else f"shorter side resized to {size} px, centre-cropped, PNG.")
+                        ("One example per patient holding all of its images, " if grouped
+                         else "One example per image, ")
+                        + ("source resolution." if size is None
+                           else f"shorter side resized to {size} px, centre-cropped, PNG.")
                         + (_RAGGED_NOTE if grouped and size is None else "")
                     ),
                 )
@@ -140,7 +141,8 @@ def read_split(dataset_dir: pathlib.Path, csv_name: str, header, folder: str) ->
         if not match or match.group(1) != folder:
             raise _common.row_error(
                 table.path, line,
-                f"Path {value!r} is not of the form [CheXpert-v1.0[-small]/]{folder}/patientNNNNN/studyN/viewN_frontal|lateral.jpg",
+                f"Path {value!r} is not of the form "
+                f"[CheXpert-v1.0[-small]/]{folder}/patientNNNNN/studyN/viewN_frontal|lateral.jpg",
             )
         if value in seen:
             raise _common.row_error(table.path, line, f"Path {value!r} already listed on line {seen[value]}")
@@ -238,7 +240,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             if split == "test" and not ((dataset_dir / csv_name).is_file() and (dataset_dir / "test").is_dir()):
                 continue
             if split != "test" and not (dataset_dir / csv_name).is_file():
-                raise FileNotFoundError(f"cxr_chexpert: {dataset_dir / csv_name} not found; expected {_EXPECTED}")
+                raise FileNotFoundError(
+                    f"cxr_chexpert: {dataset_dir / csv_name} not found; expected {_EXPECTED}. Obtain it from {_OBTAIN}."
+                )
             splits[split] = read_split(dataset_dir, csv_name, header, folder)
         check_patient_disjoint(splits)
         return {split: self._generate_examples(records) for split, records in splits.items()}

@@ -98,7 +98,9 @@ def read_entries(csv_path: pathlib.Path) -> dict[str, Record]:
         if not match:
             raise _common.row_error(table.path, line, f"Image Index {index!r} is not of the form NNNNNNNN_NNN.png")
         if index in entries:
-            raise _common.row_error(table.path, line, f"Image Index {index} already listed on line {entries[index].line}")
+            raise _common.row_error(
+                table.path, line, f"Image Index {index} already listed on line {entries[index].line}"
+            )
         patient_id = _int(table, line, row, "Patient ID")
         follow_up = _int(table, line, row, "Follow-up #")
         if (int(match.group(1)), int(match.group(2))) != (patient_id, follow_up):
@@ -124,7 +126,9 @@ def read_entries(csv_path: pathlib.Path) -> dict[str, Record]:
     return entries
 
 
-def read_split_lists(manual_dir: pathlib.Path, entries: dict[str, Record]) -> dict[str, list[tuple[pathlib.Path, int, Record]]]:
+def read_split_lists(
+    manual_dir: pathlib.Path, entries: dict[str, Record]
+) -> dict[str, list[tuple[pathlib.Path, int, Record]]]:
     """{split: [(list file, line, record)]}; raises ValueError on unknown images or patient overlap."""
     splits, owner, listed = {}, {}, {}
     for split, name in SPLIT_FILES:

@@ -160,7 +160,6 @@ def render(traits: dict, signs: dict, *, lateral: bool, acq: Acquisition, height
     fine = _smooth(rng, u.shape, 40)
     draw = _draw_lateral if lateral else _draw_frontal
     img = np.clip(draw(traits, s, u, v, acq, markings, lumpy, fine), 0.0, 1.0)
-    assert img.dtype == np.float32, img.dtype
     if (rh, rw) != (height, width):
         img = np.asarray(Image.fromarray(img.astype(np.float32)).resize((width, height), Image.Resampling.BICUBIC))
     img = np.clip(acq.brightness + acq.contrast * (img - 0.5) + 0.5, 0.0, 1.0) ** acq.gamma
@@ -196,14 +195,14 @@ def _draw_frontal(t, s, u, v, acq, markings, lumpy, fine):
         rxe = np.where((u - cx) * side < 0, np.float32(rx * 0.85), np.float32(rx))  # flatter medial border
         dome = t["dome"] + dome_shift + 0.08 * emph - (0.04 if side < 0 else 0.0)
         if atel and side == atel_side:
-            dome -= 0.1 * atel
+            dome -= 0.14 * atel
         dome_curve = dome - (0.12 - 0.08 * emph) * np.clip(1 - ((u - cx) / rx) ** 2, 0, None)
         r = _ellipse(u, v, cx, cy, rxe, ry)
         lung = _sig((1 - r) / 0.05) * _sig((dome_curve - v) / 0.012)
         lungs[side] = (lung, cx, rx, ry, cy, r, dome)
         if "effusion" in s and side in t["effusion_sides"]:
             sev = s["effusion"]
-            level = dome - 0.06 - 0.38 * sev - 0.12 * sev * np.clip((u - cx) * side / rx, -1, 1)
+            level = dome - 0.05 - 0.3 * sev - 0.1 * sev * np.clip((u - cx) * side / rx, -1, 1)
             fluid = np.maximum(fluid, lung * _sig((v - level) / 0.02))
         if "pneumothorax" in s and side == t["sites"]["pneumothorax"][0]:
             sev = s["pneumothorax"]
@@ -226,7 +225,7 @@ def _draw_frontal(t, s, u, v, acq, markings, lumpy, fine):
     opac = np.zeros_like(u)
     if "edema" in s:
         hil = np.exp(-(((au - 0.18) / 0.32) ** 2 + ((v - t["lung_cy"] - 0.05) / 0.42) ** 2))
-        opac += s["edema"] * (0.55 * hil + 0.2 + 0.2 * fine)
+        opac += s["edema"] * (0.3 * hil + 0.08 + 0.15 * fine)
     for sign, density, radius in (("consolidation", 0.95, 0.16), ("opacity", 0.5, 0.2), ("pneumonia", 0.65, 0.13),
                                   ("nodule", 1.0, 0.035), ("mass", 1.0, 0.09)):
         if sign in s:
@@ -241,7 +240,7 @@ def _draw_frontal(t, s, u, v, acq, markings, lumpy, fine):
         pu, pv = cx + atel_u * rx * 0.5, cy + atel_v * ry
         ca, sa = np.cos(atel_angle), np.sin(atel_angle)
         along, perp = (u - pu) * ca + (v - pv) * sa, -(u - pu) * sa + (v - pv) * ca
-        opac += (0.6 + 0.4 * atel) * atel * np.exp(-((perp / (0.02 + 0.025 * atel)) ** 2) - (along / (0.8 * rx)) ** 4)
+        opac += (0.7 + 0.3 * atel) * atel * np.exp(-((perp / (0.025 + 0.03 * atel)) ** 2) - (along / (0.8 * rx)) ** 4)
     if "fibrosis" in s:
         opac += 0.6 * s["fibrosis"] * np.clip(3 * fine - 1.2, 0, 1) * _sig((au - 0.35) / 0.08) * _sig((0.1 - v) / 0.1)
     if "pleural_thickening" in s:
@@ -253,12 +252,14 @@ def _draw_frontal(t, s, u, v, acq, markings, lumpy, fine):
     att = tissue - (0.5 + 0.12 * emph) * air + 0.12 * vessels * air - 0.06 * ptx + 0.2 * pleural_line
     # bones
     xr = au - 0.06
-    thorax = _sig((t["lung_cx"] + t["lung_rx"] + 0.06 - au) / 0.03) * _sig(xr / 0.02) * _sig((t["dome"] + 0.1 - v) / 0.05)
+    thorax = (_sig((t["lung_cx"] + t["lung_rx"] + 0.06 - au) / 0.03) * _sig(xr / 0.02)
+              * _sig((t["dome"] + 0.1 - v) / 0.05))
     phase = (v + t["rib_slope"] * xr - t["rib_curve"] * xr ** 2) / t["rib_spacing"] + t["rib_phase"]
     ribs = np.clip((np.cos(2 * np.pi * phase) - 0.5) / 0.5, 0, 1)
     if "fracture" in s:
         _, fu, fv, _, _ = t["sites"]["fracture"]
-        ribs = ribs * (1 - 0.9 * s["fracture"] * np.exp(-(((au - 0.3 - 0.2 * fu) / 0.02) ** 2 + ((v - 0.3 * fv) / 0.08) ** 2)))
+        gap = np.exp(-(((au - 0.3 - 0.2 * fu) / 0.02) ** 2 + ((v - 0.3 * fv) / 0.08) ** 2))
+        ribs = ribs * (1 - 0.9 * s["fracture"] * gap)
     ant_phase = (v - 0.5 * xr) / (t["rib_spacing"] * 1.3) + t["rib_phase"]
     ribs_ant = np.clip((np.cos(2 * np.pi * ant_phase) - 0.7) / 0.3, 0, 1) * _sig((0.1 - v) / 0.1)
     cl_v = -0.62 - (0.08 if acq.ap else 0.0)
@@ -306,7 +307,7 @@ def _draw_lateral(t, s, u, v, acq, markings, lumpy, fine):
     opac = np.zeros_like(u)
     if "edema" in s:
         hil = np.exp(-((u / 0.4) ** 2 + ((v - t["lung_cy"]) / 0.4) ** 2))
-        opac += s["edema"] * (0.5 * hil + 0.2 + 0.2 * fine)
+        opac += s["edema"] * (0.28 * hil + 0.08 + 0.15 * fine)
     for sign, density, radius in (("consolidation", 0.95, 0.16), ("opacity", 0.5, 0.2), ("pneumonia", 0.65, 0.13),
                                   ("nodule", 1.0, 0.035), ("mass", 1.0, 0.09)):
         if sign in s:
@@ -404,8 +405,8 @@ def _normal(rng):
 def _chexpert_acquisition(rng, *, ap: bool, lateral: bool) -> Acquisition:
     n = _normal(rng)
     return Acquisition(
-        contrast=n(1.0, 0.06) * (0.92 if ap else 1.0) * (0.9 if lateral else 1.0),
-        brightness=n(0.0, 0.03), gamma=float(np.exp(n(0.0, 0.06))), noise=0.03 if ap else 0.02,
+        contrast=n(1.0, 0.1) * (0.92 if ap else 1.0) * (0.9 if lateral else 1.0),
+        brightness=n(0.0, 0.06), gamma=float(np.exp(n(0.0, 0.12))), noise=0.03 if ap else 0.02,
         zoom=n(1.0, 0.03), rotation=n(0.0, 0.03), shift=(n(0.0, 0.02), n(0.0, 0.02)), ap=ap and not lateral,
     )
 
@@ -541,7 +542,8 @@ def write_nih14(root, *, num_patients: int, seed: int = 0, image_size: int = 128
         raise ValueError(f"num_patients={num_patients} is too small: need at least 2")
     root = pathlib.Path(root)
     n_test = max(1, round(0.2 * num_patients))
-    test_patients = set(np.random.default_rng([seed, 3]).choice(np.arange(1, num_patients + 1), n_test, replace=False).tolist())
+    split_rng = np.random.default_rng([seed, 3])
+    test_patients = set(split_rng.choice(np.arange(1, num_patients + 1), n_test, replace=False).tolist())
     lines, train_list, test_list = [], [], []
     per_archive = max(1, -(-num_patients // 12))
     for pid in range(1, num_patients + 1):
