@@ -106,7 +106,12 @@ def register(name: str):
 
 
 def get_method(spec: str) -> Method:
-    """Returns a method by registered name or by import path `package.module:ClassName`."""
+    """Returns a method by registered name, by import path `package.module:ClassName`, or a saved
+    backbone `saved:/path/to/encoder.keras` (or a SavedModel directory)."""
+    if spec.startswith("saved:"):
+        from baselines.saved import SavedBackbone
+
+        return SavedBackbone(spec[len("saved:"):])
     if ":" in spec:
         module_name, _, attr = spec.partition(":")
         try:

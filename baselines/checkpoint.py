@@ -4,7 +4,7 @@ A stage checkpoint is a directory:
 
   meta.json            {"format_version": 1, "method": "simclr", "method_options": {...},
                         "backbone": {BackboneConfig fields}, "pretrain": {PretrainConfig fields} | null,
-                        "steps_done": 1200, "finished": true, "code_version": "0.1.0+git.<sha>",
+                        "steps_done": 1200, "finished": true, "code_version": "<git sha>[-dirty]",
                         "init_checkpoint": "<path the stage started from>" | null,
                         "head_shapes": [[512, 512], ...] | null}
   encoder.weights.h5   the encoder's Keras weights (written when the stage finishes)
@@ -25,7 +25,6 @@ shapes match) before step 0. `init_encoder` and `load_encoder` also accept a BiT
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import json
 import os
 import subprocess
@@ -92,17 +91,18 @@ class StageMeta:
 
 
 def code_version() -> str:
-    """The installed package version, plus the git commit of the source tree when there is one."""
+    """The git commit of the source tree, with "-dirty" when tracked files are modified; "unknown"
+    outside a git checkout (same convention as the harness's result rows)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "--no-optional-locks", "-C", os.path.dirname(os.path.abspath(__file__)),
+                               *args], check=True, capture_output=True, text=True, timeout=30).stdout.strip()
+
     try:
-        version = importlib.metadata.version("medssl-bench")
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip()
+        sha = git("rev-parse", "--verify", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return f"{version}+git.{sha}" if sha else version
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")
 
 
 def has_meta(checkpoint_dir: str) -> bool:

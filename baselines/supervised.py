@@ -38,7 +38,8 @@ class SupervisedBiT(Method):
             checkpoint.check_resumable(checkpoint_dir, stored, method=self.name, backbone=backbone, config=None)
             if stored.init_checkpoint != init_checkpoint:
                 raise ValueError(f"checkpoint_dir {checkpoint_dir} holds the supervised encoder from "
-                                 f"{stored.init_checkpoint!r}, not from {init_checkpoint!r}; use a fresh checkpoint_dir")
+                                 f"{stored.init_checkpoint!r}, not from {init_checkpoint!r}; "
+                                 "use a fresh checkpoint_dir")
             with strategy.scope():
                 return checkpoint.load_encoder(checkpoint_dir, backbone)
         with strategy.scope():

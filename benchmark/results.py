@@ -45,6 +45,10 @@ _PACKAGE_MODULES = {"tensorflow": "tensorflow", "keras": "keras",
                     "pandas": "pandas"}
 
 
+# Method (and submitter) names as they may appear in results, tables and file names.
+METHOD_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,62}")
+
+
 def cell_key(row: dict) -> tuple:
     """(task, method, preset, eval_mode, label_fraction, seed) of a result row."""
     missing = [k for k in CELL_KEY_FIELDS if k not in row]

@@ -15,7 +15,7 @@ import sys
 from absl import app, flags, logging
 
 from baselines import api, distribute
-from benchmark import data, protocol, report, runner
+from benchmark import data, protocol, report, results, runner
 from benchmark.finetune import EVAL_MODES
 from benchmark.presets import get_preset
 from benchmark.tasks import TaskOptions, get_task
@@ -43,6 +43,8 @@ flags.DEFINE_integer("pretrain_steps", None, "Override the preset's pretraining 
 flags.DEFINE_string("uncertainty", "u_ones", "CheXpert uncertainty policy: u_ones, u_zeros, u_ignore.")
 flags.DEFINE_string("init_checkpoint", None,
                     "Earlier stage's checkpoint dir (or BiT .npz) to start pretraining from.")
+flags.DEFINE_string("name", None, "The method's name in results and leaderboards (letters, digits, "
+                    "._+-); default --method, required for import paths and saved backbones.")
 flags.DEFINE_bool("progress", True, "Show progress bars.")
 
 
@@ -85,6 +87,10 @@ def config_from_flags() -> runner.RunConfig:
     preset = get_preset(FLAGS.preset)
     task = get_task(FLAGS.task, TaskOptions(uncertainty=FLAGS.uncertainty))
     api.get_method(FLAGS.method)  # fail fast on an unknown method
+    name = FLAGS.name or FLAGS.method
+    if not results.METHOD_NAME_PATTERN.fullmatch(name):
+        raise ValueError(f"--name={name}: a method name is 1-63 characters from A-Z a-z 0-9 . _ + - "
+                         "(set --name for an import path or saved backbone)")
     changes = {}
     if FLAGS.label_fractions:
         changes["label_fractions"] = protocol.parse_fractions(FLAGS.label_fractions)
@@ -106,7 +112,8 @@ def config_from_flags() -> runner.RunConfig:
     return runner.RunConfig(method=FLAGS.method, task=task, preset=preset, data=data_cfg,
                             output_dir=FLAGS.output_dir or os.path.join("runs", FLAGS.task),
                             strategy=FLAGS.strategy, tpu_address=FLAGS.tpu_address,
-                            init_checkpoint=FLAGS.init_checkpoint, progress=FLAGS.progress)
+                            init_checkpoint=FLAGS.init_checkpoint, progress=FLAGS.progress,
+                            name=name)
 
 
 def main(argv):

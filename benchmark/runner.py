@@ -25,7 +25,7 @@ from benchmark.tasks import Task
 class RunConfig:
     """Everything that defines a run; the CLI builds it from flags."""
 
-    method: str
+    method: str  # registered name, import path or saved:<path> (see baselines.api.get_method)
     task: Task
     preset: Preset
     data: data.DataConfig
@@ -34,6 +34,11 @@ class RunConfig:
     tpu_address: str | None = None
     init_checkpoint: str | None = None
     progress: bool = True
+    name: str | None = None  # the method's name in results; default `method`
+
+    @property
+    def method_name(self) -> str:
+        return self.name or self.method
 
 
 def _policy(method: api.Method, preset: Preset, mode: str, num_examples: int) -> api.FinetunePolicy:
@@ -65,7 +70,8 @@ def _copy_encoder(encoder: keras.Model, strategy) -> keras.Model:
 def _config_record(cfg: RunConfig) -> dict:
     preset = cfg.preset
     return {
-        "task": cfg.task.name, "method": cfg.method, "preset": preset.name,
+        "task": cfg.task.name, "method": cfg.method_name, "method_spec": cfg.method,
+        "preset": preset.name,
         "task_options": dataclasses.asdict(cfg.task.options),
         "resolution": preset.resolution, "image_size": preset.image_size,
         "backbone": dataclasses.asdict(preset.backbone),
@@ -87,7 +93,7 @@ def run(cfg: RunConfig, strategy: tf.distribute.Strategy | None = None) -> list[
     store = results.ResultsStore(os.path.join(cfg.output_dir, "results.jsonl"))
     cells = [(mode, fraction, seed) for mode in preset.eval_modes
              for fraction in preset.label_fractions for seed in preset.seeds]
-    key_of = {c: results.cell_key({"task": task.name, "method": cfg.method, "preset": preset.name,
+    key_of = {c: results.cell_key({"task": task.name, "method": cfg.method_name, "preset": preset.name,
                                    "eval_mode": c[0], "label_fraction": c[1] / 100.0,
                                    "seed": c[2]})
               for c in cells}
@@ -106,7 +112,7 @@ def run(cfg: RunConfig, strategy: tf.distribute.Strategy | None = None) -> list[
             checkpoint_dir=os.path.join(cfg.output_dir, "pretrain", method.name),
             init_checkpoint=cfg.init_checkpoint)
         _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, store)
-    return [r for r in store.rows() if r["task"] == task.name and r["method"] == cfg.method
+    return [r for r in store.rows() if r["task"] == task.name and r["method"] == cfg.method_name
             and r["preset"] == preset.name]
 
 
@@ -130,7 +136,7 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
             policy=_policy(method, preset, mode, len(chosen.example_ids)),
             weight_decay=preset.finetune.weight_decay, seed=seed, progress=cfg.progress)
         model = finetune.finetune(_copy_encoder(encoder, strategy), train_ds, config, strategy)
-        tag = f"{task.name}_{cfg.method.replace(':', '.')}_{preset.name}_{mode}_f{fraction:g}_s{seed}"
+        tag = f"{task.name}_{cfg.method_name}_{preset.name}_{mode}_f{fraction:g}_s{seed}"
         scored = {}
         for name, ds in test_data.items():
             preds = finetune.predict(model, ds, kind=task.kind, image_size=preset.image_size)
@@ -149,7 +155,7 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
                 "predictions": rel,
             }
         store.append({
-            "schema": 1, "task": task.name, "method": cfg.method, "preset": preset.name,
+            "schema": 1, "task": task.name, "method": cfg.method_name, "preset": preset.name,
             "eval_mode": mode, "label_fraction": fraction / 100.0, "seed": int(seed),
             "metrics": scored, "n_train_examples": int(len(chosen.example_ids)),
             "n_train_groups": int(len(groups)),

@@ -50,7 +50,7 @@ import numpy as np
 from benchmark import leaderboard, results, scoring
 
 TOLERANCE = 1e-6
-METHOD_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,62}")
+METHOD_NAME_PATTERN = results.METHOD_NAME_PATTERN
 SUBMITTER_PATTERN = METHOD_NAME_PATTERN
 REFERENCE_OWNER = "reference"
 SUBMISSION_FILE = "submission.json"

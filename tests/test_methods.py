@@ -1,7 +1,6 @@
 """SimCLR, MICLe, the supervised BiT baseline and the minimal example through the Method API:
 finite losses, resuming, finished stages, chaining, replica-consistent train steps."""
 import dataclasses
-import json
 import math
 import os
 
@@ -15,10 +14,9 @@ from baselines.api import BackboneConfig, PretrainConfig, get_method
 from baselines.examples.minimal_method import RotationPrediction
 from baselines.micle import MICLe
 from baselines.simclr import ContrastiveModel, SimCLR, projection_head
-from benchmark.speed import synthetic_groups
 
 R18 = BackboneConfig(family="resnet_v1", depth=18, width=1, small_stem=True)
-CONFIG = PretrainConfig(image_size=32, batch_size=4, steps=4, checkpoint_every=2)
+CONFIG = PretrainConfig(image_size=32, batch_size=2, steps=4, checkpoint_every=2)
 DEFAULT = tf.distribute.get_strategy()
 
 
@@ -43,8 +41,18 @@ class Recorder:
             raise Stop
 
 
-def groups():
-    return synthetic_groups(10, image_size=CONFIG.image_size, max_images=3)
+def groups(num_groups=10, size=40, max_images=3):
+    """Random uint8 cases of 1..max_images images of size x size."""
+    rng = np.random.default_rng(0)
+    cases = [rng.integers(0, 256, (rng.integers(1, max_images + 1), size, size, 3), dtype=np.uint8)
+             for _ in range(num_groups)]
+
+    def generate():
+        for k, images in enumerate(cases):
+            yield {"group_id": f"case{k}", "images": images}
+
+    spec = {"group_id": tf.TensorSpec([], tf.string), "images": tf.TensorSpec([None, size, size, 3], tf.uint8)}
+    return tf.data.Dataset.from_generator(generate, output_signature=spec)
 
 
 def options(*callbacks):

@@ -83,6 +83,8 @@ def test_group_strata_constant_within_group_and_rarest_class():
     (["--eval_modes=finetune,knn"], "--eval_modes"),
     (["--seeds=0,0"], "--seeds"),
     (["--uncertainty=u_maybe"], "--uncertainty"),
+    (["--method=baselines.examples.minimal_method:RotationPrediction"], "--name="),
+    (["--method=saved:/nonexistent/encoder.keras"], "no such file"),
 ])
 def test_cli_rejects_bad_flags(argv, message):
     flags.FLAGS.unparse_flags()

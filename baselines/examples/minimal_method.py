@@ -54,6 +54,7 @@ class RotationPrediction(Method):
             model = keras.Model(inputs, keras.layers.Dense(NUM_ROTATIONS)(encoder(inputs)))
             model.compile(optimizer=build_optimizer(config),
                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            model.optimizer.build(model.trainable_variables)  # slots now, not inside the traced step
         model.fit(data, epochs=1, steps_per_epoch=config.steps, verbose=0)
 
         if strategy.extended.should_checkpoint:
