@@ -27,7 +27,7 @@ class BackboneConfig:
 
     family: str = "resnet_v1"
     depth: int = 18
-    width: int = 1
+    width: float = 1  # SimCLR's 1/2/4; resnet_v1 also takes 0.25/0.5 for CPU-sized runs
     small_stem: bool = True
     global_bn: bool = False
 
@@ -67,6 +67,11 @@ class Method(abc.ABC):
     """A pretraining method: unlabeled patient groups in, encoder out."""
 
     name: ClassVar[str]
+
+    def backbone(self, requested: BackboneConfig) -> BackboneConfig:
+        """The backbone this method trains given the run's requested one (default: as requested;
+        the supervised BiT baseline maps it to the BiT family)."""
+        return requested
 
     def finetune_policy(self, num_examples: int) -> FinetunePolicy | None:
         """The fine-tuning schedule this method asks for on `num_examples` labelled images; None

@@ -21,6 +21,7 @@ BIT_UNITS: dict[int, tuple[int, int, int, int]] = {
 WS_EPSILON = 1e-10
 GN_EPSILON = 1e-5
 GN_GROUPS = 32
+CPU_WIDTHS = (0.25, 0.5)  # narrower than any released BiT model: CPU-sized runs only
 
 
 @keras.saving.register_keras_serializable(package="baselines")
@@ -35,17 +36,18 @@ class StandardizedConv2D(keras.layers.Conv2D):
         return super().convolution_op(inputs, ops.cast(k, kernel.dtype))
 
 
-def feature_dim(depth: int = 50, width: int = 1) -> int:
+def feature_dim(depth: int = 50, width: float = 1) -> int:
     """Feature size of `bit_resnet_v2(depth, width)`."""
     _check(depth, width)
-    return 2048 * width
+    return int(2048 * width)
 
 
-def _check(depth: int, width: int) -> None:
+def _check(depth: int, width: float) -> None:
     if depth not in BIT_UNITS:
         raise ValueError(f"bit_resnet_v2 depth={depth!r}: expected one of {sorted(BIT_UNITS)}")
-    if not (isinstance(width, int) and width >= 1):
-        raise ValueError(f"bit_resnet_v2 width={width!r}: expected a positive integer (1, 2, 3, 4)")
+    if not (width in CPU_WIDTHS or (float(width).is_integer() and width >= 1)):
+        raise ValueError(f"bit_resnet_v2 width={width!r}: expected a positive integer (1, 2, 3, 4) "
+                         f"or one of the CPU-sized widths {CPU_WIDTHS}")
 
 
 def _pad(x, kernel_size: int, name: str):
@@ -55,7 +57,9 @@ def _pad(x, kernel_size: int, name: str):
 
 
 def _gn_relu(x, name: str):
-    x = keras.layers.GroupNormalization(groups=GN_GROUPS, epsilon=GN_EPSILON, name=name)(x)
+    # BiT's 32 groups for every width >= 1; fewer at the CPU-sized widths with narrower layers.
+    groups = min(GN_GROUPS, x.shape[-1] // 2)
+    x = keras.layers.GroupNormalization(groups=groups, epsilon=GN_EPSILON, name=name)(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -82,7 +86,7 @@ def _unit(x, filters: int, strides: int, name: str):
 
 def bit_resnet_v2(
     depth: int = 50,
-    width: int = 1,
+    width: float = 1,
     input_shape: tuple = (None, None, 3),
     name: str | None = None,
 ) -> keras.Model:
@@ -91,16 +95,16 @@ def bit_resnet_v2(
     inputs = keras.Input(shape=input_shape, name="images")
     x = keras.layers.Rescaling(2.0, offset=-1.0, name="to_bit_range")(inputs)
     x = _pad(x, 7, "root_pad")
-    x = _conv(x, 64 * width, 7, 2, "root_conv")
+    x = _conv(x, int(64 * width), 7, 2, "root_conv")
     x = keras.layers.ZeroPadding2D(1, name="root_pool_pad")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, padding="valid", name="root_pool")(x)
     for b, num_units in enumerate(BIT_UNITS[depth]):
-        filters = 64 * width * 2**b
+        filters = int(64 * width) * 2**b
         for u in range(num_units):
             x = _unit(x, filters, 2 if (b > 0 and u == 0) else 1, f"block{b + 1}_unit{u + 1:02d}")
     x = _gn_relu(x, "pre_head_gn")
     outputs = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    return keras.Model(inputs, outputs, name=name or f"bit_r{depth}x{width}")
+    return keras.Model(inputs, outputs, name=name or f"bit_r{depth}x{width:g}")
 
 
 def bit_key_table(model: keras.Model) -> dict[str, str]:

@@ -172,16 +172,18 @@ def check_resumable(
     backbone: BackboneConfig,
     config: PretrainConfig | None,
     method_options: dict[str, Any] | None = None,
+    init_checkpoint: str | None = None,
 ) -> None:
     """Raises ValueError if the stage in `checkpoint_dir` was started with other settings than these
-    (a rerun must use the same method, backbone and pretraining settings; `checkpoint_every` may differ)."""
+    (a rerun must use the same method, options, backbone, pretraining settings and starting point;
+    only `checkpoint_every` may differ)."""
     def strip(c: PretrainConfig | None):
         return None if c is None else dataclasses.replace(c, **{f: 0 for f in _BOOKKEEPING_FIELDS})
 
     wanted = {"method": method, "method_options": dict(method_options or {}), "backbone": backbone,
-              "pretrain": strip(config)}
+              "pretrain": strip(config), "init_checkpoint": init_checkpoint}
     stored = {"method": meta.method, "method_options": meta.method_options, "backbone": meta.backbone,
-              "pretrain": strip(meta.pretrain)}
+              "pretrain": strip(meta.pretrain), "init_checkpoint": meta.init_checkpoint}
     diffs = [f"{k}: stored {stored[k]!r} != requested {wanted[k]!r}" for k in wanted if stored[k] != wanted[k]]
     if diffs:
         raise ValueError(f"checkpoint_dir {checkpoint_dir} holds a stage with other settings ({'; '.join(diffs)}); "

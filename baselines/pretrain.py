@@ -170,7 +170,7 @@ def pretrain_contrastive(
     if checkpoint.has_meta(checkpoint_dir):
         stored = checkpoint.read_meta(checkpoint_dir)
         checkpoint.check_resumable(checkpoint_dir, stored, method=method, backbone=backbone, config=config,
-                                   method_options=method_options)
+                                   method_options=method_options, init_checkpoint=init_checkpoint)
         if stored.finished:
             logging.info("%s: finished stage in %s, not training", method, checkpoint_dir)
             with strategy.scope():
@@ -190,8 +190,6 @@ def pretrain_contrastive(
     elif init_checkpoint:
         logging.info("%s: initialised %s", method,
                      checkpoint.init_encoder(init_checkpoint, encoder, backbone=backbone, head=model.head))
-    if stored is not None:
-        init_checkpoint = stored.init_checkpoint
 
     version = checkpoint.code_version()
 

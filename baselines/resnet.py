@@ -20,17 +20,17 @@ RESNET_LAYERS: dict[int, tuple[bool, tuple[int, int, int, int]]] = {
     101: (True, (3, 4, 23, 3)),
     152: (True, (3, 8, 36, 3)),
 }
-WIDTHS = (1, 2, 4)
+WIDTHS = (0.25, 0.5, 1, 2, 4)  # fractional widths: CPU-sized runs; 1/2/4 as in SimCLR
 
 
-def feature_dim(depth: int, width: int = 1) -> int:
+def feature_dim(depth: int, width: float = 1) -> int:
     """Feature size of `resnet_v1(depth, width)`."""
     _check(depth, width)
     bottleneck, _ = RESNET_LAYERS[depth]
-    return (2048 if bottleneck else 512) * width
+    return int((2048 if bottleneck else 512) * width)
 
 
-def _check(depth: int, width: int) -> None:
+def _check(depth: int, width: float) -> None:
     if depth not in RESNET_LAYERS:
         raise ValueError(f"resnet_v1 depth={depth!r}: expected one of {sorted(RESNET_LAYERS)}")
     if width not in WIDTHS:
@@ -95,7 +95,7 @@ def last_bn_names(depth: int) -> list[str]:
 
 def resnet_v1(
     depth: int,
-    width: int = 1,
+    width: float = 1,
     small_stem: bool = False,
     global_bn: bool = False,
     input_shape: tuple = (None, None, 3),
@@ -111,18 +111,18 @@ def resnet_v1(
     block_fn = _bottleneck_block if bottleneck else _basic_block
     inputs = keras.Input(shape=input_shape, name="images")
     if small_stem:
-        x = _conv(inputs, 64 * width, 3, 1, "stem_conv")
+        x = _conv(inputs, int(64 * width), 3, 1, "stem_conv")
         x = _bn(x, "stem_bn", global_bn)
     else:
-        x = _conv(inputs, 64 * width, 7, 2, "stem_conv")
+        x = _conv(inputs, int(64 * width), 7, 2, "stem_conv")
         x = _bn(x, "stem_bn", global_bn)
         x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
     for g, (num_blocks, strides) in enumerate(zip(layers, (1, 2, 2, 2))):
-        filters = 64 * width * 2**g
+        filters = int(64 * width) * 2**g
         for b in range(num_blocks):
             x = block_fn(
                 x, filters, strides if b == 0 else 1, projection=b == 0,
                 name=f"group{g + 1}_block{b + 1}", global_bn=global_bn,
             )
     outputs = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    return keras.Model(inputs, outputs, name=name or f"resnet{depth}_x{width}")
+    return keras.Model(inputs, outputs, name=name or f"resnet{depth}_x{width:g}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from baselines import bit_hyperrule, checkpoint
+from baselines import bit, bit_hyperrule, checkpoint
 from baselines.api import BackboneConfig, FinetunePolicy, Method, PretrainConfig, register
 from baselines.backbones import build_encoder
 
@@ -17,6 +17,15 @@ from baselines.backbones import build_encoder
 @register("supervised")
 class SupervisedBiT(Method):
     """BiT ResNetV2 (family "bit") from a local BiT `.npz` or random init; BiT-HyperRule fine-tuning."""
+
+    def backbone(self, requested: BackboneConfig) -> BackboneConfig:
+        """The BiT ResNetV2 closest to `requested`: its depth if BiT has it (50/101/152, else 50) and
+        its width if a whole number (else 1); a `bit` request is kept as is."""
+        if requested.family == "bit":
+            return requested
+        depth = requested.depth if requested.depth in bit.BIT_UNITS else 50
+        width = int(requested.width) if requested.width >= 1 and float(requested.width).is_integer() else 1
+        return BackboneConfig(family="bit", depth=depth, width=width, small_stem=False, global_bn=False)
 
     def finetune_policy(self, num_examples: int) -> FinetunePolicy:
         return bit_hyperrule.finetune_policy(num_examples)
@@ -35,11 +44,8 @@ class SupervisedBiT(Method):
             raise ValueError(f"method 'supervised' needs a BiT backbone (family='bit'), got {backbone}")
         if checkpoint.has_meta(checkpoint_dir):
             stored = checkpoint.read_meta(checkpoint_dir)
-            checkpoint.check_resumable(checkpoint_dir, stored, method=self.name, backbone=backbone, config=None)
-            if stored.init_checkpoint != init_checkpoint:
-                raise ValueError(f"checkpoint_dir {checkpoint_dir} holds the supervised encoder from "
-                                 f"{stored.init_checkpoint!r}, not from {init_checkpoint!r}; "
-                                 "use a fresh checkpoint_dir")
+            checkpoint.check_resumable(checkpoint_dir, stored, method=self.name, backbone=backbone, config=None,
+                                       init_checkpoint=init_checkpoint)
             with strategy.scope():
                 return checkpoint.load_encoder(checkpoint_dir, backbone)
         with strategy.scope():

@@ -57,7 +57,7 @@ def parse_backbone(text: str) -> api.BackboneConfig:
         small = parts[2:] == ["small"]
         if len(parts) > 3 or (len(parts) == 3 and not small) or family not in ("resnet_v1", "bit"):
             raise ValueError
-        return api.BackboneConfig(family=family, depth=int(depth), width=int(width or 1),
+        return api.BackboneConfig(family=family, depth=int(depth), width=float(width or 1),
                                   small_stem=small)
     except (IndexError, ValueError):
         raise ValueError(f"--backbone={text}: expected resnet_v1-<depth>[x<width>][-small] or "

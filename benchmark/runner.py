@@ -67,14 +67,14 @@ def _copy_encoder(encoder: keras.Model, strategy) -> keras.Model:
     return clone
 
 
-def _config_record(cfg: RunConfig) -> dict:
+def _config_record(cfg: RunConfig, method: api.Method) -> dict:
     preset = cfg.preset
     return {
         "task": cfg.task.name, "method": cfg.method_name, "method_spec": cfg.method,
         "preset": preset.name,
         "task_options": dataclasses.asdict(cfg.task.options),
         "resolution": preset.resolution, "image_size": preset.image_size,
-        "backbone": dataclasses.asdict(preset.backbone),
+        "backbone": dataclasses.asdict(method.backbone(preset.backbone)),
         "pretrain": dataclasses.asdict(preset.pretrain),
         "finetune": dataclasses.asdict(preset.finetune),
         "strategy": cfg.strategy, "init_checkpoint": cfg.init_checkpoint,
@@ -106,7 +106,7 @@ def run(cfg: RunConfig, strategy: tf.distribute.Strategy | None = None) -> list[
                                  test_fraction=task.options.test_fraction)
         encoder = method.pretrain(
             data.pretrain_groups(builders, task, set(splits.train.group_ids)),
-            backbone=preset.backbone,
+            backbone=method.backbone(preset.backbone),
             config=dataclasses.replace(preset.pretrain, augmentation=task.augmentation),
             strategy=strategy,
             checkpoint_dir=os.path.join(cfg.output_dir, "pretrain", method.name),
@@ -122,7 +122,7 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
     test_data = {name: data.labelled_dataset(builders, data.test_sources(task, name),
                                              splits.tests[name].example_ids).cache()
                  for name in task.test_sets}
-    common = {"config": _config_record(cfg), "code_version": results.code_version(),
+    common = {"config": _config_record(cfg, method), "code_version": results.code_version(),
               "packages": results.package_versions(), "synthetic": cfg.data.synthetic}
     for mode, fraction, seed in todo:
         start = time.time()

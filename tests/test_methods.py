@@ -117,6 +117,9 @@ def test_rerun_with_other_settings_is_refused(simclr_stage):
                                    strategy=DEFAULT, checkpoint_dir=directory)
     with pytest.raises(ValueError, match="method: stored 'simclr' != requested 'micle'"):
         MICLe().pretrain(groups(), backbone=R18, config=CONFIG, strategy=DEFAULT, checkpoint_dir=directory)
+    with pytest.raises(ValueError, match="init_checkpoint: stored None != requested '/elsewhere'"):
+        SimCLR(options()).pretrain(groups(), backbone=R18, config=CONFIG, strategy=DEFAULT,
+                                   checkpoint_dir=directory, init_checkpoint="/elsewhere")
 
 
 def test_micle_chained_on_simclr_starts_from_its_weights(simclr_stage, tmp_path):
@@ -173,49 +176,54 @@ def test_supervised_bit_from_npz_and_hyperrule(tmp_path):
     meta = checkpoint.read_meta(stage)
     assert (meta.method, meta.backbone, meta.steps_done, meta.finished) == ("supervised", backbone, 0, True)
     assert method.finetune_policy(1000) == bit_hyperrule.finetune_policy(1000)
+    assert method.backbone(R18) == backbone
+    assert method.backbone(BackboneConfig(depth=101, width=2, small_stem=False)) == dataclasses.replace(
+        backbone, depth=101, width=2)
     with pytest.raises(ValueError, match="family='bit'"):
         method.pretrain(groups(), backbone=R18, config=CONFIG, strategy=DEFAULT,
                         checkpoint_dir=str(tmp_path / "r18"))
 
 
-def tiny_model(mask_same_group, weights=None):
-    encoder = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
+def tiny_model(weights=None):
+    encoder = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, use_bias=False),
                                 keras.layers.BatchNormalization(synchronized=True), keras.layers.ReLU(),
                                 keras.layers.GlobalAveragePooling2D()])
     head = projection_head(4, num_layers=2, output_dim=3, global_bn=True)
-    model = ContrastiveModel(encoder, head, temperature=0.5, mask_same_group=mask_same_group)
+    config = PretrainConfig(batch_size=8, steps=10, warmup_fraction=0.0, weight_decay=1e-2)
+    model = ContrastiveModel(encoder, head, temperature=0.5, mask_same_group=True)
     if weights is not None:
         model.set_weights(weights)
-    config = PretrainConfig(batch_size=8, steps=10, warmup_fraction=0.0)
     pretrain.compile_model(model, config)
     return model
 
 
-def one_step(strategy, weights, batch, use_fit):
+def train(strategy, weights, batch, *, use_fit=False, steps=1):
     with strategy.scope():
-        model = tiny_model(mask_same_group=True, weights=weights)
-    data = tf.data.Dataset.from_tensors(batch)
+        model = tiny_model(weights=weights)
+    data = tf.data.Dataset.from_tensors(batch).repeat(steps)
     if use_fit:
         loss = model.fit(data, epochs=1, verbose=0).history["loss"][-1]
     else:
         loop = pretrain.make_train_loop(model, strategy)
-        loss = float(loop(iter(strategy.experimental_distribute_dataset(data)), tf.constant(1))["loss"])
+        loss = float(loop(iter(strategy.experimental_distribute_dataset(data)), tf.constant(steps))["loss"])
+    assert int(model.optimizer.iterations.numpy()) == steps
     return loss, model.get_weights()
 
 
 def test_train_step_is_replica_consistent():
-    """One step on 2 replicas (half batch each, global BN, gathered negatives) equals one step on a
-    single device with the whole batch, through the custom loop and through model.fit."""
+    """Steps on 2 replicas (half batch each, global BN, gathered negatives, same-case masking) equal
+    steps on a single device with the whole batch, through the custom loop and through model.fit."""
     rng = np.random.default_rng(0)
     batch = {"view1": rng.random((8, 8, 8, 3), np.float32), "view2": rng.random((8, 8, 8, 3), np.float32),
              "group_id": np.array([0, 0, 1, 2, 3, 3, 4, 5], np.int64)}
-    weights = tiny_model(mask_same_group=True).get_weights()
+    weights = tiny_model().get_weights()
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    loss_1, weights_1 = one_step(DEFAULT, weights, batch, use_fit=False)
+    loss_1, weights_1 = train(DEFAULT, weights, batch, steps=2)
     assert any(not np.array_equal(a, b) for a, b in zip(weights, weights_1))
-    for strategy, use_fit in ((mirrored, False), (mirrored, True)):
-        loss_2, weights_2 = one_step(strategy, weights, batch, use_fit=use_fit)
-        if not use_fit:  # fit reports the first replica's loss
-            assert loss_2 == pytest.approx(loss_1, rel=1e-5)
-        for a, b in zip(weights_1, weights_2):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    loss_2, weights_2 = train(mirrored, weights, batch, steps=2)
+    assert loss_2 == pytest.approx(loss_1, rel=1e-5)
+    for a, b in zip(weights_1, weights_2):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    _, weights_fit = train(mirrored, weights, batch, steps=2, use_fit=True)
+    for a, b in zip(weights_1, weights_fit):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

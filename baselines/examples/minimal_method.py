@@ -30,7 +30,7 @@ class RotationPrediction(Method):
         if checkpoint.has_meta(checkpoint_dir):
             stored = checkpoint.read_meta(checkpoint_dir)
             checkpoint.check_resumable(checkpoint_dir, stored, method=self.name, backbone=backbone,
-                                       config=config)
+                                       config=config, init_checkpoint=init_checkpoint)
             if stored.finished:
                 with strategy.scope():
                     return checkpoint.load_encoder(checkpoint_dir, backbone)
