@@ -135,14 +135,10 @@ def predict(model: Classifier, ds: tf.data.Dataset, *, kind: str, image_size: in
     def view(ex):
         return {**ex, "image": augment.eval_view(ex["image"], image_size)}
 
-    @tf.function
-    def score(images):
-        return activation(model(images, training=False))
-
     out = {"example_id": [], "group_id": [], "label": [], "score": []}
     batches = ds.map(view, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
     for batch in batches:
-        out["score"].append(score(batch["image"]).numpy())
+        out["score"].append(activation(model.predict_on_batch(batch["image"])).numpy())
         out["label"].append(batch["label"].numpy())
         out["example_id"] += [x.decode() for x in batch["example_id"].numpy()]
         out["group_id"] += [x.decode() for x in batch["group_id"].numpy()]

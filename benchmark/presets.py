@@ -8,7 +8,8 @@ from baselines.api import BackboneConfig, PretrainConfig
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneSettings:
-    """Default supervised schedule of a preset (a method's own policy, e.g. BiT-HyperRule, wins)."""
+    """Default supervised schedule of a preset (a method's own policy, e.g. BiT-HyperRule, wins):
+    `epochs` passes over the labelled examples, clipped to [min_steps, steps]."""
 
     steps: int
     batch_size: int
@@ -18,6 +19,8 @@ class FinetuneSettings:
     linear_steps: int | None = None  # linear evaluation schedule; None = same as `steps`
     linear_learning_rate: float | None = None
     steps_scale: float = 1.0  # applied to a method's own policy (CPU presets shorten BiT-HyperRule)
+    epochs: float | None = None  # None: always `steps`
+    min_steps: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +49,9 @@ PRESETS: dict[str, Preset] = {
         backbone=BackboneConfig(family="resnet_v1", depth=18, width=0.25, small_stem=False),
         pretrain=PretrainConfig(image_size=32, batch_size=128, steps=200, base_learning_rate=1.0,
                                 warmup_fraction=0.1, temperature=0.2, checkpoint_every=50),
-        finetune=FinetuneSettings(steps=150, batch_size=64, learning_rate=0.05,
-                                  linear_steps=150, linear_learning_rate=0.5, steps_scale=0.3),
+        finetune=FinetuneSettings(steps=400, batch_size=64, learning_rate=0.1,
+                                  linear_learning_rate=0.5, steps_scale=0.3, epochs=30,
+                                  min_steps=100),
         label_fractions=(10.0, 100.0),
         seeds=(0, 1),
         eval_modes=("finetune", "linear"),

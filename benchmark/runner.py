@@ -53,6 +53,9 @@ def _policy(method: api.Method, preset: Preset, mode: str, num_examples: int) ->
             warmup_steps=max(0, math.ceil(own.warmup_steps * scale)),
             decay_boundaries=tuple(math.ceil(b * scale) for b in own.decay_boundaries))
     steps = settings.linear_steps if mode == "linear" and settings.linear_steps else settings.steps
+    if settings.epochs is not None:
+        wanted = math.ceil(settings.epochs * num_examples / settings.batch_size)
+        steps = min(steps, max(settings.min_steps, wanted))
     lr = (settings.linear_learning_rate if mode == "linear" and settings.linear_learning_rate
           else settings.learning_rate)
     return api.FinetunePolicy(steps=steps, learning_rate=lr, batch_size=settings.batch_size,

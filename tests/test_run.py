@@ -68,3 +68,41 @@ def test_derm_simclr_linear(tmp_path):
     assert len(rows) == 1 and rows[0]["eval_mode"] == "linear"
     _check_rows(rows, cfg, "top1")
     assert "macro_auc" in rows[0]["metrics"]["shifted"]["values"]
+
+
+def test_cli_run_killed_mid_pretraining_resumes(tmp_path):
+    """`python -m benchmark.run` killed during pretraining resumes from its checkpoint on rerun."""
+    import json as _json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "benchmark.run", "--method=simclr", "--task=cxr", "--preset=smoke",
+            "--pretrain_steps=200", "--seeds=0", "--label_fractions=100", "--verbosity=0",
+            f"--data_dir={tmp_path / 'data'}", f"--output_dir={out}", "--noprogress"]
+    meta_file = out / "pretrain" / "simclr" / "meta.json"
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if meta_file.exists() and _json.loads(meta_file.read_text())["steps_done"] >= 2:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before it could be killed mid-pretraining"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    killed_at = _json.loads(meta_file.read_text())
+    assert not killed_at["finished"] and 2 <= killed_at["steps_done"] < 200
+    assert not (out / "results.jsonl").exists()
+
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "simclr: resumed from" in done.stderr
+    final = _json.loads(meta_file.read_text())
+    assert final["finished"] and final["steps_done"] == 200
+    rows = results.ResultsStore(out / "results.jsonl").rows()
+    assert [(r["method"], r["label_fraction"], r["seed"]) for r in rows] == [("simclr", 1.0, 0)]
