@@ -20,15 +20,22 @@ class SupervisedBiT(Method):
 
     def backbone(self, requested: BackboneConfig) -> BackboneConfig:
         """The BiT ResNetV2 closest to `requested`: its depth if BiT has it (50/101/152, else 50) and
-        its width if a whole number (else 1); a `bit` request is kept as is."""
+        its width if BiT builds it (whole numbers, or the CPU-sized 0.25/0.5; else 1); a `bit`
+        request is kept as is."""
         if requested.family == "bit":
             return requested
         depth = requested.depth if requested.depth in bit.BIT_UNITS else 50
-        width = int(requested.width) if requested.width >= 1 and float(requested.width).is_integer() else 1
+        whole = requested.width >= 1 and float(requested.width).is_integer()
+        width = requested.width if whole or requested.width in bit.CPU_WIDTHS else 1
         return BackboneConfig(family="bit", depth=depth, width=width, small_stem=False, global_bn=False)
 
-    def finetune_policy(self, num_examples: int) -> FinetunePolicy:
-        return bit_hyperrule.finetune_policy(num_examples)
+    def __init__(self):
+        self._from_weights = False
+
+    def finetune_policy(self, num_examples: int) -> FinetunePolicy | None:
+        """BiT-HyperRule when the encoder came from BiT weights; from random init (no weights given)
+        the harness preset's schedule, since the HyperRule's small learning rate assumes transfer."""
+        return bit_hyperrule.finetune_policy(num_examples) if self._from_weights else None
 
     def pretrain(
         self,
@@ -42,6 +49,7 @@ class SupervisedBiT(Method):
     ) -> keras.Model:
         if backbone.family != "bit":
             raise ValueError(f"method 'supervised' needs a BiT backbone (family='bit'), got {backbone}")
+        self._from_weights = bool(init_checkpoint)
         if checkpoint.has_meta(checkpoint_dir):
             stored = checkpoint.read_meta(checkpoint_dir)
             checkpoint.check_resumable(checkpoint_dir, stored, method=self.name, backbone=backbone, config=None,

@@ -112,7 +112,7 @@ def run(cfg: RunConfig, strategy: tf.distribute.Strategy | None = None) -> list[
             backbone=method.backbone(preset.backbone),
             config=dataclasses.replace(preset.pretrain, augmentation=task.augmentation),
             strategy=strategy,
-            checkpoint_dir=os.path.join(cfg.output_dir, "pretrain", method.name),
+            checkpoint_dir=os.path.join(cfg.output_dir, "pretrain", f"{task.name}_{cfg.method_name}"),
             init_checkpoint=cfg.init_checkpoint)
         _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, store)
     return [r for r in store.rows() if r["task"] == task.name and r["method"] == cfg.method_name

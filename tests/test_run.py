@@ -82,7 +82,7 @@ def test_cli_run_killed_mid_pretraining_resumes(tmp_path):
     argv = [sys.executable, "-m", "benchmark.run", "--method=simclr", "--task=cxr", "--preset=smoke",
             "--pretrain_steps=200", "--seeds=0", "--label_fractions=100", "--verbosity=0",
             f"--data_dir={tmp_path / 'data'}", f"--output_dir={out}", "--noprogress"]
-    meta_file = out / "pretrain" / "simclr" / "meta.json"
+    meta_file = out / "pretrain" / "cxr_simclr" / "meta.json"
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 240
