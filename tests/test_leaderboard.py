@@ -161,3 +161,17 @@ def test_bad_published_and_duplicate_rows_are_rejected(results_file, tmp_path):
         leaderboard.load_published(tmp_path / "bad.csv")
     with pytest.raises(ValueError, match="already read from"):
         leaderboard.load_rows([results_file, results_file])
+
+
+def test_committed_leaderboards_regenerate_identically(tmp_path):
+    """The committed tables and plots are exactly what the committed reference rows produce."""
+    import pathlib
+    import shutil
+
+    board = pathlib.Path(__file__).resolve().parents[1] / "leaderboards"
+    shutil.copy(board / "published.csv", tmp_path / "published.csv")
+    leaderboard.regenerate([str(board / "results.jsonl")], str(tmp_path))
+    for task in ("cxr", "derm"):
+        for ext in ("md", "csv", "html", "png"):
+            name = f"{task}.{ext}"
+            assert (tmp_path / name).read_bytes() == (board / name).read_bytes(), name

@@ -66,9 +66,9 @@ def test_micle_pairs_same_case_distinct_images_and_fallback():
 
 
 def test_micle_pairs_deterministic_choice_given_seed():
-    def indices(seed):
+    def indices(seed):  # the output order is not deterministic (parallel map), the choices are
         pairs = micle_pairs(tagged_groups().repeat(5), view_fn=identity_view, image_size=8, seed=seed)
-        return [(a, b) for _, a, b in draws(pairs)]
+        return sorted(draws(pairs))
 
     assert indices(7) == indices(7)
     assert indices(7) != indices(8)
