@@ -251,7 +251,7 @@ def _edit(path, old, new, count=1):
 
 
 def test_missing_manual_dir_names_layout_and_source(tmp_path):
-    with pytest.raises(AssertionError, match=r"(?s)does not exist.*stanfordmlgroup.*CheXpert-v1\.0-small/"):
+    with pytest.raises(FileNotFoundError, match=r"(?s)does not exist.*CheXpert-v1\.0-small/.*stanfordmlgroup"):
         _prepare("cxr_chexpert", "64px", tmp_path / "absent", tmp_path / "tfds")
     (tmp_path / "wrong").mkdir()
     (tmp_path / "wrong" / "readme.txt").write_text("not the data")

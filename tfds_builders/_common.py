@@ -2,6 +2,7 @@
 
 Public API (kept small and stable; used by the CXR and dermatology builders):
   require_manual_dir(manual_dir, *, dataset, expected, obtain) -> pathlib.Path
+  manual_dir_of(dl_manager, *, dataset, expected, obtain) -> pathlib.Path
   read_csv(path, *, headers) -> CsvTable
   row_error(path, line, message) -> ValueError
   index_files(root, *, suffixes) -> dict[str, pathlib.Path]
@@ -34,6 +35,19 @@ def require_manual_dir(manual_dir, *, dataset: str, expected: str, obtain: str) 
             f"Obtain the data from {obtain} and pass its folder as manual_dir."
         )
     return pathlib.Path(manual_dir)
+
+
+def manual_dir_of(dl_manager, *, dataset: str, expected: str, obtain: str) -> pathlib.Path:
+    """`dl_manager.manual_dir` checked by `require_manual_dir`; TFDS's own complaint (manual_dir not
+    given, missing or empty) becomes the same FileNotFoundError naming the layout and the source."""
+    try:
+        manual_dir = dl_manager.manual_dir
+    except AssertionError as e:
+        raise FileNotFoundError(
+            f"{dataset}: {str(e).splitlines()[0]} Expected it to contain {expected}. "
+            f"Obtain the data from {obtain}."
+        ) from None
+    return require_manual_dir(manual_dir, dataset=dataset, expected=expected, obtain=obtain)
 
 
 def row_error(path, line: int, message: str) -> ValueError:

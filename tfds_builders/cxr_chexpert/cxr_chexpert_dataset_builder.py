@@ -233,7 +233,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        dataset_dir = find_dataset_dir(dl_manager.manual_dir)
+        dataset_dir = find_dataset_dir(_common.manual_dir_of(
+            dl_manager, dataset="cxr_chexpert", expected=_EXPECTED, obtain=_OBTAIN))
         splits = {}
         for split, csv_name, header in _SPLIT_FILES:
             folder = {"train": "train", "validation": "valid", "test": "test"}[split]

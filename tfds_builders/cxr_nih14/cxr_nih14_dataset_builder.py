@@ -198,8 +198,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        manual_dir = _common.require_manual_dir(
-            dl_manager.manual_dir, dataset="cxr_nih14", expected=_EXPECTED, obtain=_OBTAIN
+        manual_dir = _common.manual_dir_of(
+            dl_manager, dataset="cxr_nih14", expected=_EXPECTED, obtain=_OBTAIN
         )
         csv_path = find_csv(manual_dir)
         splits = read_split_lists(manual_dir, read_entries(csv_path))

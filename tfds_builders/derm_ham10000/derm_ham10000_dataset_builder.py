@@ -67,14 +67,7 @@ class Record:
 
 def manual_dir_of(dl_manager) -> pathlib.Path:
     """dl_manager.manual_dir, or FileNotFoundError naming the expected layout and where to get the data."""
-    try:
-        manual_dir = dl_manager.manual_dir
-    except AssertionError as e:  # TFDS: manual_dir not given, missing or empty
-        raise FileNotFoundError(
-            f"derm_ham10000: {str(e).splitlines()[0]} Expected it to contain {_EXPECTED}. "
-            f"Obtain the data from {_OBTAIN}."
-        ) from None
-    return _common.require_manual_dir(manual_dir, dataset="derm_ham10000", expected=_EXPECTED, obtain=_OBTAIN)
+    return _common.manual_dir_of(dl_manager, dataset="derm_ham10000", expected=_EXPECTED, obtain=_OBTAIN)
 
 
 def find_metadata(manual_dir: pathlib.Path) -> pathlib.Path:
