@@ -185,7 +185,7 @@ def _jsonable(value) -> Any:
 
 
 @contextlib.contextmanager
-def _atomic_writer(path: Path) -> Iterator[io.TextIOBase]:
+def atomic_writer(path: Path) -> Iterator[io.TextIOBase]:
     """A text file that replaces `path` only when the block completes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -260,7 +260,7 @@ class ResultsStore:
             key = cell_key(row)
             if any(cell_key(r) == key for _, r in existing):
                 raise ValueError(f"{self.path}: cell {key} is already stored")
-            with _atomic_writer(self.path) as f:
+            with atomic_writer(self.path) as f:
                 for text, _ in existing:
                     f.write(text + "\n")
                 f.write(line + "\n")
@@ -377,7 +377,7 @@ def write_predictions(path: str | os.PathLike, example_ids: Sequence[str], group
     if not np.all(np.isfinite(s)):
         raise ValueError("write_predictions: scores must be finite")
     y = _labels_matrix(labels, n, k)
-    with _atomic_writer(Path(path)) as f:
+    with atomic_writer(Path(path)) as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["example_id", "group_id"] + [f"label/{c}" for c in names]
                         + [f"score/{c}" for c in names])

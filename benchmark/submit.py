@@ -41,7 +41,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -488,18 +487,9 @@ def _stored_name(row: dict, test_set: str) -> str:
 
 
 def _replace_text(path: Path, text: str) -> None:
-    """Writes `text` to `path` via a temporary file in the same directory and os.replace."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Writes `text` to `path` atomically (temporary file in the same directory, fsync, os.replace)."""
+    with results.atomic_writer(path) as f:
+        f.write(text)
 
 
 def _existing_lines(path: Path) -> list[str]:
