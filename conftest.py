@@ -1,7 +1,10 @@
-"""Test-wide settings: quiet TensorFlow, two logical CPU devices for replica tests."""
+"""Test-wide settings: quiet TensorFlow, the harness's CPU kernels, two logical CPU devices for
+replica tests."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import benchmark  # noqa: E402,F401  (TensorFlow's CPU kernel choice, made before TensorFlow loads)
 
 import tensorflow as tf  # noqa: E402
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import keras
 
+from baselines.batch_norm import BatchNormalization
+
 BATCH_NORM_DECAY = 0.9
 BATCH_NORM_EPSILON = 1e-5
 
@@ -50,7 +52,7 @@ def _conv(x, filters: int, kernel_size: int, strides: int, name: str):
 
 
 def _bn(x, name: str, global_bn: bool, relu: bool = True, init_zero: bool = False):
-    x = keras.layers.BatchNormalization(
+    x = BatchNormalization(
         momentum=BATCH_NORM_DECAY, epsilon=BATCH_NORM_EPSILON, synchronized=global_bn,
         gamma_initializer="zeros" if init_zero else "ones", name=name,
     )(x)

@@ -10,10 +10,9 @@ import tensorflow as tf
 
 from baselines import pretrain
 from baselines.api import BackboneConfig, Method, PretrainConfig, register
+from baselines.batch_norm import BatchNormalization
 from baselines.objective import contrastive_accuracy, nt_xent_loss
-
-BATCH_NORM_DECAY = 0.9
-BATCH_NORM_EPSILON = 1e-5
+from baselines.resnet import BATCH_NORM_DECAY, BATCH_NORM_EPSILON
 
 
 def projection_head(
@@ -35,8 +34,8 @@ def projection_head(
         layers.append(keras.layers.Dense(output_dim if last else input_dim, use_bias=False,
                                          kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
                                          name=f"dense_{i}"))
-        layers.append(keras.layers.BatchNormalization(momentum=BATCH_NORM_DECAY, epsilon=BATCH_NORM_EPSILON,
-                                                      center=not last, synchronized=global_bn, name=f"bn_{i}"))
+        layers.append(BatchNormalization(momentum=BATCH_NORM_DECAY, epsilon=BATCH_NORM_EPSILON,
+                                        center=not last, synchronized=global_bn, name=f"bn_{i}"))
         if not last:
             layers.append(keras.layers.ReLU(name=f"relu_{i}"))
     return keras.Sequential(layers, name=name)

@@ -7,19 +7,14 @@ method it prints views/s (2 views per pair) of
   pipeline  the tf.data input pipeline alone (sampling + augmentation + batching),
   step      the distributed train step on one fixed batch (compute only),
   e2e       the train step fed by the pipeline (what pretraining runs at),
-and the process's peak resident memory so far (resource.getrusage). Turns TensorFlow's oneDNN
-kernels on unless TF_ENABLE_ONEDNN_OPTS is set.
+and the process's peak resident memory so far (resource.getrusage). TensorFlow's oneDNN kernels
+are on unless TF_ENABLE_ONEDNN_OPTS says otherwise (see `benchmark/__init__.py`).
 """
 from __future__ import annotations
 
 import dataclasses
-import os
 import resource
 import time
-
-# oneDNN kernels are off by default on x86 CPUs without AVX-512; they make convolution gradients
-# much faster on CPU. TensorFlow reads this once, at import.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import numpy as np
 import tensorflow as tf
