@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
 import tempfile
 from typing import Any
 
@@ -38,6 +37,7 @@ import tensorflow as tf
 from baselines import bit
 from baselines.api import BackboneConfig, PretrainConfig
 from baselines.backbones import build_encoder
+from benchmark.provenance import code_version
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
@@ -88,21 +88,6 @@ class StageMeta:
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"stage checkpoint {path}: malformed {META_FILE} ({e!r})") from e
-
-
-def code_version() -> str:
-    """The git commit of the source tree, with "-dirty" when tracked files are modified; "unknown"
-    outside a git checkout (same convention as the harness's result rows)."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "--no-optional-locks", "-C", os.path.dirname(os.path.abspath(__file__)),
-                               *args], check=True, capture_output=True, text=True, timeout=30).stdout.strip()
-
-    try:
-        sha = git("rev-parse", "--verify", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return sha + ("-dirty" if dirty else "")
 
 
 def has_meta(checkpoint_dir: str) -> bool:

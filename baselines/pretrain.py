@@ -28,6 +28,7 @@ from baselines.augment import get_view_fn
 from baselines.backbones import build_encoder
 from baselines.lars import LARS
 from baselines.schedules import WarmupCosine, scaled_learning_rate
+from benchmark.provenance import code_version
 
 LARS_MOMENTUM = 0.9
 LR_SCALING = "linear"  # SimCLR: peak lr = base_learning_rate * batch_size / 256
@@ -191,7 +192,7 @@ def pretrain_contrastive(
         logging.info("%s: initialised %s", method,
                      checkpoint.init_encoder(init_checkpoint, encoder, backbone=backbone, head=model.head))
 
-    version = checkpoint.code_version()
+    version = code_version()
 
     def meta(steps_done: int) -> checkpoint.StageMeta:
         return checkpoint.StageMeta(

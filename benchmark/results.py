@@ -19,7 +19,6 @@ import math
 import os
 import platform
 import re
-import subprocess
 import sys
 import tempfile
 import warnings
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+
+from benchmark.provenance import code_version  # noqa: F401  (part of the row API)
 
 SCHEMA_VERSION = 1
 EVAL_MODES = ("finetune", "linear")
@@ -264,23 +265,6 @@ class ResultsStore:
                 for text, _ in existing:
                     f.write(text + "\n")
                 f.write(line + "\n")
-
-
-def code_version() -> str:
-    """The git commit of the repository holding this package, with "-dirty" when tracked files
-    are modified; "unknown" outside a git checkout (or before the first commit)."""
-    repo = Path(__file__).resolve().parent
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "--no-optional-locks", "-C", str(repo), *args],
-                              check=True, capture_output=True, text=True, timeout=30).stdout.strip()
-
-    try:
-        sha = git("rev-parse", "--verify", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return sha + ("-dirty" if dirty else "")
 
 
 def package_versions() -> dict[str, str | None]:

@@ -1,13 +1,14 @@
 """Throughput of the SimCLR and MICLe pretraining steps and of their input pipelines.
 
-    python -m benchmark.speed [--steps=10] [--warmup=2] [--batch_size=N] [--configs=r50_64,r18_32]
+    python -m benchmark.speed [--steps=5] [--repeats=3] [--warmup=2] [--batch_size=N] [--configs=r50_64,r18_32]
 
 On synthetic random patient groups held in memory (no dataset build), for each configuration and
 method it prints views/s (2 views per pair) of
   pipeline  the tf.data input pipeline alone (sampling + augmentation + batching),
   step      the distributed train step on one fixed batch (compute only),
   e2e       the train step fed by the pipeline (what pretraining runs at),
-and the process's peak resident memory so far (resource.getrusage). TensorFlow's oneDNN kernels
+each the median of --repeats timings of --steps steps (shared machines are noisy), and the
+process's peak resident memory so far (resource.getrusage). TensorFlow's oneDNN kernels
 are on unless TF_ENABLE_ONEDNN_OPTS says otherwise (see `benchmark/__init__.py`).
 """
 from __future__ import annotations
@@ -55,12 +56,15 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _timed(fn, warmup: int, steps: int) -> float:
-    """Seconds taken by `fn(steps)` after a `fn(warmup)` call."""
+def _timed(fn, warmup: int, steps: int, repeats: int) -> float:
+    """Median seconds taken by `fn(steps)` over `repeats` calls, after a `fn(warmup)` call."""
     fn(warmup)
-    start = time.perf_counter()
-    fn(steps)
-    return time.perf_counter() - start
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(steps)
+        seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +78,7 @@ class SpeedResult:
     peak_rss_mb: float
 
 
-def measure(name: str, method: str, *, steps: int, warmup: int, batch_size: int | None = None,
+def measure(name: str, method: str, *, steps: int, warmup: int, repeats: int = 1, batch_size: int | None = None,
             jit_compile: bool = False, num_groups: int = 128,
             strategy: tf.distribute.Strategy | None = None) -> SpeedResult:
     """Throughputs of `method` ("simclr" or "micle") on configuration `name` of CONFIGS."""
@@ -87,7 +91,7 @@ def measure(name: str, method: str, *, steps: int, warmup: int, batch_size: int 
     views = 2 * config.batch_size
 
     batches = iter(dataset)
-    pipeline_s = _timed(lambda n: [next(batches) for _ in range(n)], warmup, steps)
+    pipeline_s = _timed(lambda n: [next(batches) for _ in range(n)], warmup, steps, repeats)
     fixed = tf.data.Dataset.from_tensors(next(batches)).repeat()
     del batches  # stop its background prefetching
 
@@ -98,16 +102,17 @@ def measure(name: str, method: str, *, steps: int, warmup: int, batch_size: int 
     loop = pretrain.make_train_loop(model, strategy, jit_compile=jit_compile)
 
     fixed_it = iter(strategy.experimental_distribute_dataset(fixed))
-    step_s = _timed(lambda n: loop(fixed_it, tf.constant(n))["loss"].numpy(), warmup, steps)
+    step_s = _timed(lambda n: loop(fixed_it, tf.constant(n))["loss"].numpy(), warmup, steps, repeats)
 
     e2e_it = iter(strategy.experimental_distribute_dataset(dataset))
-    e2e_s = _timed(lambda n: loop(e2e_it, tf.constant(n))["loss"].numpy(), warmup, steps)
+    e2e_s = _timed(lambda n: loop(e2e_it, tf.constant(n))["loss"].numpy(), warmup, steps, repeats)
     return SpeedResult(name, method, config.batch_size, views * steps / pipeline_s, views * steps / step_s,
                        views * steps / e2e_s, peak_rss_mb())
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("steps", 10, "Timed steps (and pipeline batches) per measurement.")
+flags.DEFINE_integer("steps", 5, "Timed steps (and pipeline batches) per timing.")
+flags.DEFINE_integer("repeats", 3, "Timings per measurement; the median is printed.")
 flags.DEFINE_integer("warmup", 2, "Untimed steps before timing (tracing, autotuning).")
 flags.DEFINE_integer("batch_size", None, "Pairs per batch; default: 32 for r50_64, 64 for r18_32.")
 flags.DEFINE_list("configs", list(CONFIGS), f"Configurations among {list(CONFIGS)}.")
@@ -123,7 +128,8 @@ def main(argv):
     print(f"{'config':8} {'method':7} {'batch':>5} {'pipeline':>9} {'step':>7} {'e2e':>7}  views/s   peak RSS")
     for name in FLAGS.configs:
         for method in FLAGS.methods:
-            r = measure(name, method, steps=FLAGS.steps, warmup=FLAGS.warmup, batch_size=FLAGS.batch_size,
+            r = measure(name, method, steps=FLAGS.steps, warmup=FLAGS.warmup, repeats=FLAGS.repeats,
+                        batch_size=FLAGS.batch_size,
                         jit_compile=FLAGS.jit_compile)
             print(f"{r.config:8} {r.method:7} {r.batch_size:5d} {r.pipeline_views_per_s:9.1f} "
                   f"{r.step_views_per_s:7.1f} {r.e2e_views_per_s:7.1f}            {r.peak_rss_mb:7.0f} MiB",

@@ -39,7 +39,6 @@ import fcntl
 import json
 import math
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Sequence

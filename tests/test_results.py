@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 
-from benchmark import results
+from benchmark import provenance, results
 
 HEX = "ab" * 32
 CLASSES = ["Atelectasis", "Pleural Effusion"]
@@ -192,12 +192,12 @@ def test_store_rejects_malformed_middle_line(tmp_path):
         results.ResultsStore(path).rows()
 
 
-def _load_results_copy(directory):
-    """results.py imported from a copy in `directory`, so code_version looks at that directory."""
+def _load_provenance_copy(directory):
+    """benchmark/provenance.py imported from a copy in `directory`, so code_version looks there."""
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / "results_copy.py"
-    shutil.copy(results.__file__, target)
-    spec = importlib.util.spec_from_file_location(f"results_copy_{directory.name}", target)
+    target = directory / "provenance_copy.py"
+    shutil.copy(provenance.__file__, target)
+    spec = importlib.util.spec_from_file_location(f"provenance_copy_{directory.name}", target)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -205,9 +205,9 @@ def _load_results_copy(directory):
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs the git executable")
 def test_code_version_reports_commit_dirty_and_unknown(tmp_path):
-    assert _load_results_copy(tmp_path / "plain").code_version() == "unknown"
+    assert _load_provenance_copy(tmp_path / "plain").code_version() == "unknown"
     repo = tmp_path / "repo"
-    module = _load_results_copy(repo)
+    module = _load_provenance_copy(repo)
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
 
@@ -217,13 +217,13 @@ def test_code_version_reports_commit_dirty_and_unknown(tmp_path):
 
     git("init", "-q")
     assert module.code_version() == "unknown"  # no commit yet
-    git("add", "results_copy.py")
+    git("add", "provenance_copy.py")
     git("commit", "-q", "-m", "init")
     sha = git("rev-parse", "HEAD")
     assert module.code_version() == sha
     (repo / "untracked.txt").write_text("x")
     assert module.code_version() == sha
-    with open(repo / "results_copy.py", "a") as f:
+    with open(repo / "provenance_copy.py", "a") as f:
         f.write("# edit\n")
     assert module.code_version() == sha + "-dirty"
 

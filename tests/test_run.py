@@ -3,9 +3,6 @@ import dataclasses
 import json
 import os
 
-import numpy as np
-import pytest
-
 from benchmark import data, results, runner
 from benchmark.presets import get_preset
 from benchmark.tasks import get_task
@@ -72,7 +69,6 @@ def test_derm_simclr_linear(tmp_path):
 
 def test_cli_run_killed_mid_pretraining_resumes(tmp_path):
     """`python -m benchmark.run` killed during pretraining resumes from its checkpoint on rerun."""
-    import json as _json
     import signal
     import subprocess
     import sys
@@ -87,7 +83,7 @@ def test_cli_run_killed_mid_pretraining_resumes(tmp_path):
     try:
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:
-            if meta_file.exists() and _json.loads(meta_file.read_text())["steps_done"] >= 2:
+            if meta_file.exists() and json.loads(meta_file.read_text())["steps_done"] >= 2:
                 break
             time.sleep(0.2)
         assert proc.poll() is None, "the run ended before it could be killed mid-pretraining"
@@ -95,14 +91,14 @@ def test_cli_run_killed_mid_pretraining_resumes(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    killed_at = _json.loads(meta_file.read_text())
+    killed_at = json.loads(meta_file.read_text())
     assert not killed_at["finished"] and 2 <= killed_at["steps_done"] < 200
     assert not (out / "results.jsonl").exists()
 
     done = subprocess.run(argv, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "simclr: resumed from" in done.stderr
-    final = _json.loads(meta_file.read_text())
+    final = json.loads(meta_file.read_text())
     assert final["finished"] and final["steps_done"] == 200
     rows = results.ResultsStore(out / "results.jsonl").rows()
     assert [(r["method"], r["label_fraction"], r["seed"]) for r in rows] == [("simclr", 1.0, 0)]

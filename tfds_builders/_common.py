@@ -9,6 +9,8 @@ Public API (kept small and stable; used by the CXR and dermatology builders):
   load_image(path, *, mode, size, where) -> bytes
   resize_shorter_center_crop(image, size) -> PIL.Image.Image
   imap_ordered(fn, items, *, workers=8, chunk=256) -> Iterator  (threaded map, input order kept)
+  ImageConfig, image_configs(*, original, encoding, group=None, grouped_original_note="")
+  SourceRow  (base of the builders' parsed-row records: file, line, `where`)
 """
 from __future__ import annotations
 
@@ -22,9 +24,53 @@ import pathlib
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
+import tensorflow_datasets as tfds
 from PIL import Image
 
 Image.MAX_IMAGE_PIXELS = None  # source X-rays reach ~3000x3000 px; they are trusted archives
+
+
+IMAGE_SIZES = (None, 224, 64)  # None = source resolution
+
+
+@dataclasses.dataclass(eq=False)
+class ImageConfig(tfds.core.BuilderConfig):
+    """size: shorter side after resize + centre crop (None = source resolution); grouped: one
+    example per group (patient, lesion) holding all of its images."""
+
+    size: int | None = None
+    grouped: bool = False
+
+
+def image_configs(*, original: str, encoding: str, group: str | None = None,
+                  grouped_original_note: str = "") -> list[ImageConfig]:
+    """Configs `original`, `224px`, `64px` (one example per image), and with `group` (e.g. "patient")
+    also `<group>s_original`, ... (one example per group). `original` describes the source images,
+    `encoding` the stored resized ones; `grouped_original_note` is appended to `<group>s_original`."""
+    configs = []
+    for grouped in (False, True) if group else (False,):
+        for size in IMAGE_SIZES:
+            res = "original" if size is None else f"{size}px"
+            configs.append(ImageConfig(
+                name=f"{group}s_{res}" if grouped else res, size=size, grouped=grouped,
+                description=(
+                    (f"One example per {group} holding all of its images, " if grouped else "One example per image, ")
+                    + (f"{original}." if size is None else f"shorter side resized to {size} px, centre-cropped, {encoding}.")
+                    + (grouped_original_note if grouped and size is None else "")),
+            ))
+    return configs
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceRow:
+    """Where a parsed row comes from: `csv` (the source file) and its 1-based `line`."""
+
+    csv: pathlib.Path
+    line: int
+
+    @property
+    def where(self) -> str:
+        return f"{self.csv}, line {self.line}"
 
 
 def require_manual_dir(manual_dir, *, dataset: str, expected: str, obtain: str) -> pathlib.Path:

@@ -62,42 +62,10 @@ def snake_case(observation: str) -> str:
     return observation.lower().replace(" ", "_")
 
 
-@dataclasses.dataclass(eq=False)
-class CheXpertConfig(tfds.core.BuilderConfig):
-    """size: shorter side after resize + centre crop (None = source resolution); grouped: one example per patient."""
-
-    size: int | None = None
-    grouped: bool = False
-
-
-def _configs():
-    configs = []
-    for grouped in (False, True):
-        for size in (None, 224, 64):
-            res = "original" if size is None else f"{size}px"
-            configs.append(
-                CheXpertConfig(
-                    name=f"patients_{res}" if grouped else res,
-                    size=size,
-                    grouped=grouped,
-                    description=(
-                        ("One example per patient holding all of its images, " if grouped
-                         else "One example per image, ")
-                        + ("source resolution." if size is None
-                           else f"shorter side resized to {size} px, centre-cropped, PNG.")
-                        + (_RAGGED_NOTE if grouped and size is None else "")
-                    ),
-                )
-            )
-    return configs
-
-
 @dataclasses.dataclass(frozen=True)
-class Record:
+class Record(_common.SourceRow):
     """One CSV row, parsed."""
 
-    csv: pathlib.Path
-    line: int
     path: str  # the Path value as written
     file: pathlib.Path
     patient_id: str
@@ -107,10 +75,6 @@ class Record:
     sex: str
     age: int
     labels: dict
-
-    @property
-    def where(self) -> str:
-        return f"{self.csv}, line {self.line}"
 
 
 def find_dataset_dir(manual_dir) -> pathlib.Path:
@@ -196,7 +160,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
-    BUILDER_CONFIGS = _configs()
+    BUILDER_CONFIGS = _common.image_configs(original="source resolution", encoding="PNG", group="patient",
+                                            grouped_original_note=_RAGGED_NOTE)
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
     Register and download CheXpert from {_OBTAIN}.
     Unzip it so that manual_dir contains {_EXPECTED}.

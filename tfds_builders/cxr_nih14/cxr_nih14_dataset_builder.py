@@ -49,13 +49,6 @@ def label_key(finding: str) -> str:
     return finding.lower().replace(" ", "_")
 
 
-@dataclasses.dataclass(eq=False)
-class Nih14Config(tfds.core.BuilderConfig):
-    """size: shorter side after resize + centre crop (None = source resolution)."""
-
-    size: int | None = None
-
-
 @dataclasses.dataclass(frozen=True)
 class Record:
     """One Data_Entry row, parsed."""
@@ -170,11 +163,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
-    BUILDER_CONFIGS = [
-        Nih14Config(name="original", size=None, description="Source resolution (1024x1024 PNG)."),
-        Nih14Config(name="224px", size=224, description="Resized to 224x224 (shorter side + centre crop), PNG."),
-        Nih14Config(name="64px", size=64, description="Resized to 64x64 (shorter side + centre crop), PNG."),
-    ]
+    BUILDER_CONFIGS = _common.image_configs(original="source resolution (1024x1024 PNG)", encoding="PNG")
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
     Download ChestX-ray14 from {_OBTAIN} and extract the 12 image archives.
     manual_dir must contain {_EXPECTED}.

@@ -21,35 +21,10 @@ _EXPECTED = ("HAM10000_metadata.csv (or HAM10000_metadata) and the folders HAM10
              "HAM10000_images_part_2/ holding ISIC_XXXXXXX.jpg")
 
 
-@dataclasses.dataclass(eq=False)
-class Ham10000Config(tfds.core.BuilderConfig):
-    """size: shorter side after resize + centre crop (None = source resolution); grouped: one example per lesion."""
-
-    size: int | None = None
-    grouped: bool = False
-
-
-def _configs():
-    configs = []
-    for grouped in (False, True):
-        for size in (None, 224, 64):
-            res = "original" if size is None else f"{size}px"
-            configs.append(Ham10000Config(
-                name=f"lesions_{res}" if grouped else res, size=size, grouped=grouped,
-                description=(
-                    ("One example per lesion holding all of its images, " if grouped else "One example per image, ")
-                    + ("source JPEG bytes." if size is None
-                       else f"shorter side resized to {size} px, centre-cropped, JPEG quality 95.")),
-            ))
-    return configs
-
-
 @dataclasses.dataclass(frozen=True)
-class Record:
+class Record(_common.SourceRow):
     """One metadata row, parsed, with the image file it names."""
 
-    csv: pathlib.Path
-    line: int
     image_id: str
     lesion_id: str
     diagnosis: str
@@ -59,10 +34,6 @@ class Record:
     localization: str
     site: str
     file: pathlib.Path
-
-    @property
-    def where(self) -> str:
-        return f"{self.csv}, line {self.line}"
 
 
 def manual_dir_of(dl_manager) -> pathlib.Path:
@@ -142,7 +113,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
-    BUILDER_CONFIGS = _configs()
+    BUILDER_CONFIGS = _common.image_configs(original="source JPEG bytes", encoding="JPEG quality 95", group="lesion")
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
     Download HAM10000 from {_OBTAIN}.
     Unzip it so that manual_dir contains {_EXPECTED}.

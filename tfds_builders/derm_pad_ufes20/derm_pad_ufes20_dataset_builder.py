@@ -24,30 +24,10 @@ _EXPECTED = ("metadata.csv and images/ holding the unzipped imgs_part_1..3 archi
 _BOOL = {"True": True, "False": False, "": False}
 
 
-@dataclasses.dataclass(eq=False)
-class PadUfes20Config(tfds.core.BuilderConfig):
-    """size: shorter side after resize + centre crop (None = source resolution)."""
-
-    size: int | None = None
-
-
-def _configs():
-    return [
-        PadUfes20Config(
-            name="original" if size is None else f"{size}px", size=size,
-            description=("Source resolution, source PNG bytes." if size is None
-                         else f"Shorter side resized to {size} px, centre-cropped, JPEG quality 95."),
-        )
-        for size in (None, 224, 64)
-    ]
-
-
 @dataclasses.dataclass(frozen=True)
-class Record:
+class Record(_common.SourceRow):
     """One metadata row, parsed, with the image file it names."""
 
-    csv: pathlib.Path
-    line: int
     img_id: str
     patient_id: str
     lesion_id: int
@@ -56,10 +36,6 @@ class Record:
     region: str
     biopsied: bool
     file: pathlib.Path
-
-    @property
-    def where(self) -> str:
-        return f"{self.csv}, line {self.line}"
 
 
 def manual_dir_of(dl_manager) -> pathlib.Path:
@@ -120,7 +96,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
-    BUILDER_CONFIGS = _configs()
+    BUILDER_CONFIGS = _common.image_configs(original="source resolution, source PNG bytes",
+                                            encoding="JPEG quality 95")
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
     Download zr7vgbcyr2-1.zip from {_OBTAIN}, unzip it, then unzip images/imgs_part_1.zip,
     imgs_part_2.zip and imgs_part_3.zip in place, so that manual_dir contains {_EXPECTED}.
