@@ -165,13 +165,33 @@ def test_bad_published_and_duplicate_rows_are_rejected(results_file, tmp_path):
 
 def test_committed_leaderboards_regenerate_identically(tmp_path):
     """The committed tables and plots are exactly what the committed reference rows produce."""
-    import pathlib
-    import shutil
-
-    board = pathlib.Path(__file__).resolve().parents[1] / "leaderboards"
-    shutil.copy(board / "published.csv", tmp_path / "published.csv")
+    board = REPO / "leaderboards"
+    (tmp_path / "published.csv").write_bytes((board / "published.csv").read_bytes())
     leaderboard.regenerate([str(board / "results.jsonl")], str(tmp_path))
     for task in ("cxr", "derm"):
         for ext in ("md", "csv", "html", "png"):
             name = f"{task}.{ext}"
             assert (tmp_path / name).read_bytes() == (board / name).read_bytes(), name
+
+
+def test_committed_reference_rows_are_one_clean_complete_run():
+    """The reference rows come from one clean commit, on synthetic data, with the cpu preset's full
+    grid for every baseline and task, and every prediction file they name is committed."""
+    from benchmark import results
+    from benchmark.presets import get_preset
+
+    board = REPO / "leaderboards"
+    rows = results.ResultsStore(board / "results.jsonl").rows()
+    preset = get_preset("cpu")
+    assert len({row["code_version"] for row in rows}) == 1
+    assert not rows[0]["code_version"].endswith("-dirty") and rows[0]["code_version"] != "unknown"
+    assert all(row["synthetic"] and row["preset"] == "cpu" for row in rows)
+    cells = {(r["task"], r["method"], r["eval_mode"], r["label_fraction"], r["seed"]) for r in rows}
+    assert len(cells) == len(rows)
+    assert cells == {(task, method, mode, fraction, seed)
+                     for task in ("cxr", "derm") for method in ("micle", "simclr", "supervised")
+                     for mode in preset.eval_modes for fraction in
+                     (percent / 100 for percent in preset.label_fractions) for seed in preset.seeds}
+    for row in rows:
+        for test_set in row["metrics"].values():
+            assert (board / test_set["predictions"]).is_file(), test_set["predictions"]
