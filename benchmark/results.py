@@ -27,8 +27,6 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from benchmark.provenance import code_version  # noqa: F401  (part of the row API)
-
 SCHEMA_VERSION = 1
 EVAL_MODES = ("finetune", "linear")
 CELL_KEY_FIELDS = ("task", "method", "preset", "eval_mode", "label_fraction", "seed")

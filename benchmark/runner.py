@@ -18,6 +18,7 @@ import tensorflow as tf
 from baselines import api, distribute
 from benchmark import data, finetune, protocol, results, scoring
 from benchmark.presets import Preset
+from benchmark.provenance import code_version
 from benchmark.tasks import Task
 
 
@@ -125,7 +126,7 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
     test_data = {name: data.labelled_dataset(builders, data.test_sources(task, name),
                                              splits.tests[name].example_ids).cache()
                  for name in task.test_sets}
-    common = {"config": _config_record(cfg, method), "code_version": results.code_version(),
+    common = {"config": _config_record(cfg, method), "code_version": code_version(),
               "packages": results.package_versions(), "synthetic": cfg.data.synthetic}
     for mode, fraction, seed in todo:
         start = time.time()
