@@ -125,6 +125,9 @@ def main(argv):
     unknown = [c for c in FLAGS.configs if c not in CONFIGS] + [m for m in FLAGS.methods if m not in PAIR_FNS]
     if unknown:
         raise app.UsageError(f"unknown --configs/--methods {unknown}; expected {list(CONFIGS)} / {list(PAIR_FNS)}")
+    if FLAGS.steps < 1 or FLAGS.repeats < 1 or FLAGS.warmup < 0:
+        raise app.UsageError(f"--steps={FLAGS.steps} --repeats={FLAGS.repeats} --warmup={FLAGS.warmup}: "
+                             "expected steps >= 1, repeats >= 1, warmup >= 0")
     print(f"{'config':8} {'method':7} {'batch':>5} {'pipeline':>9} {'step':>7} {'e2e':>7}  views/s   peak RSS")
     for name in FLAGS.configs:
         for method in FLAGS.methods:
