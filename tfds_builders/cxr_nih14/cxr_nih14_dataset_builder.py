@@ -50,10 +50,9 @@ def label_key(finding: str) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class Record:
+class Record(_common.SourceRow):
     """One Data_Entry row, parsed."""
 
-    line: int
     image_index: str
     patient_id: int
     follow_up: int
@@ -112,7 +111,7 @@ def read_entries(csv_path: pathlib.Path) -> dict[str, Record]:
                 )
         labels = {label_key(f): f in found for f in (*FINDINGS, NO_FINDING)}
         entries[index] = Record(
-            line=line, image_index=index, patient_id=patient_id, follow_up=follow_up,
+            csv=table.path, line=line, image_index=index, patient_id=patient_id, follow_up=follow_up,
             age=_int(table, line, row, "Patient Age"), sex=row["Patient Gender"], view=row["View Position"],
             labels=labels,
         )
@@ -190,26 +189,24 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         manual_dir = _common.manual_dir_of(
             dl_manager, dataset="cxr_nih14", expected=_EXPECTED, obtain=_OBTAIN
         )
-        csv_path = find_csv(manual_dir)
-        splits = read_split_lists(manual_dir, read_entries(csv_path))
+        splits = read_split_lists(manual_dir, read_entries(find_csv(manual_dir)))
         files = {}
         for folder in image_dirs(manual_dir):
             for name, path in _common.index_files(folder, suffixes=[".png"]).items():
                 if name in files:
                     raise ValueError(f"cxr_nih14: image {name} found twice: {files[name]} and {path}; keep one copy")
                 files[name] = path
-        return {split: self._generate_examples(items, files, csv_path) for split, items in splits.items()}
+        return {split: self._generate_examples(items, files) for split, items in splits.items()}
 
-    def _generate_examples(self, items, files, csv_path):
+    def _generate_examples(self, items, files):
         size = self.builder_config.size
 
         def load(item):
             _, _, rec = item
-            where = f"{csv_path}, line {rec.line}"
             path = files.get(rec.image_index)
             if path is None:
-                raise FileNotFoundError(f"{where}: image {rec.image_index} not found under images/ or images_NNN/")
-            return _common.load_image(path, mode="L", size=size, where=where)
+                raise FileNotFoundError(f"{rec.where}: image {rec.image_index} not found under images/ or images_NNN/")
+            return _common.load_image(path, mode="L", size=size, where=rec.where)
 
         for (_, _, rec), image in zip(items, _common.imap_ordered(load, items)):
             yield rec.image_index, {
