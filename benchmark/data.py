@@ -2,14 +2,32 @@
 embedded synthetic real-format sets, read by the same builders.
 
 Real data: `manual_dir/<builder name>/` holds each dataset as downloaded (see each builder's
-README). Synthetic data: generated once under `data_dir/synthetic_manual/` and built into
-`data_dir/synthetic/` so it never mixes with real builds in `data_dir/`.
+README); its builds go to `data_dir/<builder>/<config>/<version>/`. Synthetic data: each set is
+generated and built in its own folder keyed by what it is made from,
+`data_dir/synthetic/<builder>-n<size>-px<image size>-seed<seed>-g<generator version>/` (`manual/`
+holds the generated files, the rest the TFDS builds), so presets and seeds never share a build and
+synthetic sets never mix with real builds.
+
+Every build knows its source: `<config>/<version>.source.json` beside the build records the
+builder, config, version and source (real: the manual folder and a fingerprint of its files'
+relative names, sizes and modification times, from `stat` only; synthetic: the generator's size,
+image size, seed and version), written before building. A later run reuses a build only if the
+record matches today's source. Otherwise a synthetic build is deleted and rebuilt (it is derived
+from its parameters alone), and a real build is refused with one line naming the build, what it
+was built from and what changed: rebuilding can take hours and the old build may be wanted, so
+the user chooses (another --data_dir, or delete the build folder). `build_fingerprints` gives the
+sha256 of each record, which every result row stores as `data_build`.
 """
 from __future__ import annotations
 
 import dataclasses
+import errno
+import hashlib
+import json
 import os
 import pathlib
+import shutil
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -44,33 +62,170 @@ def builder_names(task: Task) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+SOURCE_RECORD_SUFFIX = ".source.json"
+
+
+def source_fingerprint(folder: pathlib.Path) -> dict:
+    """{"folder", "files", "bytes", "sha256"} of every file under `folder` (symlinks followed): the
+    sha256 covers each file's relative path, size and modification time (stat only, no reading)."""
+    h = hashlib.sha256()
+    files = total = 0
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.stat(path)
+            except OSError as e:
+                raise ValueError(f"cannot read {path} ({e.strerror}); fix or remove it") from None
+            rel = os.path.relpath(path, folder)
+            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+            files += 1
+            total += st.st_size
+    return {"folder": str(pathlib.Path(folder).resolve()), "files": files, "bytes": total,
+            "sha256": h.hexdigest()}
+
+
+def _describe(source: dict) -> str:
+    if "generator" in source:
+        return "synthetic " + ", ".join(f"{k}={v}" for k, v in sorted(source["generator"].items()))
+    return (f"{source['folder']} ({source['files']} files, {source['bytes']} bytes, "
+            f"fingerprint {source['sha256'][:12]})")
+
+
+def _what_changed(old: dict, new: dict) -> str:
+    if "generator" in old or "generator" in new:
+        return "the synthetic parameters differ"
+    if old.get("folder") != new["folder"]:
+        return "another source folder"
+    return "the source files' names, sizes or modification times changed"
+
+
+def _record_path(builder: tfds.core.DatasetBuilder) -> pathlib.Path:
+    return pathlib.Path(str(builder.data_dir) + SOURCE_RECORD_SUFFIX)
+
+
+def _record_of(builder: tfds.core.DatasetBuilder, source: dict) -> dict:
+    return {"builder": builder.name, "config": builder.builder_config.name,
+            "version": str(builder.version), "source": source}
+
+
+def _read_record(path: pathlib.Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}  # unreadable: treated as a different source
+
+
+def _check_data_dir(data_dir: str) -> None:
+    """Raises ValueError (one line naming --data_dir) unless it is, or can become, a writable folder."""
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise ValueError(f"--data_dir={data_dir} is a file; expected a folder for the dataset builds")
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=data_dir):
+            pass
+    except OSError as e:
+        raise ValueError(f"--data_dir={data_dir} is not a writable folder ({e.strerror}); "
+                         "pass a folder you can write to") from None
+
+
+def _os_error(e: OSError, tfds_dir: str, name: str) -> ValueError:
+    where = e.filename or tfds_dir
+    if str(where).startswith(str(tfds_dir)):
+        return ValueError(f"cannot write the {name} build under --data_dir={tfds_dir}: "
+                          f"{e.strerror or e} ({where})")
+    return ValueError(f"cannot read {where} while building {name}: {e.strerror or e}")
+
+
+def _build(name: str, config: str, tfds_dir: str, manual: pathlib.Path, source: dict, *,
+           rebuild_stale: bool) -> tfds.core.DatasetBuilder:
+    """The builder of name/config under `tfds_dir`, built from `manual` unless a build from the
+    same `source` exists; a build from another source is rebuilt (`rebuild_stale`) or refused."""
+    builder = tfds.builder(name, config=config, data_dir=tfds_dir)
+    record_path, wanted = _record_path(builder), _record_of(builder, source)
+    build_dir = pathlib.Path(str(builder.data_dir))
+    if builder.is_prepared():
+        old = _read_record(record_path)
+        if old == wanted:
+            return builder
+        if old is None:
+            why = "has no record of what it was built from (made by an older version or another tool)"
+        else:
+            why = (f"was built from {_describe(old.get('source', {})) if old.get('source') else 'an unreadable record'}"
+                   f", not {_describe(source)} ({_what_changed(old.get('source') or {}, source)})")
+        if not rebuild_stale:
+            raise ValueError(f"data build {build_dir} {why}; pass another --data_dir, or delete "
+                             f"{build_dir} to rebuild it from {manual}")
+        print(f"rebuilding {build_dir}: it {why}", flush=True)
+        shutil.rmtree(build_dir)
+        builder = tfds.builder(name, config=config, data_dir=tfds_dir)
+    try:
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        record_path.write_text(json.dumps(wanted, sort_keys=True, indent=1) + "\n")
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+    except (PermissionError, tf.errors.PermissionDeniedError) as e:
+        raise _os_error(e if isinstance(e, OSError) else PermissionError(errno.EACCES, e.message),
+                        tfds_dir, name) from None
+    except FileNotFoundError:
+        raise  # the builders' messages naming the missing source file
+    except OSError as e:
+        raise _os_error(e, tfds_dir, name) from None
+    return builder
+
+
+def synthetic_key(name: str, cfg: DataConfig) -> str:
+    """The folder name of builder `name`'s synthetic set under `data_dir/synthetic/`."""
+    return (f"{name}-n{cfg.synthetic_sizes[name]}-px{cfg.synthetic_image_size}"
+            f"-seed{cfg.synthetic_seed}-g{synthetic.GENERATOR_VERSION}")
+
+
 def _builder(name: str, config: str, cfg: DataConfig) -> tfds.core.DatasetBuilder:
-    tfds_dir = os.path.join(cfg.data_dir, "synthetic") if cfg.synthetic else cfg.data_dir
+    _check_data_dir(cfg.data_dir)
     if cfg.synthetic:
         if name not in cfg.synthetic_sizes:
             raise ValueError(f"no synthetic size configured for {name!r}")
-        manual = synthetic.generate(name, os.path.join(cfg.data_dir, "synthetic_manual"),
+        root = os.path.join(cfg.data_dir, "synthetic", synthetic_key(name, cfg))
+        manual = synthetic.generate(name, os.path.join(root, "manual"),
                                     size=cfg.synthetic_sizes[name], seed=cfg.synthetic_seed,
                                     image_size=cfg.synthetic_image_size)
-    else:
-        manual = pathlib.Path(cfg.manual_dir) / name
-        if not manual.is_dir():
-            raise FileNotFoundError(
-                f"--manual_dir={cfg.manual_dir}: expected a folder {manual} holding the {name} "
-                f"download (see tfds_builders/{name}/README.md)")
-    builder = tfds.builder(name, config=config, data_dir=tfds_dir)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
-    return builder
+        source = {"generator": synthetic.stamp(name, size=cfg.synthetic_sizes[name],
+                                                seed=cfg.synthetic_seed,
+                                                image_size=cfg.synthetic_image_size)}
+        return _build(name, config, root, manual, source, rebuild_stale=True)
+    manual = pathlib.Path(cfg.manual_dir) / name
+    if not manual.is_dir():
+        raise FileNotFoundError(
+            f"--manual_dir={cfg.manual_dir}: expected a folder {manual} holding the {name} "
+            f"download (see tfds_builders/{name}/README.md)")
+    return _build(name, config, cfg.data_dir, manual, source_fingerprint(manual), rebuild_stale=False)
 
 
 def prepare(task: Task, cfg: DataConfig) -> dict[str, tfds.core.DatasetBuilder]:
     """Generates (synthetic only) and builds every dataset of `task`; keyed by builder name, plus
-    `"pretrain"` for the grouped pretraining config."""
+    `"pretrain"` for the grouped pretraining config. Raises ValueError (one line) for a build made
+    from another source (real data), an unusable --data_dir, or a malformed source file."""
     builders = {name: _builder(name, cfg.resolution, cfg) for name in builder_names(task)}
     builders["pretrain"] = _builder(
         task.pretrain_builder, task.pretrain_grouped_config_prefix + cfg.resolution, cfg)
     return builders
+
+
+def build_fingerprints(builders: dict[str, tfds.core.DatasetBuilder]) -> dict[str, str]:
+    """{"<builder>/<config>/<version>": sha256 hex of the source record of that build} for the
+    builds returned by `prepare` (what the rows computed on them were computed from)."""
+    out = {}
+    for builder in builders.values():
+        record = _read_record(_record_path(builder))
+        if not record:
+            raise ValueError(f"data build {builder.data_dir} has no source record "
+                             f"{_record_path(builder)}; prepare it with benchmark.data.prepare")
+        out[builder.info.full_name] = hashlib.sha256(
+            json.dumps(record, sort_keys=True).encode()).hexdigest()
+    return dict(sorted(out.items()))
 
 
 def _read(builders, source: Source, *, decode_images: bool) -> tf.data.Dataset | None:

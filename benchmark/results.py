@@ -27,13 +27,15 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+LEGACY_SCHEMAS = (1,)  # still accepted: rows written before `data_build` existed
 EVAL_MODES = ("finetune", "linear")
 CELL_KEY_FIELDS = ("task", "method", "preset", "eval_mode", "label_fraction", "seed")
 
 _ROW_KEYS = frozenset(CELL_KEY_FIELDS + (
     "schema", "metrics", "config", "code_version", "packages", "data_fingerprint", "synthetic",
     "created", "wall_seconds"))
+_SCHEMA_2_ROW_KEYS = frozenset(("data_build",))  # {"<builder>/<config>/<version>": sha256 of its source}
 _OPTIONAL_ROW_KEYS = frozenset(("n_train_examples", "n_train_groups"))
 _TEST_SET_KEYS = frozenset(("primary", "values", "ci95", "n_examples", "n_groups", "fingerprint",
                             "predictions"))
@@ -80,13 +82,15 @@ def validate_row(row: dict) -> None:
     the first bad key."""
     if not isinstance(row, dict):
         raise ValueError(f"result row: expected a JSON object, got {type(row).__name__}")
-    for key in sorted(_ROW_KEYS - row.keys()):
+    schema = row.get("schema")
+    if schema not in (SCHEMA_VERSION, *LEGACY_SCHEMAS) or isinstance(schema, bool):
+        _fail("schema", " or ".join(map(str, (SCHEMA_VERSION, *LEGACY_SCHEMAS))), schema)
+    required = _ROW_KEYS | (_SCHEMA_2_ROW_KEYS if schema >= 2 else frozenset())
+    for key in sorted(required - row.keys()):
         raise ValueError(f"result row: missing key {key!r}")
-    for key in sorted(row.keys() - _ROW_KEYS - _OPTIONAL_ROW_KEYS):
+    for key in sorted(row.keys() - required - _OPTIONAL_ROW_KEYS):
         raise ValueError(f"result row: unexpected key {key!r}; expected only "
-                         f"{sorted(_ROW_KEYS | _OPTIONAL_ROW_KEYS)}")
-    if row["schema"] != SCHEMA_VERSION or isinstance(row["schema"], bool):
-        _fail("schema", str(SCHEMA_VERSION), row["schema"])
+                         f"{sorted(required | _OPTIONAL_ROW_KEYS)}")
     for key in ("task", "method", "preset", "code_version"):
         if not (isinstance(row[key], str) and row[key]):
             _fail(key, "a non-empty str", row[key])
@@ -105,6 +109,11 @@ def validate_row(row: dict) -> None:
         _fail("packages", "an object of name -> version str (or null)", packages)
     if not _is_sha256(row["data_fingerprint"]):
         _fail("data_fingerprint", "a sha256 hex digest", row["data_fingerprint"])
+    if "data_build" in row:
+        build = row["data_build"]
+        if not (isinstance(build, dict) and build and all(isinstance(k, str) and k for k in build)
+                and all(_is_sha256(v) for v in build.values())):
+            _fail("data_build", "a non-empty object of build -> sha256 hex digest", build)
     if not isinstance(row["synthetic"], (bool, np.bool_)):
         _fail("synthetic", "a bool", row["synthetic"])
     _check_created(row["created"])

@@ -127,7 +127,8 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
                                              splits.tests[name].example_ids).cache()
                  for name in task.test_sets}
     common = {"config": _config_record(cfg, method), "code_version": code_version(),
-              "packages": results.package_versions(), "synthetic": cfg.data.synthetic}
+              "packages": results.package_versions(), "synthetic": cfg.data.synthetic,
+              "schema": results.SCHEMA_VERSION, "data_build": data.build_fingerprints(builders)}
     for mode, fraction, seed in todo:
         start = time.time()
         groups = protocol.label_fraction_groups(splits.train.group_ids, strata, fraction / 100.0,

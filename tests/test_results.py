@@ -30,12 +30,12 @@ def _row(**changes):
         "predictions": "predictions/cxr_simclr_cpu_finetune_0.1_0_in_distribution.csv",
     }
     row = {
-        "schema": 1, "task": "cxr", "method": "simclr", "preset": "cpu", "eval_mode": "finetune",
+        "schema": 2, "task": "cxr", "method": "simclr", "preset": "cpu", "eval_mode": "finetune",
         "label_fraction": 0.1, "seed": 0,
         "metrics": {"in_distribution": test_set, "shifted": copy.deepcopy(test_set)},
         "config": {"backbone": {"depth": 18}}, "code_version": "unknown",
         "packages": {"numpy": "2.0.0", "python": "3.11.0"}, "data_fingerprint": HEX,
-        "synthetic": True, "created": "2025-01-31T12:00:00+00:00", "wall_seconds": 1.5,
+        "data_build": {"cxr_chexpert/64px/1.0.0": HEX}, "synthetic": True, "created": "2025-01-31T12:00:00+00:00", "wall_seconds": 1.5,
     }
     row.update(changes)
     return row
@@ -49,6 +49,13 @@ def test_valid_row_and_cell_key():
     assert results.cell_key(_row()) == ("cxr", "simclr", "cpu", "finetune", 0.1, 0)
     with pytest.raises(ValueError, match="'seed'"):
         results.cell_key({k: v for k, v in _row().items() if k != "seed"})
+
+
+def test_schema_1_rows_need_no_data_build():
+    legacy = {k: v for k, v in _row(schema=1).items() if k != "data_build"}
+    results.validate_row(legacy)
+    with pytest.raises(ValueError, match="unexpected key 'data_build'"):
+        results.validate_row(_row(schema=1))
 
 
 def _set(row, dotted, value):
@@ -66,7 +73,10 @@ def _set(row, dotted, value):
 @pytest.mark.parametrize("dotted, value, named", [
     ("task", KeyError, "'task'"),
     ("extra", 1, "'extra'"),
-    ("schema", 2, "'schema'"),
+    ("schema", 3, "'schema'"),
+    ("data_build", KeyError, "'data_build'"),
+    ("data_build", {}, "'data_build'"),
+    ("data_build", {"cxr_chexpert/64px/1.0.0": "abc"}, "'data_build'"),
     ("eval_mode", "probe", "'eval_mode'"),
     ("label_fraction", 0.0, "'label_fraction'"),
     ("label_fraction", 1.5, "'label_fraction'"),
