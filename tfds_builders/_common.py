@@ -4,9 +4,11 @@ Public API (kept small and stable; used by the CXR and dermatology builders):
   require_manual_dir(manual_dir, *, dataset, expected, obtain) -> pathlib.Path
   manual_dir_of(dl_manager, *, dataset, expected, obtain) -> pathlib.Path
   read_csv(path, *, headers) -> CsvTable
+  read_text_lines(path) -> list[(line, text)]
   row_error(path, line, message) -> ValueError
+  check_constant(records, *, key, fields, case) (rows of one case must agree on `fields`)
   index_files(root, *, suffixes) -> dict[str, pathlib.Path]
-  load_image(path, *, mode, size, where) -> bytes
+  load_image(path, *, mode, size, where) -> bytes  (every PIL mode of JPEG/PNG, see its docstring)
   resize_shorter_center_crop(image, size) -> PIL.Image.Image
   imap_ordered(fn, items, *, workers=8, chunk=256) -> Iterator  (threaded map, input order kept)
   ImageConfig, image_configs(*, original, encoding, group=None, grouped_original_note="")
@@ -14,6 +16,7 @@ Public API (kept small and stable; used by the CXR and dermatology builders):
 """
 from __future__ import annotations
 
+import codecs
 import concurrent.futures
 import csv
 import dataclasses
@@ -25,7 +28,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
-from PIL import Image
+from PIL import Image, ImageCms
 
 Image.MAX_IMAGE_PIXELS = None  # source X-rays reach ~3000x3000 px; they are trusted archives
 
@@ -116,17 +119,59 @@ class CsvTable:
             yield line, dict(zip(self.header, fields))
 
 
+def _decode(path: pathlib.Path) -> str:
+    """The text of `path`: UTF-8 (optional byte-order mark) or UTF-16 with a byte-order mark.
+    Raises ValueError naming file and line for any other encoding."""
+    data = path.read_bytes()
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"
+    else:
+        encoding = "utf-8-sig"
+        if b"\0" in data:
+            line = data[:data.index(b"\0")].count(b"\n") + 1
+            raise row_error(path, line, "contains NUL bytes (UTF-16 without a byte-order mark?); "
+                                        "save it as UTF-8")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise row_error(path, line, f"byte 0x{data[e.start]:02x} is not {encoding.split('-sig')[0].upper()} "
+                                    "(latin-1 or another legacy encoding?); save the file as UTF-8") from None
+
+
+def read_text_lines(path) -> list[tuple[int, str]]:
+    """(1-based line, stripped text) of every non-blank line of a text file (encodings as read_csv);
+    FileNotFoundError if missing, ValueError (file + line) if undecodable or without any entry."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    lines = [(n, t.strip()) for n, t in enumerate(_decode(path).splitlines(), start=1) if t.strip()]
+    if not lines:
+        raise row_error(path, 1, "empty file, expected one entry per line")
+    return lines
+
+
+def _header_problem(header: tuple[str, ...], accepted: list[tuple[str, ...]]) -> str:
+    closest = min(accepted, key=lambda h: len(set(h) ^ set(header)))
+    missing = [c for c in closest if c not in header]
+    extra = [c for c in header if c not in closest]
+    parts = ([f"missing column(s) {', '.join(map(repr, missing))}"] if missing else []) + (
+        [f"unexpected column(s) {', '.join(map(repr, extra))}"] if extra else [])
+    return "; ".join(parts) or "columns in another order"
+
+
 def read_csv(path, *, headers: Sequence[Sequence[str]]) -> CsvTable:
     """Reads a CSV whose header must equal one of `headers`; every row must have as many fields.
 
-    Handles a UTF-8 byte-order mark and CRLF line ends. Blank lines are skipped.
-    Raises FileNotFoundError if the file is missing and ValueError (file + line) on a bad header or row.
+    Accepts UTF-8 (with or without a byte-order mark) and UTF-16 with a byte-order mark, CRLF line
+    ends; blank lines are skipped. Raises FileNotFoundError if the file is missing and ValueError
+    (file + line) on another encoding, a bad header, a malformed row or no data rows at all.
     """
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
+    reader = csv.reader(io.StringIO(_decode(path), newline=""))
+    try:
         header = next(reader, None)
         if header is None:
             raise row_error(path, 1, "empty file, expected a header line")
@@ -134,7 +179,8 @@ def read_csv(path, *, headers: Sequence[Sequence[str]]) -> CsvTable:
         accepted = [tuple(h) for h in headers]
         if header not in accepted:
             shown = " or ".join(repr(",".join(h)) for h in accepted)
-            raise row_error(path, 1, f"unexpected header {','.join(header)!r}; expected {shown}")
+            raise row_error(path, 1, f"unexpected header {','.join(header)!r} ({_header_problem(header, accepted)}); "
+                                     f"expected {shown}")
         rows = []
         for fields in reader:
             if not fields or fields == [""]:
@@ -144,7 +190,28 @@ def read_csv(path, *, headers: Sequence[Sequence[str]]) -> CsvTable:
                     path, reader.line_num, f"expected {len(header)} fields, found {len(fields)}"
                 )
             rows.append((reader.line_num, tuple(fields)))
+    except csv.Error as e:
+        raise row_error(path, reader.line_num, f"malformed CSV ({e})") from None
+    if not rows:
+        raise row_error(path, 2, "no data rows after the header; expected at least one")
     return CsvTable(path=path, header=header, header_index=accepted.index(header), rows=tuple(rows))
+
+
+def check_constant(records: Iterable, *, key: str, fields: Sequence[str], case: str) -> None:
+    """Raises ValueError naming both rows if two records with the same `key` attribute (a `case`,
+    e.g. "lesion") disagree on one of `fields`; blank string values count as unknown, not as a value."""
+    first: dict = {}
+    for rec in records:
+        seen = first.setdefault(getattr(rec, key), {})
+        for field in fields:
+            value = getattr(rec, field)
+            if value == "":
+                continue
+            other = seen.setdefault(field, rec)
+            if getattr(other, field) != value:
+                raise ValueError(
+                    f"{case} {getattr(rec, key)} has {field} {getattr(other, field)!r} at {other.where} but "
+                    f"{value!r} at {rec.where}; a {case}'s {field} must be the same in all its rows")
 
 
 def index_files(root, *, suffixes: Sequence[str]) -> dict[str, pathlib.Path]:
@@ -176,8 +243,58 @@ def resize_shorter_center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _to_8bit(image: Image.Image, where: str, path) -> Image.Image:
+    """16-bit grayscale (PIL "I;16*" or "I" from a 16-bit PNG) as "L", rescaled by the bit depth
+    (round(v * 255 / 65535)); a value outside 0..65535 is an error, never clipped."""
+    values = np.asarray(image, dtype=np.int64)
+    if values.min() < 0 or values.max() > 65535:
+        raise ValueError(f"{where}: image {path} has {image.mode} values {values.min()}..{values.max()}, "
+                         "outside the 16-bit range 0..65535")
+    return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+
+
+def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
+    """CMYK via its embedded ICC profile to sRGB, or without one R = (255 - C)(255 - K) / 255 etc."""
+    profile = image.info.get("icc_profile")
+    if profile:
+        try:
+            return ImageCms.profileToProfile(image, ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+                                             ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError):
+            pass  # a broken profile: fall back to the profile-free conversion
+    cmyk = np.asarray(image, dtype=np.int64)
+    rgb = ((255 - cmyk[..., :3]) * (255 - cmyk[..., 3:]) + 127) // 255
+    return Image.fromarray(rgb.astype(np.uint8), mode="RGB")
+
+
+def convert_mode(image: Image.Image, mode: str, *, where: str = "", path="") -> Image.Image:
+    """`image` in PIL `mode` ("L" or "RGB"): 16-bit grayscale rescaled by bit depth; palette ("P",
+    with or without transparency) through its palette; alpha ("RGBA", "LA", "PA") dropped, keeping
+    the stored colours (no compositing); CMYK through its ICC profile (or the standard formula);
+    1-bit as 0/255; colour to gray by ITU-R 601-2 luma, gray to colour by repeating the channel."""
+    if image.mode == mode:
+        return image
+    if image.mode in _SIXTEEN_BIT:
+        image = _to_8bit(image, where, path)
+    elif image.mode == "CMYK":
+        image = _cmyk_to_rgb(image)
+    elif image.mode in ("P", "PA"):
+        image = image.convert("RGBA")
+    if image.mode == "RGBA":
+        image = image.convert("RGB")
+    elif image.mode == "LA":
+        image = image.getchannel("L")
+    elif image.mode not in ("L", "RGB", "1"):
+        raise ValueError(f"{where}: image {path} has PIL mode {image.mode}, which this builder cannot read")
+    return image if image.mode == mode else image.convert(mode)
+
+
 def load_image(path, *, mode: str, size: int | None, where: str) -> bytes:
-    """Decodes an image file, converts it to PIL `mode` ("L" or "RGB") and returns encoded bytes.
+    """Decodes an image file, converts it to PIL `mode` ("L" or "RGB", see `convert_mode`) and returns
+    encoded bytes.
 
     size=None keeps the source resolution and returns the file's own bytes when its mode already matches
     (otherwise it is re-encoded losslessly as PNG); an int resizes the shorter side and centre-crops
@@ -199,11 +316,7 @@ def load_image(path, *, mode: str, size: int | None, where: str) -> bytes:
         raise ValueError(f"{where}: image {path} is {image.format}, expected JPEG or PNG")
     if size is None and image.mode == mode:
         return data
-    if image.mode != mode:
-        if image.mode in ("I;16", "I;16B", "I") and mode == "L":  # 16-bit grayscale PNG
-            image = Image.fromarray((np.asarray(image, dtype=np.uint32) >> 8).astype(np.uint8))
-        else:
-            image = image.convert(mode)
+    image = convert_mode(image, mode, where=where, path=path)
     fmt = "PNG"
     if size is not None:
         image = resize_shorter_center_crop(image, size)
