@@ -128,10 +128,7 @@ def read_split_lists(
         if not path.is_file():
             raise FileNotFoundError(f"cxr_nih14: {path} not found; expected {_EXPECTED}. Obtain it from {_OBTAIN}.")
         items = []
-        for line, raw in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-            index = raw.strip()
-            if not index:
-                continue
+        for line, index in _common.read_text_lines(path):
             if index in listed:
                 raise _common.row_error(path, line, f"image {index} already listed at {listed[index]}")
             listed[index] = f"{path}, line {line}"

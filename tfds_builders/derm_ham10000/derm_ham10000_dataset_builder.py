@@ -70,7 +70,8 @@ def index_images(manual_dir: pathlib.Path) -> dict[str, pathlib.Path]:
 
 
 def read_metadata(manual_dir) -> list[Record]:
-    """Parses the metadata file and resolves every image; raises naming file and line on bad input."""
+    """Parses the metadata file and resolves every image; raises naming file and line on bad input,
+    and naming both rows when two images of one lesion have different dx."""
     manual_dir = pathlib.Path(manual_dir)
     table = _common.read_csv(find_metadata(manual_dir), headers=[HEADER, KAGGLE_HEADER])
     images = index_images(manual_dir)
@@ -97,6 +98,7 @@ def read_metadata(manual_dir) -> list[Record]:
             dx_type=row["dx_type"], age=age, sex=row["sex"], localization=row["localization"],
             site=row.get("dataset", ""), file=file,
         ))
+    _common.check_constant(records, key="lesion_id", fields=("diagnosis",), case="lesion")
     return records
 
 

@@ -31,6 +31,7 @@ class Record(_common.SourceRow):
     img_id: str
     patient_id: str
     lesion_id: int
+    gender: str
     diagnosis: str
     fitzpatrick: int
     region: str
@@ -56,7 +57,8 @@ def _fitzpatrick(value: str, path, line: int) -> int:
 
 
 def read_metadata(manual_dir) -> list[Record]:
-    """Parses metadata.csv and resolves every image; raises naming file and line on bad input."""
+    """Parses metadata.csv and resolves every image; raises naming file and line on bad input, and
+    naming both rows when a lesion's patient or diagnostic, or a patient's gender, differ between rows."""
     manual_dir = pathlib.Path(manual_dir)
     if not (manual_dir / METADATA_FILE).is_file():
         raise FileNotFoundError(
@@ -80,14 +82,20 @@ def read_metadata(manual_dir) -> list[Record]:
                 table.path, line, f"lesion_id is {row['lesion_id']!r}; expected an integer") from None
         if row["biopsed"] not in _BOOL:
             raise _common.row_error(table.path, line, f"biopsed is {row['biopsed']!r}; expected True, False or blank")
+        if not img_id.startswith(f"{row['patient_id']}_{lesion_id}_"):
+            raise _common.row_error(
+                table.path, line, f"img_id {img_id!r} does not match patient_id {row['patient_id']!r} and "
+                                  f"lesion_id {lesion_id}; expected {row['patient_id']}_{lesion_id}_<n>.png")
         file = images.get(img_id)
         if file is None:
             raise FileNotFoundError(f"{table.path}, line {line}: image {img_id} not found under {manual_dir}")
         records.append(Record(
             csv=table.path, line=line, img_id=img_id, patient_id=row["patient_id"], lesion_id=lesion_id,
-            diagnosis=dx, fitzpatrick=_fitzpatrick(row["fitspatrick"], table.path, line), region=row["region"],
+            gender=row["gender"], diagnosis=dx, fitzpatrick=_fitzpatrick(row["fitspatrick"], table.path, line), region=row["region"],
             biopsied=_BOOL[row["biopsed"]], file=file,
         ))
+    _common.check_constant(records, key="lesion_id", fields=("patient_id", "diagnosis"), case="lesion")
+    _common.check_constant(records, key="patient_id", fields=("gender",), case="patient")
     return records
 
 
