@@ -183,7 +183,8 @@ def synthetic_key(name: str, cfg: DataConfig) -> str:
             f"-seed{cfg.synthetic_seed}-g{synthetic.GENERATOR_VERSION}")
 
 
-def _builder(name: str, config: str, cfg: DataConfig) -> tfds.core.DatasetBuilder:
+def build(name: str, config: str, cfg: DataConfig) -> tfds.core.DatasetBuilder:
+    """Builder `name` with `config`, generated (synthetic) and built unless an identical build exists."""
     _check_data_dir(cfg.data_dir)
     if cfg.synthetic:
         if name not in cfg.synthetic_sizes:
@@ -208,8 +209,8 @@ def prepare(task: Task, cfg: DataConfig) -> dict[str, tfds.core.DatasetBuilder]:
     """Generates (synthetic only) and builds every dataset of `task`; keyed by builder name, plus
     `"pretrain"` for the grouped pretraining config. Raises ValueError (one line) for a build made
     from another source (real data), an unusable --data_dir, or a malformed source file."""
-    builders = {name: _builder(name, cfg.resolution, cfg) for name in builder_names(task)}
-    builders["pretrain"] = _builder(
+    builders = {name: build(name, cfg.resolution, cfg) for name in builder_names(task)}
+    builders["pretrain"] = build(
         task.pretrain_builder, task.pretrain_grouped_config_prefix + cfg.resolution, cfg)
     return builders
 
