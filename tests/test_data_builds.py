@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 
 import pytest
 
@@ -127,8 +128,15 @@ def test_data_dir_that_is_a_file_is_one_line(tmp_path):
         data.build(NAME, "64px", cfg)
 
 
-@pytest.mark.skipif(not os.path.isdir("/sys") or not os.statvfs("/sys").f_flag & os.ST_RDONLY,
-                    reason="needs a read-only /sys")
+def _sys_is_read_only() -> bool:
+    try:
+        with tempfile.TemporaryFile(dir="/sys"):
+            return False
+    except OSError:
+        return os.path.isdir("/sys")
+
+
+@pytest.mark.skipif(not _sys_is_read_only(), reason="needs a read-only /sys")
 @pytest.mark.parametrize("data_dir", ["/sys", "/sys/medssl_data"])
 def test_read_only_data_dir_is_one_line(tmp_path, data_dir):
     cfg = dataclasses.replace(_synthetic(tmp_path, 3), data_dir=data_dir)
