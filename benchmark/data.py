@@ -101,6 +101,18 @@ def _what_changed(old: dict, new: dict) -> str:
     return "the source files' names, sizes or modification times changed"
 
 
+def _why_stale(old: dict | None, source: dict, record_path: pathlib.Path) -> str:
+    if old is None:
+        return "has no record of what it was built from (made by an older version or another tool)"
+    old_source = old.get("source")
+    readable = isinstance(old_source, dict) and (
+        isinstance(old_source.get("generator"), dict)
+        or {"folder", "files", "bytes", "sha256"} <= old_source.keys())
+    if not readable:
+        return f"has an unreadable source record {record_path}"
+    return f"was built from {_describe(old_source)}, not {_describe(source)} ({_what_changed(old_source, source)})"
+
+
 def _record_path(builder: tfds.core.DatasetBuilder) -> pathlib.Path:
     return pathlib.Path(str(builder.data_dir) + SOURCE_RECORD_SUFFIX)
 
@@ -151,11 +163,7 @@ def _build(name: str, config: str, tfds_dir: str, manual: pathlib.Path, source: 
         old = _read_record(record_path)
         if old == wanted:
             return builder
-        if old is None:
-            why = "has no record of what it was built from (made by an older version or another tool)"
-        else:
-            why = (f"was built from {_describe(old.get('source', {})) if old.get('source') else 'an unreadable record'}"
-                   f", not {_describe(source)} ({_what_changed(old.get('source') or {}, source)})")
+        why = _why_stale(old, source, record_path)
         if not rebuild_stale:
             raise ValueError(f"data build {build_dir} {why}; pass another --data_dir, or delete "
                              f"{build_dir} to rebuild it from {manual}")

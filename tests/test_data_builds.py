@@ -157,3 +157,12 @@ def test_permission_error_while_building_is_one_line(real, monkeypatch):
     with pytest.raises(ValueError, match=rf"^cannot write the {NAME} build under --data_dir={re.escape(cfg.data_dir)}: "
                                          rf"Permission denied \({re.escape(cfg.data_dir)}/{NAME}/64px\)$"):
         data.build(NAME, "64px", cfg)
+
+
+def test_real_build_with_an_unreadable_record_is_refused(real):
+    cfg, builder, source = real
+    record = str(builder.data_dir) + data.SOURCE_RECORD_SUFFIX
+    with open(record, "w") as f:
+        f.write("{not json")
+    message = _refusal(cfg, builder.data_dir, source)
+    assert f"has an unreadable source record {record};" in message
