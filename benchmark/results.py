@@ -27,13 +27,13 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: code_digest, machine, deterministic, data_build; config.data
 EVAL_MODES = ("finetune", "linear")
 CELL_KEY_FIELDS = ("task", "method", "preset", "eval_mode", "label_fraction", "seed")
 
 _ROW_KEYS = frozenset(CELL_KEY_FIELDS + (
-    "schema", "metrics", "config", "code_version", "packages", "data_fingerprint", "synthetic",
-    "created", "wall_seconds"))
+    "schema", "metrics", "config", "code_version", "code_digest", "machine", "packages",
+    "data_fingerprint", "synthetic", "created", "wall_seconds"))
 _OPTIONAL_ROW_KEYS = frozenset(("n_train_examples", "n_train_groups"))
 _TEST_SET_KEYS = frozenset(("primary", "values", "ci95", "n_examples", "n_groups", "fingerprint",
                             "predictions"))
@@ -80,13 +80,17 @@ def validate_row(row: dict) -> None:
     the first bad key."""
     if not isinstance(row, dict):
         raise ValueError(f"result row: expected a JSON object, got {type(row).__name__}")
+    if row.get("schema") != SCHEMA_VERSION or isinstance(row.get("schema"), bool):
+        if row.get("schema") == 1:
+            raise ValueError(f"result row: schema 1 (this code writes schema {SCHEMA_VERSION}); it "
+                             "lacks what a re-run and an audit need (code_digest, machine, "
+                             "deterministic, data_build): recompute it with the current code")
+        _fail("schema", str(SCHEMA_VERSION), row.get("schema"))
     for key in sorted(_ROW_KEYS - row.keys()):
         raise ValueError(f"result row: missing key {key!r}")
     for key in sorted(row.keys() - _ROW_KEYS - _OPTIONAL_ROW_KEYS):
         raise ValueError(f"result row: unexpected key {key!r}; expected only "
                          f"{sorted(_ROW_KEYS | _OPTIONAL_ROW_KEYS)}")
-    if row["schema"] != SCHEMA_VERSION or isinstance(row["schema"], bool):
-        _fail("schema", str(SCHEMA_VERSION), row["schema"])
     for key in ("task", "method", "preset", "code_version"):
         if not (isinstance(row[key], str) and row[key]):
             _fail(key, "a non-empty str", row[key])
@@ -103,6 +107,12 @@ def validate_row(row: dict) -> None:
     if not (isinstance(packages, dict) and all(isinstance(k, str) for k in packages)
             and all(v is None or isinstance(v, str) for v in packages.values())):
         _fail("packages", "an object of name -> version str (or null)", packages)
+    if not _is_sha256(row["code_digest"]):
+        _fail("code_digest", "a sha256 hex digest", row["code_digest"])
+    m = row["machine"]
+    if not (isinstance(m, dict) and {"arch", "cpu", "isa", "onednn"} <= m.keys()
+            and isinstance(m["isa"], list)):
+        _fail("machine", "an object with arch, cpu, isa (list) and onednn", m)
     if not _is_sha256(row["data_fingerprint"]):
         _fail("data_fingerprint", "a sha256 hex digest", row["data_fingerprint"])
     if not isinstance(row["synthetic"], (bool, np.bool_)):
