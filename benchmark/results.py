@@ -27,15 +27,13 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-SCHEMA_VERSION = 2
-LEGACY_SCHEMAS = (1,)  # still accepted: rows written before `data_build` existed
+SCHEMA_VERSION = 2  # 2: code_digest, machine, deterministic, data_build; config.data
 EVAL_MODES = ("finetune", "linear")
 CELL_KEY_FIELDS = ("task", "method", "preset", "eval_mode", "label_fraction", "seed")
 
 _ROW_KEYS = frozenset(CELL_KEY_FIELDS + (
-    "schema", "metrics", "config", "code_version", "packages", "data_fingerprint", "synthetic",
-    "created", "wall_seconds"))
-_SCHEMA_2_ROW_KEYS = frozenset(("data_build",))  # {"<builder>/<config>/<version>": sha256 of its source}
+    "schema", "metrics", "config", "code_version", "code_digest", "machine", "packages",
+    "data_fingerprint", "data_build", "synthetic", "created", "wall_seconds"))
 _OPTIONAL_ROW_KEYS = frozenset(("n_train_examples", "n_train_groups"))
 _TEST_SET_KEYS = frozenset(("primary", "values", "ci95", "n_examples", "n_groups", "fingerprint",
                             "predictions"))
@@ -82,15 +80,17 @@ def validate_row(row: dict) -> None:
     the first bad key."""
     if not isinstance(row, dict):
         raise ValueError(f"result row: expected a JSON object, got {type(row).__name__}")
-    schema = row.get("schema")
-    if schema not in (SCHEMA_VERSION, *LEGACY_SCHEMAS) or isinstance(schema, bool):
-        _fail("schema", " or ".join(map(str, (SCHEMA_VERSION, *LEGACY_SCHEMAS))), schema)
-    required = _ROW_KEYS | (_SCHEMA_2_ROW_KEYS if schema >= 2 else frozenset())
-    for key in sorted(required - row.keys()):
+    if row.get("schema") != SCHEMA_VERSION or isinstance(row.get("schema"), bool):
+        if row.get("schema") == 1:
+            raise ValueError(f"result row: schema 1 (this code writes schema {SCHEMA_VERSION}); it "
+                             "lacks what a re-run and an audit need (code_digest, machine, "
+                             "deterministic, data_build): recompute it with the current code")
+        _fail("schema", str(SCHEMA_VERSION), row.get("schema"))
+    for key in sorted(_ROW_KEYS - row.keys()):
         raise ValueError(f"result row: missing key {key!r}")
-    for key in sorted(row.keys() - required - _OPTIONAL_ROW_KEYS):
+    for key in sorted(row.keys() - _ROW_KEYS - _OPTIONAL_ROW_KEYS):
         raise ValueError(f"result row: unexpected key {key!r}; expected only "
-                         f"{sorted(required | _OPTIONAL_ROW_KEYS)}")
+                         f"{sorted(_ROW_KEYS | _OPTIONAL_ROW_KEYS)}")
     for key in ("task", "method", "preset", "code_version"):
         if not (isinstance(row[key], str) and row[key]):
             _fail(key, "a non-empty str", row[key])
@@ -107,13 +107,18 @@ def validate_row(row: dict) -> None:
     if not (isinstance(packages, dict) and all(isinstance(k, str) for k in packages)
             and all(v is None or isinstance(v, str) for v in packages.values())):
         _fail("packages", "an object of name -> version str (or null)", packages)
+    if not _is_sha256(row["code_digest"]):
+        _fail("code_digest", "a sha256 hex digest", row["code_digest"])
+    m = row["machine"]
+    if not (isinstance(m, dict) and {"arch", "cpu", "isa", "onednn"} <= m.keys()
+            and isinstance(m["isa"], list)):
+        _fail("machine", "an object with arch, cpu, isa (list) and onednn", m)
     if not _is_sha256(row["data_fingerprint"]):
         _fail("data_fingerprint", "a sha256 hex digest", row["data_fingerprint"])
-    if "data_build" in row:
-        build = row["data_build"]
-        if not (isinstance(build, dict) and build and all(isinstance(k, str) and k for k in build)
-                and all(_is_sha256(v) for v in build.values())):
-            _fail("data_build", "a non-empty object of build -> sha256 hex digest", build)
+    build = row["data_build"]
+    if not (isinstance(build, dict) and build and all(isinstance(k, str) and k for k in build)
+            and all(_is_sha256(v) for v in build.values())):
+        _fail("data_build", "a non-empty object of build -> sha256 hex digest", build)
     if not isinstance(row["synthetic"], (bool, np.bool_)):
         _fail("synthetic", "a bool", row["synthetic"])
     _check_created(row["created"])

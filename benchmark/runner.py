@@ -18,7 +18,7 @@ import tensorflow as tf
 from baselines import api, distribute
 from benchmark import data, finetune, protocol, results, scoring
 from benchmark.presets import Preset
-from benchmark.provenance import code_version
+from benchmark.provenance import code_digest, code_version, machine
 from benchmark.tasks import Task
 
 
@@ -79,10 +79,14 @@ def _config_record(cfg: RunConfig, method: api.Method) -> dict:
         "task_options": dataclasses.asdict(cfg.task.options),
         "resolution": preset.resolution, "image_size": preset.image_size,
         "backbone": dataclasses.asdict(method.backbone(preset.backbone)),
+        "requested_backbone": dataclasses.asdict(preset.backbone),
         "pretrain": dataclasses.asdict(preset.pretrain),
         "finetune": dataclasses.asdict(preset.finetune),
         "strategy": cfg.strategy, "init_checkpoint": cfg.init_checkpoint,
         "synthetic": cfg.data.synthetic, "manual_dir": cfg.data.manual_dir,
+        "data": {"resolution": cfg.data.resolution, "synthetic_sizes": dict(cfg.data.synthetic_sizes),
+                 "synthetic_image_size": cfg.data.synthetic_image_size,
+                 "synthetic_seed": cfg.data.synthetic_seed},
         "bootstrap_samples": preset.bootstrap_samples,
     }
 
@@ -120,20 +124,27 @@ def run(cfg: RunConfig, strategy: tf.distribute.Strategy | None = None) -> list[
             and r["preset"] == preset.name]
 
 
+def train_subset(task: Task, splits: data.TaskSplits, fraction: float, seed: int
+                 ) -> tuple[data.Meta, set[str]]:
+    """The labelled training examples of a cell (`fraction` in percent) and their groups."""
+    strata = data.group_strata(splits.train, task.kind)
+    groups = protocol.label_fraction_groups(splits.train.group_ids, strata, fraction / 100.0,
+                                            seed, salt=task.name)
+    return splits.train.subset(np.isin(splits.train.group_ids, sorted(groups))), groups
+
+
 def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, store):
     task, preset = cfg.task, cfg.preset
-    strata = data.group_strata(splits.train, task.kind)
     test_data = {name: data.labelled_dataset(builders, data.test_sources(task, name),
                                              splits.tests[name].example_ids).cache()
                  for name in task.test_sets}
     common = {"config": _config_record(cfg, method), "code_version": code_version(),
+              "code_digest": code_digest(), "machine": machine(),
               "packages": results.package_versions(), "synthetic": cfg.data.synthetic,
-              "schema": results.SCHEMA_VERSION, "data_build": data.build_fingerprints(builders)}
+              "data_build": data.build_fingerprints(builders)}
     for mode, fraction, seed in todo:
         start = time.time()
-        groups = protocol.label_fraction_groups(splits.train.group_ids, strata, fraction / 100.0,
-                                                seed, salt=task.name)
-        chosen = splits.train.subset(np.isin(splits.train.group_ids, sorted(groups)))
+        chosen, groups = train_subset(task, splits, fraction, seed)
         train_ds = data.labelled_dataset(builders, task.train, chosen.example_ids)
         config = finetune.FinetuneConfig(
             mode=mode, kind=task.kind, num_classes=len(task.class_names),
@@ -160,7 +171,7 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
                 "predictions": rel,
             }
         store.append({
-            "schema": 1, "task": task.name, "method": cfg.method_name, "preset": preset.name,
+            "schema": results.SCHEMA_VERSION, "task": task.name, "method": cfg.method_name, "preset": preset.name,
             "eval_mode": mode, "label_fraction": fraction / 100.0, "seed": int(seed),
             "metrics": scored, "n_train_examples": int(len(chosen.example_ids)),
             "n_train_groups": int(len(groups)),

@@ -35,7 +35,9 @@ def _row(**changes):
         "metrics": {"in_distribution": test_set, "shifted": copy.deepcopy(test_set)},
         "config": {"backbone": {"depth": 18}}, "code_version": "unknown",
         "packages": {"numpy": "2.0.0", "python": "3.11.0"}, "data_fingerprint": HEX,
-        "data_build": {"cxr_chexpert/64px/1.0.0": HEX}, "synthetic": True, "created": "2025-01-31T12:00:00+00:00", "wall_seconds": 1.5,
+        "data_build": {"cxr_chexpert/64px/1.0.0": HEX}, "code_digest": HEX,
+        "machine": {"arch": "x86_64", "cpu": "Xeon", "isa": ["avx2"], "onednn": "1"},
+        "synthetic": True, "created": "2025-01-31T12:00:00+00:00", "wall_seconds": 1.5,
     }
     row.update(changes)
     return row
@@ -51,11 +53,12 @@ def test_valid_row_and_cell_key():
         results.cell_key({k: v for k, v in _row().items() if k != "seed"})
 
 
-def test_schema_1_rows_need_no_data_build():
-    legacy = {k: v for k, v in _row(schema=1).items() if k != "data_build"}
-    results.validate_row(legacy)
-    with pytest.raises(ValueError, match="unexpected key 'data_build'"):
-        results.validate_row(_row(schema=1))
+def test_schema_1_rows_are_refused_with_what_they_lack():
+    legacy = {k: v for k, v in _row(schema=1).items()
+              if k not in ("data_build", "code_digest", "machine")}
+    with pytest.raises(ValueError, match="^result row: schema 1 .* lacks what a re-run and an "
+                                         "audit need .*recompute it with the current code$"):
+        results.validate_row(legacy)
 
 
 def _set(row, dotted, value):
@@ -75,6 +78,10 @@ def _set(row, dotted, value):
     ("extra", 1, "'extra'"),
     ("schema", 3, "'schema'"),
     ("data_build", KeyError, "'data_build'"),
+    ("code_digest", KeyError, "'code_digest'"),
+    ("code_digest", "abc", "'code_digest'"),
+    ("machine", KeyError, "'machine'"),
+    ("machine", {"arch": "x86_64"}, "'machine'"),
     ("data_build", {}, "'data_build'"),
     ("data_build", {"cxr_chexpert/64px/1.0.0": "abc"}, "'data_build'"),
     ("eval_mode", "probe", "'eval_mode'"),
