@@ -210,8 +210,9 @@ def pretrain_contrastive(
     loop = make_train_loop(model, strategy, jit_compile=options.jit_compile)
     for callback in options.callbacks:
         callback(step, {}, model)
+    bar_options = {} if options.progress else {"disable": True}  # {}: tqdm's defaults (TQDM_DISABLE)
     with tqdm.tqdm(total=config.steps, initial=step, desc=f"{method} pretraining", unit="step",
-                   disable=not options.progress, dynamic_ncols=True) as bar:
+                   dynamic_ncols=True, **bar_options) as bar:
         while step < config.steps:
             next_save = (step // config.checkpoint_every + 1) * config.checkpoint_every
             num_steps = min(options.steps_per_loop, config.steps - step, next_save - step)
