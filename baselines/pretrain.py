@@ -184,9 +184,8 @@ def pretrain_contrastive(
     state = tf.train.Checkpoint(model=model, optimizer=optimizer)
     is_chief = strategy.extended.should_checkpoint
     manager = checkpoint.state_manager(checkpoint_dir, state, is_chief=is_chief)
-    latest = checkpoint.latest_state(checkpoint_dir)
+    latest = checkpoint.restore_state(checkpoint_dir, state, steps_done=stored.steps_done if stored else 0)
     if latest:
-        state.restore(latest).assert_existing_objects_matched()
         logging.info("%s: resumed from %s", method, latest)
     elif init_checkpoint:
         logging.info("%s: initialised %s", method,
