@@ -377,3 +377,69 @@ def test_cli_error_is_exactly_one_line_without_tensorflow_start_up_noise(tmp_pat
                           timeout=120)
     assert done.returncode == 1
     assert done.stderr == "error: --seeds=-1: seeds must be >= 0\n" and done.stdout == ""
+
+
+BAD_DATA_CHECK_FLAGS = [
+    ("--seed=-1", "--seed=-1: expected an integer >= 0"),
+    ("--image_size=32", "--image_size=32: expected >= 64 (the checks read the 64px builds)"),
+    ("--chexpert_patients=0", "--chexpert_patients=0: expected at least 10 (held-out parts need cases)"),
+    ("--pad_patients=3", "--pad_patients=3: expected at least 10 (held-out parts need cases)"),
+    ("--work_dir={file}", "--work_dir={file}: exists and is not a directory"),
+    ("stray", "unexpected arguments ['stray']; every setting is a --flag"),
+]
+
+
+@pytest.mark.parametrize("arg,message", BAD_DATA_CHECK_FLAGS, ids=[a for a, _ in BAD_DATA_CHECK_FLAGS])
+def test_bad_data_check_flags_fail_in_one_line_before_any_work(arg, message, paths, monkeypatch):
+    from benchmark import data_check
+
+    monkeypatch.setattr(data_check, "run", _fail)
+    FLAGS.unparse_flags()
+    try:
+        positional = FLAGS(["data_check", arg.format(**paths)])
+        with pytest.raises(SystemExit) as exit_info:
+            data_check.main(positional)
+    finally:
+        FLAGS.unparse_flags()
+        tfds.enable_progress_bar()
+    assert exit_info.value.code == "error: " + message.format(**paths)
+
+
+@pytest.mark.parametrize("entry", ["data_check", "speed"])
+def test_data_check_and_speed_turn_a_full_disk_into_one_line(entry, monkeypatch):
+    from benchmark import data_check, speed
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/w/tfds/cxr_chexpert")
+
+    module = {"data_check": data_check, "speed": speed}[entry]
+    monkeypatch.setattr(module, "run" if entry == "data_check" else "measure", full)
+    FLAGS.unparse_flags()
+    try:
+        FLAGS([entry])
+        with pytest.raises(SystemExit) as exit_info:
+            module.main([entry])
+    finally:
+        FLAGS.unparse_flags()
+        tfds.enable_progress_bar()
+    assert exit_info.value.code == "error: /w/tfds/cxr_chexpert: No space left on device"
+
+
+@pytest.mark.parametrize("arg,message", [
+    ("--batch_size=0", "--batch_size=0: expected a positive integer"),
+    ("--configs=", "--configs= --methods=simclr,micle: expected at least one of each"),
+    ("--methods=", "--configs=r50_64,r18_32 --methods=: expected at least one of each"),
+])
+def test_bad_speed_flags_are_usage_errors(arg, message, monkeypatch):
+    from absl import app
+
+    from benchmark import speed
+
+    monkeypatch.setattr(speed, "measure", _fail)
+    FLAGS.unparse_flags()
+    try:
+        FLAGS(["speed", arg])
+        with pytest.raises(app.UsageError, match=f"^{message}$"):
+            speed.main(["speed"])
+    finally:
+        FLAGS.unparse_flags()
