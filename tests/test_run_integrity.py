@@ -138,7 +138,7 @@ def test_unwritable_output_dir_is_a_flag_error(tmp_path, monkeypatch):
     (tf.errors.ResourceExhaustedError(None, None, "/o/pretrain/cxr_micle/state/ckpt-2.data-00000-of-00001; "
                                                   "No space left on device\n\tmore detail"),
      "error: /o/pretrain/cxr_micle/state/ckpt-2.data-00000-of-00001; No space left on device"),
-])
+], ids=["enospc_results", "eacces_lock", "enospc_checkpoint"])
 def test_os_and_tensorflow_errors_during_a_run_are_one_line(error, line, tmp_path, monkeypatch):
     def raising(cfg, strategy):
         raise error
@@ -429,7 +429,7 @@ def test_data_check_and_speed_turn_a_full_disk_into_one_line(entry, monkeypatch)
     ("--batch_size=0", "--batch_size=0: expected a positive integer"),
     ("--configs=", "--configs= --methods=simclr,micle: expected at least one of each"),
     ("--methods=", "--configs=r50_64,r18_32 --methods=: expected at least one of each"),
-])
+], ids=["--batch_size=0", "--configs=", "--methods="])
 def test_bad_speed_flags_are_usage_errors(arg, message, monkeypatch):
     from absl import app
 
