@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
+import re
 import tempfile
 from typing import Any
 
@@ -228,11 +230,25 @@ def _kind(path: str) -> str:
 def _finished_meta(checkpoint_dir: str) -> StageMeta:
     meta = read_meta(checkpoint_dir)
     weights = os.path.join(checkpoint_dir, ENCODER_FILE)
-    if not meta.finished or not tf.io.gfile.exists(weights):
+    if not meta.finished:
         raise ValueError(f"stage checkpoint {checkpoint_dir}: unfinished ({meta.steps_done} of "
                          f"{meta.pretrain.steps if meta.pretrain else '?'} steps, no final {ENCODER_FILE}); "
                          "rerun that stage with the same checkpoint_dir to finish it")
+    if not tf.io.gfile.exists(weights):
+        raise ValueError(f"stage checkpoint {checkpoint_dir}: {META_FILE} says finished but {weights} is "
+                         f"missing; delete {os.path.join(checkpoint_dir, META_FILE)} and rerun the stage to "
+                         f"rebuild it from its saved state (or delete {checkpoint_dir} to retrain it)")
     return meta
+
+
+def _load_weights(model: keras.Model, path: str) -> None:
+    """`model.load_weights(path)`, with an unreadable or truncated file as one ValueError naming it."""
+    try:
+        model.load_weights(path)
+    except (OSError, ValueError, KeyError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"weights file {path}: unreadable, truncated or of another model ({reason}); "
+                         "delete its stage directory to retrain it") from None
 
 
 def load_encoder(path: str, backbone: BackboneConfig | None = None) -> keras.Model:
@@ -255,7 +271,7 @@ def load_encoder(path: str, backbone: BackboneConfig | None = None) -> keras.Mod
     if kind == "npz":
         bit.load_bit_npz(encoder, path)
     else:
-        encoder.load_weights(os.path.join(path, ENCODER_FILE))
+        _load_weights(encoder, os.path.join(path, ENCODER_FILE))
     return encoder
 
 
@@ -282,10 +298,10 @@ def init_encoder(
     meta = _finished_meta(path)
     if not _same_weights_layout(meta.backbone, backbone):
         raise ValueError(f"init_checkpoint {path} holds backbone {meta.backbone}, expected {backbone}")
-    encoder.load_weights(os.path.join(path, ENCODER_FILE))
+    _load_weights(encoder, os.path.join(path, ENCODER_FILE))
     head_file = os.path.join(path, HEAD_FILE)
     if head is not None and meta.head_shapes == variable_shapes(head) and tf.io.gfile.exists(head_file):
-        head.load_weights(head_file)
+        _load_weights(head, head_file)
         return f"encoder and projection head from {path} ({meta.method}, {meta.steps_done} steps)"
     return f"encoder from {path} ({meta.method}, {meta.steps_done} steps)"
 
@@ -295,12 +311,50 @@ def state_manager(checkpoint_dir: str, checkpoint: tf.train.Checkpoint, *,
     """The manager of the resumable training state under `checkpoint_dir/state/` (two kept).
 
     Non-chief workers of a multi-worker strategy must also save (saving is collective); they write to a
-    private temporary directory. Every worker restores from `latest_state(checkpoint_dir)`.
+    private temporary directory. Every worker restores with `restore_state(checkpoint_dir, ...)`.
     """
     directory = os.path.join(checkpoint_dir, STATE_DIR) if is_chief else tempfile.mkdtemp(prefix="state_")
     return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=2)
 
 
-def latest_state(checkpoint_dir: str) -> str | None:
-    """Prefix of the newest training-state checkpoint in `checkpoint_dir/state/`, or None."""
-    return tf.train.latest_checkpoint(os.path.join(checkpoint_dir, STATE_DIR))
+def state_checkpoints(checkpoint_dir: str) -> list[str]:
+    """Prefixes of the training-state checkpoints in `checkpoint_dir/state/`, newest first, found
+    by their `.index` files (the manager's `checkpoint` index file may be missing or stale)."""
+    found = []
+    for index in tf.io.gfile.glob(os.path.join(checkpoint_dir, STATE_DIR, "*.index")):
+        prefix = index[:-len(".index")]
+        match = re.search(r"-(\d+)$", prefix)
+        if match:
+            found.append((int(match.group(1)), prefix))
+    return [prefix for _, prefix in sorted(found, reverse=True)]
+
+
+def restore_state(checkpoint_dir: str, state: tf.train.Checkpoint, *, steps_done: int) -> str | None:
+    """Restores `state` from the newest readable training-state checkpoint of `checkpoint_dir` and
+    returns its prefix; None if there is none and `steps_done` (from meta.json) is 0.
+
+    A checkpoint whose files are missing or unreadable (a crash or a full disk during its save) is
+    skipped with a warning, and the next older one is used. Raises ValueError, naming the
+    directory, when `steps_done` > 0 but no checkpoint can be restored: training would silently
+    restart at step 0."""
+    skipped = []
+    for prefix in state_checkpoints(checkpoint_dir):
+        try:
+            state.restore(prefix).assert_existing_objects_matched()
+        except (tf.errors.OpError, IndexError) as e:  # IndexError: a truncated data file
+            text = str(getattr(e, "message", e)).strip()
+            reason = text.splitlines()[0] if text else type(e).__name__
+            logging.warning("%s: training state unreadable (%s); trying an older one", prefix, reason)
+            skipped.append(os.path.basename(prefix))
+            continue
+        if skipped:
+            logging.warning("resuming from the older training state %s (skipped %s)", prefix,
+                            ", ".join(skipped))
+        return prefix
+    if steps_done > 0:
+        state_dir = os.path.join(checkpoint_dir, STATE_DIR)
+        what = f"only unreadable checkpoints ({', '.join(skipped)})" if skipped else "no checkpoint"
+        raise ValueError(f"stage checkpoint {checkpoint_dir}: {META_FILE} says {steps_done} steps were done "
+                         f"but {state_dir} holds {what}; delete {checkpoint_dir} to restart the stage "
+                         "from step 0")
+    return None

@@ -9,6 +9,32 @@ import tensorflow as tf
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 
 
+def check_strategy(name: str, *, tpu_address: str | None = None, num_gpus: int | None = None) -> None:
+    """Raises ValueError if `get_strategy` would reject these arguments (checked without any
+    TensorFlow work: a name, its TPU address, `num_gpus`, and TF_CONFIG for multi_worker)."""
+    if name not in STRATEGIES:
+        raise ValueError(f"--strategy={name!r}: unknown strategy; expected one of {list(STRATEGIES)}")
+    if num_gpus is not None and name != "mirrored":
+        raise ValueError(f"--strategy={name}: num_gpus only applies to --strategy=mirrored")
+    if tpu_address and name != "tpu":
+        raise ValueError(f"--strategy={name}: a TPU address only applies to --strategy=tpu")
+    if name == "tpu" and not tpu_address:
+        raise ValueError("--strategy=tpu needs a TPU address (grpc://host:8470, a TPU name, or 'local')")
+    if name == "multi_worker":
+        raw = os.environ.get("TF_CONFIG")
+        if not raw:
+            raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable "
+                             '(e.g. {"cluster": {"worker": ["host:port", ...]}, '
+                             '"task": {"type": "worker", "index": 0}})')
+        try:
+            tf_config = json.loads(raw)
+            tf_config["cluster"]["worker"]
+            tf_config["task"]["index"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"--strategy=multi_worker: TF_CONFIG is not valid JSON with cluster.worker and "
+                             f"task.index ({e!r})") from e
+
+
 def get_strategy(name: str, *, tpu_address: str | None = None, num_gpus: int | None = None
                  ) -> tf.distribute.Strategy:
     """Returns the strategy `name`:
@@ -20,12 +46,7 @@ def get_strategy(name: str, *, tpu_address: str | None = None, num_gpus: int | N
       create it at program start, before any other TensorFlow op.
     - "tpu": TPUStrategy on the TPU at `tpu_address` (a grpc:// address, a TPU name, or "local" on a TPU VM).
     """
-    if name not in STRATEGIES:
-        raise ValueError(f"--strategy={name!r}: unknown strategy; expected one of {list(STRATEGIES)}")
-    if num_gpus is not None and name != "mirrored":
-        raise ValueError(f"--strategy={name}: num_gpus only applies to --strategy=mirrored")
-    if tpu_address and name != "tpu":
-        raise ValueError(f"--strategy={name}: a TPU address only applies to --strategy=tpu")
+    check_strategy(name, tpu_address=tpu_address, num_gpus=num_gpus)
     if name == "default":
         return tf.distribute.get_strategy()
     # Listing devices initialises the runtime, which multi_worker and tpu must configure first.
@@ -46,22 +67,8 @@ def get_strategy(name: str, *, tpu_address: str | None = None, num_gpus: int | N
         return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")],
                                               cross_device_ops=tf.distribute.ReductionToOneDevice())
     if name == "multi_worker":
-        raw = os.environ.get("TF_CONFIG")
-        if not raw:
-            raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable "
-                             '(e.g. {"cluster": {"worker": ["host:port", ...]}, '
-                             '"task": {"type": "worker", "index": 0}})')
-        try:
-            tf_config = json.loads(raw)
-            tf_config["cluster"]["worker"]
-            tf_config["task"]["index"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"--strategy=multi_worker: TF_CONFIG is not valid JSON with cluster.worker and "
-                             f"task.index ({e!r})") from e
         return tf.distribute.MultiWorkerMirroredStrategy()
     # name == "tpu"
-    if not tpu_address:
-        raise ValueError("--strategy=tpu needs a TPU address (grpc://host:8470, a TPU name, or 'local')")
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)

@@ -184,9 +184,8 @@ def pretrain_contrastive(
     state = tf.train.Checkpoint(model=model, optimizer=optimizer)
     is_chief = strategy.extended.should_checkpoint
     manager = checkpoint.state_manager(checkpoint_dir, state, is_chief=is_chief)
-    latest = checkpoint.latest_state(checkpoint_dir)
+    latest = checkpoint.restore_state(checkpoint_dir, state, steps_done=stored.steps_done if stored else 0)
     if latest:
-        state.restore(latest).assert_existing_objects_matched()
         logging.info("%s: resumed from %s", method, latest)
     elif init_checkpoint:
         logging.info("%s: initialised %s", method,
@@ -210,8 +209,9 @@ def pretrain_contrastive(
     loop = make_train_loop(model, strategy, jit_compile=options.jit_compile)
     for callback in options.callbacks:
         callback(step, {}, model)
+    bar_options = {} if options.progress else {"disable": True}  # {}: tqdm's defaults (TQDM_DISABLE)
     with tqdm.tqdm(total=config.steps, initial=step, desc=f"{method} pretraining", unit="step",
-                   disable=not options.progress, dynamic_ncols=True) as bar:
+                   dynamic_ncols=True, **bar_options) as bar:
         while step < config.steps:
             next_save = (step // config.checkpoint_every + 1) * config.checkpoint_every
             num_steps = min(options.steps_per_loop, config.steps - step, next_save - step)

@@ -15,18 +15,26 @@ harmonised dermatology classes. It also prints generation and builder throughput
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
+import sys
 import tempfile
 import time
 
-import numpy as np
-import tensorflow_datasets as tfds
-from absl import app, flags, logging
+if __name__ == "__main__":
+    from benchmark import cli
 
-import tfds_builders  # noqa: F401  (registers the builders)
-from benchmark import tasks
-from benchmark.metrics import roc_auc
-from tfds_builders.synthetic import cxr, derm
+    cli.quiet_tensorflow(sys.argv)
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_datasets as tfds  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+import tfds_builders  # noqa: F401, E402  (registers the builders)
+from benchmark import cli, tasks  # noqa: E402
+from benchmark.metrics import roc_auc  # noqa: E402
+from tfds_builders.synthetic import cxr, derm  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,16 +265,38 @@ flags.DEFINE_integer("ham_lesions", 1200, "Synthetic HAM10000 lesions.")
 flags.DEFINE_integer("pad_patients", 300, "Synthetic PAD-UFES-20 patients.")
 
 
+def check_flags() -> None:
+    """Raises ValueError naming the first bad flag (before anything is generated)."""
+    if FLAGS.seed < 0:
+        raise ValueError(f"--seed={FLAGS.seed}: expected an integer >= 0")
+    if FLAGS.image_size < 64:
+        raise ValueError(f"--image_size={FLAGS.image_size}: expected >= 64 (the checks read the 64px builds)")
+    for name in ("chexpert_patients", "nih_patients", "ham_lesions", "pad_patients"):
+        if FLAGS[name].value < 10:
+            raise ValueError(f"--{name}={FLAGS[name].value}: expected at least 10 (held-out parts need cases)")
+    work_dir = FLAGS.work_dir
+    if work_dir is not None and os.path.exists(work_dir) and not os.path.isdir(work_dir):
+        raise ValueError(f"--work_dir={work_dir}: exists and is not a directory")
+    if work_dir is not None and os.path.isdir(work_dir) and not os.access(work_dir, os.W_OK | os.X_OK):
+        raise ValueError(f"--work_dir={work_dir}: directory is not writable")
+
+
 def main(argv):
-    del argv
-    logging.set_verbosity(logging.WARNING)
+    if len(argv) > 1:
+        sys.exit(f"error: unexpected arguments {argv[1:]}; every setting is a --flag")
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
     tfds.disable_progress_bar()
-    with tempfile.TemporaryDirectory() as tmp:
-        run(CheckConfig(
-            work_dir=FLAGS.work_dir or tmp, seed=FLAGS.seed, image_size=FLAGS.image_size,
-            chexpert_patients=FLAGS.chexpert_patients, nih_patients=FLAGS.nih_patients,
-            ham_lesions=FLAGS.ham_lesions, pad_patients=FLAGS.pad_patients,
-        ))
+    try:
+        check_flags()
+        with tempfile.TemporaryDirectory() as tmp:
+            run(CheckConfig(
+                work_dir=FLAGS.work_dir or tmp, seed=FLAGS.seed, image_size=FLAGS.image_size,
+                chexpert_patients=FLAGS.chexpert_patients, nih_patients=FLAGS.nih_patients,
+                ham_lesions=FLAGS.ham_lesions, pad_patients=FLAGS.pad_patients,
+            ))
+    except (ValueError, OSError, tf.errors.OpError) as e:
+        cli.exit_on_error(e)
 
 
 if __name__ == "__main__":

@@ -212,7 +212,12 @@ def atomic_writer(path: Path) -> Iterator[io.TextIOBase]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: str | os.PathLike) -> None:
+    """Makes the renames inside directory `path` durable."""
+    dir_fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
@@ -225,9 +230,9 @@ class ResultsStore:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
 
-    def _read_lines(self) -> list[tuple[str, dict]]:
-        """(line text, row) for every complete row; a malformed last line is reported (warning)
-        and skipped."""
+    def _read_lines(self) -> list[tuple[int, str, dict]]:
+        """(line number, line text, row) for every complete row; a malformed last line is
+        reported (warning) and skipped."""
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -247,36 +252,62 @@ class ResultsStore:
                 raise ValueError(f"{self.path}:{number}: malformed result row ({e})") from None
             if not isinstance(row, dict):
                 raise ValueError(f"{self.path}:{number}: expected a JSON object per line")
-            parsed.append((line, row))
+            parsed.append((number, line, row))
         return parsed
 
     def rows(self) -> list[dict]:
         """All complete rows, in file order."""
-        return [row for _, row in self._read_lines()]
+        return [row for _, _, row in self._read_lines()]
+
+    def find(self, key: tuple) -> tuple[int, dict] | None:
+        """(line number, row) of the row stored for cell `key` (see `cell_key`), or None."""
+        key = tuple(key)
+        return next(((number, row) for number, _, row in self._read_lines()
+                     if cell_key(row) == key), None)
 
     def done(self, key: tuple) -> bool:
         """Whether a row for cell `key` (see `cell_key`) is stored."""
-        key = tuple(key)
-        return any(cell_key(row) == key for row in self.rows())
+        return self.find(key) is not None
 
-    def append(self, row: dict) -> None:
+    def append(self, row: dict, files: dict[str, str] | None = None) -> None:
         """Validates `row` and adds it as the last line, replacing the file atomically (a
         truncated last line left by another writer is dropped). Raises ValueError if its cell is
-        already stored."""
-        row = _jsonable(row)
-        validate_row(row)
-        line = json.dumps(row, sort_keys=True, allow_nan=False, ensure_ascii=False)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            existing = self._read_lines()
-            key = cell_key(row)
-            if any(cell_key(r) == key for _, r in existing):
-                raise ValueError(f"{self.path}: cell {key} is already stored")
-            with atomic_writer(self.path) as f:
-                for text, _ in existing:
-                    f.write(text + "\n")
-                f.write(line + "\n")
+        already stored.
+
+        `files` maps temporary paths to the final paths the row points to (its prediction
+        files); they are committed with the row: renamed to their final names under the store's
+        lock, after the check that the cell is not stored yet, just before the row is written.
+        If the row is rejected (invalid, or its cell already stored) the temporaries are deleted
+        and files already in place are not touched. A crash leaves one of:
+        - temporaries and no row (before the renames): harmless left-overs, never read;
+        - final files and no row (between the renames and the row): no row points to them, and
+          the cell's next computation renames its own files over them;
+        - final files and the row: committed.
+        So a stored row always points to the files it was scored from."""
+        pending = dict(files or {})
+        try:
+            row = _jsonable(row)
+            validate_row(row)
+            line = json.dumps(row, sort_keys=True, allow_nan=False, ensure_ascii=False)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                existing = self._read_lines()
+                key = cell_key(row)
+                if any(cell_key(r) == key for _, _, r in existing):
+                    raise ValueError(f"{self.path}: cell {key} is already stored")
+                for tmp in list(pending):
+                    os.replace(tmp, pending.pop(tmp))
+                for folder in {os.path.dirname(os.path.abspath(p)) for p in (files or {}).values()}:
+                    _fsync_dir(folder)
+                with atomic_writer(self.path) as f:
+                    for _, text, _ in existing:
+                        f.write(text + "\n")
+                    f.write(line + "\n")
+        finally:
+            for tmp in pending:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
 
 
 def package_versions() -> dict[str, str | None]:

@@ -12,13 +12,20 @@ import dataclasses
 import os
 import sys
 
-from absl import app, flags, logging
+if __name__ == "__main__":
+    from benchmark import cli
 
-from baselines import api, distribute
-from benchmark import data, protocol, report, results, runner
-from benchmark.finetune import EVAL_MODES
-from benchmark.presets import get_preset
-from benchmark.tasks import TaskOptions, get_task
+    cli.quiet_tensorflow(sys.argv)
+
+from absl import app, flags, logging  # noqa: E402
+
+import tensorflow as tf  # noqa: E402
+
+from baselines import api, backbones, distribute  # noqa: E402
+from benchmark import cli, data, protocol, report, results, runner  # noqa: E402
+from benchmark.finetune import EVAL_MODES  # noqa: E402
+from benchmark.presets import get_preset  # noqa: E402
+from benchmark.tasks import TaskOptions, get_task  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("method", "micle", "Registered method (micle, simclr, supervised) or an import "
@@ -45,7 +52,8 @@ flags.DEFINE_string("init_checkpoint", None,
                     "Earlier stage's checkpoint dir (or BiT .npz) to start pretraining from.")
 flags.DEFINE_string("name", None, "The method's name in results and leaderboards (letters, digits, "
                     "._+-); default --method, required for import paths and saved backbones.")
-flags.DEFINE_bool("progress", True, "Show progress bars.")
+flags.DEFINE_bool("progress", True, "Show progress bars (only ever on a terminal; --noprogress "
+                  "also silences the TFDS build bars).")
 
 
 def parse_backbone(text: str) -> api.BackboneConfig:
@@ -57,79 +65,133 @@ def parse_backbone(text: str) -> api.BackboneConfig:
         small = parts[2:] == ["small"]
         if len(parts) > 3 or (len(parts) == 3 and not small) or family not in ("resnet_v1", "bit"):
             raise ValueError
-        return api.BackboneConfig(family=family, depth=int(depth), width=float(width or 1),
-                                  small_stem=small)
+        config = api.BackboneConfig(family=family, depth=int(depth), width=float(width or 1),
+                                    small_stem=small)
     except (IndexError, ValueError):
         raise ValueError(f"--backbone={text}: expected resnet_v1-<depth>[x<width>][-small] or "
                          "bit-<depth>[x<width>]") from None
-
-
-def _ints(text: str, flag: str) -> tuple[int, ...]:
     try:
-        values = tuple(int(v) for v in text.split(","))
+        backbones.encoder_feature_dim(config)  # a depth and width the family builds
+    except ValueError as e:
+        raise ValueError(f"--backbone={text}: {e}") from None
+    return config
+
+
+def _items(text: str, flag: str) -> list[str]:
+    if not text.strip():
+        raise ValueError(f"--{flag}=: empty; give comma-separated values or leave the flag out "
+                         "for the preset's")
+    return [v.strip() for v in text.split(",")]
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    items = _items(text, "seeds")
+    try:
+        values = tuple(int(v) for v in items)
     except ValueError:
-        raise ValueError(f"--{flag}={text}: expected comma-separated integers") from None
+        raise ValueError(f"--seeds={text}: expected comma-separated integers >= 0") from None
+    if any(v < 0 for v in values):
+        raise ValueError(f"--seeds={text}: seeds must be >= 0")
     if len(set(values)) != len(values):
-        raise ValueError(f"--{flag}={text}: duplicate values")
+        raise ValueError(f"--seeds={text}: duplicate values")
     return values
 
 
 def _modes(text: str) -> tuple[str, ...]:
-    modes = tuple(text.split(","))
+    modes = tuple(_items(text, "eval_modes"))
     bad = [m for m in modes if m not in EVAL_MODES]
     if bad:
         raise ValueError(f"--eval_modes={text}: unknown mode {bad[0]!r}; expected {EVAL_MODES}")
+    if len(set(modes)) != len(modes):
+        raise ValueError(f"--eval_modes={text}: duplicate values")
     return modes
 
 
+def _folder(flag: str, path: str, *, must_exist: bool, writable: bool) -> None:
+    """Checks that --flag=path is (or can become) a folder, and that it is writable if asked."""
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise ValueError(f"--{flag}={path}: exists and is not a directory")
+        if writable and not os.access(path, os.W_OK | os.X_OK):
+            raise ValueError(f"--{flag}={path}: directory is not writable")
+        return
+    if must_exist:
+        raise ValueError(f"--{flag}={path}: no such directory")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"--{flag}={path}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--{flag}={path}: cannot be created ({parent} is not writable)")
+
+
 def config_from_flags() -> runner.RunConfig:
-    """Builds and validates the run configuration from the command-line flags."""
+    """Builds and validates the run configuration from the command-line flags; touches no data
+    and does no TensorFlow work."""
     preset = get_preset(FLAGS.preset)
     task = get_task(FLAGS.task, TaskOptions(uncertainty=FLAGS.uncertainty))
-    api.get_method(FLAGS.method)  # fail fast on an unknown method
+    method = api.get_method(FLAGS.method)  # fail fast on an unknown method
     name = FLAGS.name or FLAGS.method
     if not results.METHOD_NAME_PATTERN.fullmatch(name):
         raise ValueError(f"--name={name}: a method name is 1-63 characters from A-Z a-z 0-9 . _ + - "
                          "(set --name for an import path or saved backbone)")
+    distribute.check_strategy(FLAGS.strategy, tpu_address=FLAGS.tpu_address)
     changes = {}
-    if FLAGS.label_fractions:
+    if FLAGS.label_fractions is not None:
+        _items(FLAGS.label_fractions, "label_fractions")
         changes["label_fractions"] = protocol.parse_fractions(FLAGS.label_fractions)
-    if FLAGS.seeds:
-        changes["seeds"] = _ints(FLAGS.seeds, "seeds")
-    if FLAGS.eval_modes:
+    if FLAGS.seeds is not None:
+        changes["seeds"] = _seeds(FLAGS.seeds)
+    if FLAGS.eval_modes is not None:
         changes["eval_modes"] = _modes(FLAGS.eval_modes)
-    if FLAGS.backbone:
+    if FLAGS.backbone is not None:
         changes["backbone"] = parse_backbone(FLAGS.backbone)
     if FLAGS.pretrain_steps is not None:
         if FLAGS.pretrain_steps < 1:
             raise ValueError(f"--pretrain_steps={FLAGS.pretrain_steps}: expected a positive integer")
         changes["pretrain"] = dataclasses.replace(preset.pretrain, steps=FLAGS.pretrain_steps)
     preset = dataclasses.replace(preset, **changes)
+    try:
+        backbones.encoder_feature_dim(method.backbone(preset.backbone))
+    except ValueError as e:
+        raise ValueError(f"--method={FLAGS.method} with backbone {preset.backbone}: {e}") from None
+    if FLAGS.init_checkpoint is not None and not tf.io.gfile.exists(FLAGS.init_checkpoint):
+        raise ValueError(f"--init_checkpoint={FLAGS.init_checkpoint}: no such file or directory")
+    output_dir = FLAGS.output_dir or os.path.join("runs", FLAGS.task)
+    _folder("output_dir", output_dir, must_exist=False, writable=True)
+    _folder("data_dir", FLAGS.data_dir, must_exist=False, writable=False)
+    if FLAGS.manual_dir is not None:
+        _folder("manual_dir", FLAGS.manual_dir, must_exist=True, writable=False)
     data_cfg = data.DataConfig(data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir,
                                resolution=preset.resolution,
                                synthetic_sizes=preset.synthetic_sizes,
                                synthetic_image_size=preset.synthetic_image_size)
     return runner.RunConfig(method=FLAGS.method, task=task, preset=preset, data=data_cfg,
-                            output_dir=FLAGS.output_dir or os.path.join("runs", FLAGS.task),
+                            output_dir=output_dir,
                             strategy=FLAGS.strategy, tpu_address=FLAGS.tpu_address,
                             init_checkpoint=FLAGS.init_checkpoint, progress=FLAGS.progress,
                             name=name)
 
 
+# Input and environment errors: one line, no traceback (tf.errors.OpError: e.g. a full disk
+# while TensorFlow saves a checkpoint).
+_USER_ERRORS = (ValueError, OSError, tf.errors.OpError)
+
+
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        sys.exit(f"error: unexpected arguments {argv[1:]}; every setting is a --flag")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # TFDS logs every file it writes at INFO
     try:
+        cfg = config_from_flags()
+        cfg = dataclasses.replace(cfg, progress=cli.progress_enabled(cfg.progress))
         # Multi-worker and TPU strategies must exist before any other TensorFlow op.
         strategy = distribute.get_strategy(FLAGS.strategy, tpu_address=FLAGS.tpu_address)
-        cfg = config_from_flags()
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
-    try:
         rows = runner.run(cfg, strategy)
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+    except _USER_ERRORS as e:
+        cli.exit_on_error(e)
     print(report.summary_table(rows))
     print(f"\nresults: {os.path.join(cfg.output_dir, 'results.jsonl')}")
 

@@ -6,9 +6,14 @@ checkpoint under `output_dir/pretrain/`.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import json
 import math
 import os
+import socket
+import sys
 import time
 
 import keras
@@ -91,13 +96,91 @@ def _config_record(cfg: RunConfig, method: api.Method) -> dict:
     }
 
 
+LOCK_FILE = ".run.lock"
+
+
+@contextlib.contextmanager
+def hold_output_dir(output_dir: str):
+    """Holds an exclusive lock on `output_dir` (`<output_dir>/.run.lock`, which records the
+    holder's pid, host, start time and command line) for the block; raises ValueError naming the
+    holder if another run has it."""
+    path = os.path.join(output_dir, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    with os.fdopen(fd, "r+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads(f.read())
+                who = (f"pid {holder['pid']} on {holder['host']}, started {holder['started']}: "
+                       f"{holder['command']}")
+            except (ValueError, KeyError, TypeError):
+                who = "holder not recorded yet"
+            raise ValueError(f"output dir {output_dir} is in use by another run ({who}); wait for "
+                             "it to finish or use another --output_dir") from None
+        f.truncate(0)
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(),
+                   "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                   "command": " ".join(sys.argv)}, f)
+        f.flush()
+        yield
+
+
+def _differences(stored, current, prefix: str = "") -> list[str]:
+    """Dotted keys at which two JSON values differ, in key order."""
+    if isinstance(stored, dict) and isinstance(current, dict):
+        out = []
+        for key in sorted(stored.keys() | current.keys()):
+            name = f"{prefix}{key}"
+            if key not in stored or key not in current:
+                out.append(name)
+            else:
+                out += _differences(stored[key], current[key], name + ".")
+        return out
+    return [] if stored == current else [prefix.rstrip(".") or "config"]
+
+
+def _check_stored_config(store: results.ResultsStore, line: int, row: dict, config: dict) -> None:
+    """Raises ValueError if a stored cell was computed with another configuration than `config`
+    (a `_config_record`): it is not this run's result."""
+    current = json.loads(json.dumps(config))
+    stored = row.get("config")
+    diffs = _differences(stored if isinstance(stored, dict) else {}, current)
+    if diffs:
+        def value(record, key):
+            for part in key.split("."):
+                record = record.get(part, "<missing>") if isinstance(record, dict) else "<missing>"
+            return record
+
+        shown = "; ".join(f"{k}: stored {value(stored, k)!r} != this run {value(current, k)!r}"
+                          for k in diffs[:3])
+        raise ValueError(f"{store.path}:{line}: cell {results.cell_key(row)} is stored from another "
+                         f"configuration ({shown}); rerun with its settings, or use another --name "
+                         "or --output_dir")
+
+
+def _check_grid(preset: Preset) -> None:
+    for field in ("eval_modes", "label_fractions", "seeds"):
+        values = getattr(preset, field)
+        if len(set(values)) != len(values):
+            raise ValueError(f"{field}={values}: duplicate values")
+
+
 def run(cfg: RunConfig, strategy: tf.distribute.Strategy | None = None) -> list[dict]:
     """Runs every unfinished cell of the grid and returns all rows of this task and method.
     `strategy` (default: built from `cfg.strategy`) must be created before other TensorFlow work
-    for the multi-worker and TPU strategies, so entry points create it first."""
+    for the multi-worker and TPU strategies, so entry points create it first. Holds the lock of
+    `cfg.output_dir` throughout (`hold_output_dir`); a stored cell counts as done only if it was
+    computed with this configuration (else ValueError)."""
     method = api.get_method(cfg.method)
-    task, preset = cfg.task, cfg.preset
+    _check_grid(cfg.preset)
     os.makedirs(cfg.output_dir, exist_ok=True)
+    with hold_output_dir(cfg.output_dir):
+        return _run_locked(cfg, method, strategy)
+
+
+def _run_locked(cfg: RunConfig, method: api.Method, strategy) -> list[dict]:
+    task, preset = cfg.task, cfg.preset
     store = results.ResultsStore(os.path.join(cfg.output_dir, "results.jsonl"))
     cells = [(mode, fraction, seed) for mode in preset.eval_modes
              for fraction in preset.label_fractions for seed in preset.seeds]
@@ -105,7 +188,14 @@ def run(cfg: RunConfig, strategy: tf.distribute.Strategy | None = None) -> list[
                                    "eval_mode": c[0], "label_fraction": c[1] / 100.0,
                                    "seed": c[2]})
               for c in cells}
-    todo = [c for c in cells if not store.done(key_of[c])]
+    config = _config_record(cfg, method)
+    todo = []
+    for c in cells:
+        found = store.find(key_of[c])
+        if found is None:
+            todo.append(c)
+        else:
+            _check_stored_config(store, *found, config)
     if todo:
         strategy = strategy or distribute.get_strategy(cfg.strategy, tpu_address=cfg.tpu_address)
         builders = data.prepare(task, cfg.data)
@@ -153,13 +243,17 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
             weight_decay=preset.finetune.weight_decay, seed=seed, progress=cfg.progress)
         model = finetune.finetune(_copy_encoder(encoder, strategy), train_ds, config, strategy)
         tag = f"{task.name}_{cfg.method_name}_{preset.name}_{mode}_f{fraction:g}_s{seed}"
-        scored = {}
+        scored, files = {}, {}
         for name, ds in test_data.items():
             preds = finetune.predict(model, ds, kind=task.kind, image_size=preset.image_size)
             rel = os.path.join("predictions", f"{tag}_{name}.csv")
-            results.write_predictions(os.path.join(cfg.output_dir, rel), preds["example_id"],
-                                      preds["group_id"], preds["label"], preds["score"],
-                                      task.class_names)
+            final = os.path.join(cfg.output_dir, rel)
+            # Written under a temporary name; store.append renames it with the row.
+            pending = os.path.join(os.path.dirname(final),
+                                   f".{os.path.basename(final)}.{os.getpid()}.pending")
+            results.write_predictions(pending, preds["example_id"], preds["group_id"],
+                                      preds["label"], preds["score"], task.class_names)
+            files[pending] = final
             scored[name] = {
                 "primary": task.primary_metric,
                 **scoring.score(task.kind, task.class_names, preds["label"], preds["score"],
@@ -178,4 +272,4 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
             "data_fingerprint": results.examples_fingerprint(chosen.example_ids, chosen.labels),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "wall_seconds": round(time.time() - start, 2), **common,
-        })
+        }, files=files)

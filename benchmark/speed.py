@@ -15,17 +15,24 @@ from __future__ import annotations
 
 import dataclasses
 import resource
+import sys
 import time
 
-import numpy as np
-import tensorflow as tf
-from absl import app, flags
+if __name__ == "__main__":
+    from benchmark import cli
 
-from baselines import pretrain
-from baselines.api import BackboneConfig, PretrainConfig
-from baselines.backbones import build_encoder
-from baselines.micle import micle_pairs
-from baselines.simclr import build_contrastive_model, simclr_pairs
+    cli.quiet_tensorflow(sys.argv)
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from baselines import pretrain  # noqa: E402
+from baselines.api import BackboneConfig, PretrainConfig  # noqa: E402
+from baselines.backbones import build_encoder  # noqa: E402
+from baselines.micle import micle_pairs  # noqa: E402
+from baselines.simclr import build_contrastive_model, simclr_pairs  # noqa: E402
+from benchmark import cli  # noqa: E402
 
 CONFIGS: dict[str, tuple[BackboneConfig, int, int]] = {
     # name: (backbone, image size, batch size)
@@ -128,12 +135,19 @@ def main(argv):
     if FLAGS.steps < 1 or FLAGS.repeats < 1 or FLAGS.warmup < 0:
         raise app.UsageError(f"--steps={FLAGS.steps} --repeats={FLAGS.repeats} --warmup={FLAGS.warmup}: "
                              "expected steps >= 1, repeats >= 1, warmup >= 0")
+    if FLAGS.batch_size is not None and FLAGS.batch_size < 1:
+        raise app.UsageError(f"--batch_size={FLAGS.batch_size}: expected a positive integer")
+    if not FLAGS.configs or not FLAGS.methods:
+        raise app.UsageError(f"--configs={','.join(FLAGS.configs)} --methods={','.join(FLAGS.methods)}: "
+                             "expected at least one of each")
     print(f"{'config':8} {'method':7} {'batch':>5} {'pipeline':>9} {'step':>7} {'e2e':>7}  views/s   peak RSS")
     for name in FLAGS.configs:
         for method in FLAGS.methods:
-            r = measure(name, method, steps=FLAGS.steps, warmup=FLAGS.warmup, repeats=FLAGS.repeats,
-                        batch_size=FLAGS.batch_size,
-                        jit_compile=FLAGS.jit_compile)
+            try:
+                r = measure(name, method, steps=FLAGS.steps, warmup=FLAGS.warmup, repeats=FLAGS.repeats,
+                            batch_size=FLAGS.batch_size, jit_compile=FLAGS.jit_compile)
+            except (ValueError, OSError, tf.errors.OpError) as e:
+                cli.exit_on_error(e)
             print(f"{r.config:8} {r.method:7} {r.batch_size:5d} {r.pipeline_views_per_s:9.1f} "
                   f"{r.step_views_per_s:7.1f} {r.e2e_views_per_s:7.1f}            {r.peak_rss_mb:7.0f} MiB",
                   flush=True)

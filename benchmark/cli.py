@@ -1,0 +1,79 @@
+"""What every command-line entry point shares: quiet TensorFlow start-up, progress bars only for a
+terminal, and environment errors as one line.
+
+Standard library only at import time: `quiet_tensorflow` must run before TensorFlow is imported.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+# absl spellings of the verbosity flag: --verbosity=1, --verbosity 1, -v=1, -v 1, --v=1.
+_VERBOSITY = re.compile(r"--?(?:verbosity|v)(?:=(?P<value>.*))?")
+
+
+def _verbosity(argv: list[str]) -> int:
+    """The last --verbosity given in `argv` (0 when absent or not an integer)."""
+    level = 0
+    for i, arg in enumerate(argv[1:], start=1):
+        match = _VERBOSITY.fullmatch(arg)
+        if not match:
+            continue
+        value = match.group("value")
+        if value is None and i + 1 < len(argv):
+            value = argv[i + 1]
+        try:
+            level = int(value)
+        except (TypeError, ValueError):
+            pass
+    return level
+
+
+def quiet_tensorflow(argv: list[str]) -> None:
+    """Keeps TensorFlow's C++ start-up notices (oneDNN, CUDA drivers, cuInit, absl's pre-init
+    warning) off the terminal unless the user asked for them with --verbosity >= 1 or set
+    TF_CPP_MIN_LOG_LEVEL: sets TF_CPP_MIN_LOG_LEVEL=3 and imports TensorFlow with the process's
+    stderr pointed at /dev/null. Call from an entry point before anything imports TensorFlow.
+    (A crash inside TensorFlow's import would then be silent; --verbosity=1 shows it.)"""
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or _verbosity(argv) >= 1 or "tensorflow" in sys.modules:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        import tensorflow  # noqa: F401  (its import is what prints the notices)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def progress_enabled(requested: bool) -> bool:
+    """Whether to draw progress bars: when `requested` (--progress) and stderr is a terminal.
+    Otherwise turns off every tqdm bar of the process (TQDM_DISABLE) and TFDS's build bars, so a
+    log file does not collect bar redraws."""
+    if requested and sys.stderr.isatty():
+        return True
+    os.environ["TQDM_DISABLE"] = "1"
+    import tensorflow_datasets as tfds
+
+    tfds.disable_progress_bar()
+    return False
+
+
+def error_line(e: BaseException) -> str:
+    """A one-line message for an input or environment error: an OSError names its path(s) and
+    reason, a TensorFlow error gives its message's first line."""
+    if isinstance(e, OSError) and e.filename is not None:
+        where = f"{e.filename} -> {e.filename2}" if e.filename2 is not None else str(e.filename)
+        return f"{where}: {e.strerror or e}"
+    text = getattr(e, "message", None) or str(e) or type(e).__name__
+    return str(text).strip().splitlines()[0]
+
+
+def exit_on_error(e: BaseException) -> None:
+    """Exits with status 1 and `error: <one line>` on stderr."""
+    sys.exit(f"error: {error_line(e)}")
