@@ -23,14 +23,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-from absl import app, flags, logging
+if __name__ == "__main__":
+    from benchmark import cli
 
-from baselines import distribute
-from baselines.api import BackboneConfig, PretrainConfig
-from benchmark import data, presets, results, runner
-from benchmark.provenance import code_digest, code_version, machine, machine_kind
-from benchmark.tasks import TaskOptions, get_task
+    cli.quiet_tensorflow(sys.argv)
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+from baselines import distribute  # noqa: E402
+from baselines.api import BackboneConfig, PretrainConfig  # noqa: E402
+from benchmark import cli, data, presets, results, runner  # noqa: E402
+from benchmark.provenance import code_digest, code_version, machine, machine_kind  # noqa: E402
+from benchmark.tasks import TaskOptions, get_task  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("results", None, "The results.jsonl holding the row to reproduce.")
@@ -256,7 +262,8 @@ def report(comparisons: list[TestSetComparison], differing_keys: list[str]) -> s
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        sys.exit(f"error: unexpected arguments {argv[1:]}; every setting is a --flag")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     if not FLAGS.results:
@@ -269,7 +276,7 @@ def main(argv):
         scratch = FLAGS.scratch_dir or tempfile.mkdtemp(prefix="reproduce_")
         cfg = rerun_config(where, row, data_dir=FLAGS.data_dir, scratch_dir=scratch,
                            manual_dir=FLAGS.manual_dir, tpu_address=FLAGS.tpu_address,
-                           progress=FLAGS.progress)
+                           progress=cli.progress_enabled(FLAGS.progress))
         check_code(where, row)
         if os.path.exists(os.path.join(scratch, "results.jsonl")):
             raise ValueError(f"--scratch_dir={scratch}: already holds results; give an empty folder")
@@ -283,9 +290,10 @@ def main(argv):
             print("note: the row was computed with --nondeterministic: byte identity is not expected")
         check_data(where, row, cfg)
         new_rows = runner.run(cfg, strategy)
-    except (ValueError, FileNotFoundError, OSError) as e:
-        sys.exit(f"error: {e}")
-    comparisons = compare(os.path.dirname(os.path.abspath(FLAGS.results)), row, scratch, new_rows[0])
+        comparisons = compare(os.path.dirname(os.path.abspath(FLAGS.results)), row, scratch,
+                              new_rows[0])
+    except (ValueError, OSError, tf.errors.OpError) as e:
+        cli.exit_on_error(e)
     differing = row_differences(row, new_rows[0])
     print(report(comparisons, differing))
     if differing or not all(c.identical for c in comparisons):
