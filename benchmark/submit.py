@@ -294,6 +294,12 @@ def _check_row(where: str, row: dict) -> None:
     if "seed" in row and not (_is_int(row["seed"]) and row["seed"] >= 0):
         raise SubmissionError("bad_cell_types",
                               f"{where}: seed {row['seed']!r} must be an int >= 0")
+    for name, result in sorted((row.get("metrics") or {}).items()):
+        rel = result.get("predictions") if isinstance(result, dict) else None
+        if isinstance(rel, str) and (os.path.isabs(rel) or ".." in Path(rel).parts):
+            raise SubmissionError("outside_submission", f"{where}: metrics.{name}.predictions "
+                                  f"{rel!r} leaves the submission directory; a submission may "
+                                  "name only files inside it, by a relative path without '..'")
     if "method" in row and results.method_name_problem(row["method"]):
         raise SubmissionError("invalid_method_name",
                               f"{where}: {results.method_name_problem(row['method'])}")

@@ -81,7 +81,8 @@ def make_cell(task_name: str, method: str, fraction: float, seed: int, directory
     row = {
         "schema": 1, "task": task_name, "method": method, "preset": preset,
         "eval_mode": eval_mode, "label_fraction": float(fraction), "seed": int(seed),
-        "metrics": metrics, "config": {"example": True}, "code_version": "unknown",
+        "metrics": metrics, "n_train_examples": int(round(120 * fraction)),
+        "n_train_groups": int(round(80 * fraction)), "config": {"example": True}, "code_version": "unknown",
         "packages": {"numpy": np.__version__}, "synthetic": synthetic,
         # The harness picks the labelled subset from (task, fraction, seed), whatever the method.
         "data_fingerprint": results.fingerprint(task_name, str(fraction), str(seed)),
