@@ -574,9 +574,12 @@ def run_entry_point(action: Callable[[], T]) -> tuple[int, T | None]:
         except ValueError as e:
             outcome = 1, None
             message = str(e)
+    told = set()
     for w in caught:
         if issubclass(w.category, results.TruncatedLineWarning):
-            print(f"warning: {w.message}", file=sys.stderr)
+            if str(w.message) not in told:
+                print(f"warning: {w.message}", file=sys.stderr)
+            told.add(str(w.message))
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     if outcome[0]:

@@ -701,6 +701,9 @@ def _commit(moves: list[tuple[Path, Path]]) -> None:
             with results.naming_file(final):
                 os.replace(staged, final)
             done.append((final, backup))
+        for d in sorted({final.parent for _, final in moves}):
+            with results.naming_file(d):
+                results.fsync_dir(d)
     except BaseException:
         for final, backup in reversed(done):
             with contextlib.suppress(OSError):
@@ -712,8 +715,6 @@ def _commit(moves: list[tuple[Path, Path]]) -> None:
             with contextlib.suppress(OSError):
                 d.rmdir()
         raise
-    for d in sorted({final.parent for _, final in moves}):
-        results.fsync_dir(d)
 
 
 def merge(accepted: Accepted, board: LeaderboardState,
