@@ -10,7 +10,11 @@ bootstrap bounds (lower bounds averaged, upper bounds averaged). Rows on synthet
 own section whose every table header says SYNTHETIC; published figures (`published.csv`) form a
 separate section and are never mixed with our runs. Output is byte-for-byte reproducible for the
 same rows: sorted order, fixed float formats, no timestamps, PNG written with fixed dpi and no
-metadata.
+metadata. A line pooling any seed that did not run deterministically (`deterministic: false`, or a
+row older than that key) is marked NONDETERMINISTIC_MARK with a footnote, and `no` in the CSV's
+`deterministic` column; its numbers are computed like any other. CSV text cells that a spreadsheet
+would run as a formula (starting with = + - @, tab or carriage return, and not a number) are
+prefixed with a quote.
 """
 from __future__ import annotations
 
@@ -21,8 +25,10 @@ import io
 import math
 import os
 import re
+import sys
+import warnings
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence, TypeVar
 
 from benchmark import metrics, results
 
@@ -38,6 +44,14 @@ CI_RULE = ("95% CI: mean over seeds of each seed's patient-level bootstrap inter
 PLOT_DPI = 100
 PLOT_SIZE = (7.5, 4.8)
 
+NONDETERMINISTIC_MARK = "†"
+NONDETERMINISTIC_NOTE = (f"{NONDETERMINISTIC_MARK} non-deterministic: at least one seed of this "
+                         "line ran without deterministic ops and input order (`deterministic: "
+                         "false`, or a row older than that flag), so a re-run need not reproduce "
+                         "its numbers exactly.")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+T = TypeVar("T")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|&#])")
 
 
@@ -80,24 +94,44 @@ class SummaryRow:
     synthetic: bool
     metric: str
     test_sets: tuple[tuple[str, TestSetSummary], ...]
+    deterministic: bool = True  # every seed pooled here ran deterministically
+
+
+def is_deterministic(row: dict) -> bool:
+    """Whether a row records a deterministic run (rows without the key predate it: no)."""
+    return row.get("deterministic") is True
 
 
 def load_rows(paths: Sequence[str | os.PathLike]) -> list[dict]:
-    """Rows of every results file in `paths`, each checked with `results.validate_row`; raises
-    ValueError naming the file and row for an invalid row or a cell present twice."""
+    """Rows of every results file in `paths`, each checked with `results.validate_row` and for a
+    registered task; raises ValueError naming the file and line for a malformed or invalid row or a
+    cell present twice. A truncated last line is skipped with a `results.TruncatedLineWarning`
+    (as `results.ResultsStore` does)."""
+    from benchmark import tasks
+
     rows, seen = [], {}
     for path in paths:
-        if not Path(path).is_file():
+        if not Path(path).exists():
             raise FileNotFoundError(f"--results: {path}: no such file")
-        for i, row in enumerate(results.ResultsStore(path).rows(), start=1):
+        if not Path(path).is_file():
+            raise ValueError(f"--results: {path}: not a regular file; expected a results.jsonl")
+        parsed, torn = results.ResultsStore(path).scan()
+        if torn:
+            warnings.warn(f"{torn}; the leaderboard is built without it",
+                          results.TruncatedLineWarning, stacklevel=2)
+        for line, _, row in parsed:
+            where = f"{path}:{line}"
             try:
                 results.validate_row(row)
             except ValueError as e:
-                raise ValueError(f"{path}: row {i}: {e}") from None
+                raise ValueError(f"{where}: {e}") from None
+            if row["task"] not in tasks.TASKS:
+                raise ValueError(f"{where}: task {row['task']!r} is not registered; expected one "
+                                 f"of {sorted(tasks.TASKS)}")
             key = results.cell_key(row)
             if key in seen:
-                raise ValueError(f"{path}: row {i}: cell {key} already read from {seen[key]}")
-            seen[key] = f"{path}: row {i}"
+                raise ValueError(f"{where}: cell {key} already read from {seen[key]}")
+            seen[key] = where
             rows.append(row)
     return rows
 
@@ -106,29 +140,54 @@ def load_published(path: str | os.PathLike) -> list[dict]:
     """Rows of a published-figures CSV with exactly PUBLISHED_COLUMNS; raises ValueError naming the
     line for a bad header, an empty required field, a non-numeric value or a protocol_matches_ours
     outside yes/no/partial."""
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != PUBLISHED_COLUMNS:
-            raise ValueError(f"{path}:1: header {reader.fieldnames}; expected "
-                             f"{','.join(PUBLISHED_COLUMNS)}")
-        rows = []
-        for row in reader:
-            line = reader.line_num
-            if None in row or any(v is None for v in row.values()):
-                raise ValueError(f"{path}:{line}: expected {len(PUBLISHED_COLUMNS)} fields")
-            for key in ("citation", "url_or_doi", "task", "metric", "method", "value"):
-                if not row[key].strip():
-                    raise ValueError(f"{path}:{line}: empty {key!r}")
-            try:
-                float(row["value"])
-            except ValueError:
-                raise ValueError(f"{path}:{line}: value {row['value']!r} is not a number") from None
-            if row["protocol_matches_ours"] not in PROTOCOL_MATCHES:
-                raise ValueError(f"{path}:{line}: protocol_matches_ours "
-                                 f"{row['protocol_matches_ours']!r}; expected one of "
-                                 f"{PROTOCOL_MATCHES}")
-            rows.append(dict(row))
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return _read_published(path, f)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except csv.Error as e:
+        raise ValueError(f"{path}: not a CSV file ({e})") from None
+
+
+def _read_published(path, f) -> list[dict]:
+    """Rows of the open published-figures CSV `f` (read from `path`), checked."""
+    from benchmark import tasks
+
+    reader = csv.DictReader(f)
+    if tuple(reader.fieldnames or ()) != PUBLISHED_COLUMNS:
+        raise ValueError(f"{path}:1: header {reader.fieldnames}; expected "
+                         f"{','.join(PUBLISHED_COLUMNS)}")
+    rows = []
+    for row in reader:
+        line = reader.line_num
+        if None in row or any(v is None for v in row.values()):
+            raise ValueError(f"{path}:{line}: expected {len(PUBLISHED_COLUMNS)} fields")
+        for key in ("citation", "url_or_doi", "task", "metric", "method", "value"):
+            if not row[key].strip():
+                raise ValueError(f"{path}:{line}: empty {key!r}")
+        if row["task"] not in tasks.TASKS:
+            raise ValueError(f"{path}:{line}: task {row['task']!r} is not registered; expected one "
+                             f"of {sorted(tasks.TASKS)}")
+        try:
+            float(row["value"])
+        except ValueError:
+            raise ValueError(f"{path}:{line}: value {row['value']!r} is not a number") from None
+        if row["label_fraction"].strip() and not _is_fraction(row["label_fraction"]):
+            raise ValueError(f"{path}:{line}: label_fraction {row['label_fraction']!r}; "
+                             "expected a number in (0, 1] or blank (not stated)")
+        if row["protocol_matches_ours"] not in PROTOCOL_MATCHES:
+            raise ValueError(f"{path}:{line}: protocol_matches_ours "
+                             f"{row['protocol_matches_ours']!r}; expected one of "
+                             f"{PROTOCOL_MATCHES}")
+        rows.append(dict(row))
     return rows
+
+
+def _is_fraction(text: str) -> bool:
+    try:
+        return 0 < float(text) <= 1
+    except ValueError:
+        return False
 
 
 def _mean_or_none(values: list[float]) -> float | None:
@@ -174,7 +233,8 @@ def summarise(rows: Iterable[dict], task: TaskInfo) -> list[SummaryRow]:
             method=method, eval_mode=eval_mode, preset=preset, label_fraction=fraction,
             synthetic=synthetic, metric=task.primary_metric,
             test_sets=tuple((t, _summarise_test_set(members, t, task.primary_metric))
-                            for t in task.test_sets)))
+                            for t in task.test_sets),
+            deterministic=all(is_deterministic(r) for r in members)))
     return lines
 
 
@@ -218,7 +278,10 @@ def _runs_header(task: TaskInfo, synthetic: bool) -> list[str]:
 
 def _runs_cells(line: SummaryRow, escape) -> list[str]:
     """Table cells of one line; `escape` is applied to the names (numbers are ours)."""
-    cells = [escape(line.method), escape(line.eval_mode), escape(line.preset),
+    method = escape(line.method)
+    if not line.deterministic:
+        method += f" {NONDETERMINISTIC_MARK}"
+    cells = [method, escape(line.eval_mode), escape(line.preset),
              format_fraction(line.label_fraction)]
     for _, s in line.test_sets:
         cells += list(_display_cells(s))
@@ -275,6 +338,8 @@ def render_markdown(task: TaskInfo, lines: list[SummaryRow], published: list[dic
         if section:
             table(_runs_header(task, section[0].synthetic),
                   [_runs_cells(l, escape_markdown) for l in section])
+            if not all(l.deterministic for l in section):
+                out += [escape_markdown(NONDETERMINISTIC_NOTE), ""]
         else:
             out += ["No runs yet.", ""]
     out += ["## Published figures (as reported by their authors; not re-run, not comparable "
@@ -310,6 +375,8 @@ def render_html(task: TaskInfo, lines: list[SummaryRow], published: list[dict]) 
         if section:
             table(_runs_header(task, section[0].synthetic),
                   [_runs_cells(l, escape_html) for l in section])
+            if not all(l.deterministic for l in section):
+                out.append(f"<p>{escape_html(NONDETERMINISTIC_NOTE)}</p>")
         else:
             out.append("<p>No runs yet.</p>")
     out.append(f'<h2 id="{SECTION_PUBLISHED}">Published figures (as reported by their authors; '
@@ -323,33 +390,53 @@ def render_html(task: TaskInfo, lines: list[SummaryRow], published: list[dict]) 
 
 
 def csv_columns(task: TaskInfo) -> list[str]:
-    """Columns of `<task>.csv`: section, the run identity, per-test-set statistics, then the
-    published-figure fields (blank on our rows; run statistics blank on published rows)."""
-    cols = ["section", "task", "method", "eval_mode", "preset", "label_fraction", "metric"]
+    """Columns of `<task>.csv`: section, the run identity, whether every seed ran deterministically
+    (yes/no), per-test-set statistics, then the published-figure fields (blank on our rows; run
+    statistics blank on published rows)."""
+    cols = ["section", "task", "method", "eval_mode", "preset", "label_fraction", "metric",
+            "deterministic"]
     for t in task.test_sets:
         cols += [f"{t}_mean", f"{t}_std", f"{t}_n_seeds", f"{t}_ci_low", f"{t}_ci_high"]
     return cols + ["value", "citation", "url_or_doi", "dataset", "split", "protocol",
                    "protocol_matches_ours", "note"]
 
 
+def csv_cell(text: str) -> str:
+    """`text` as a CSV cell a spreadsheet shows as text: a quote before a cell that would start a
+    formula (= + - @ tab CR) unless the cell is a number such as -0.5."""
+    if not text.startswith(_FORMULA_START):
+        return text
+    try:
+        float(text)
+        return text
+    except ValueError:
+        return "'" + text
+
+
 def render_csv(task: TaskInfo, lines: list[SummaryRow], published: list[dict]) -> str:
-    """The CSV leaderboard of `task`; `section` is ours_real, ours_synthetic or published."""
+    """The CSV leaderboard of `task`; `section` is ours_real, ours_synthetic or published; every
+    cell passes `csv_cell`."""
     cols = csv_columns(task)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     writer.writeheader()
+
+    def write(record: dict) -> None:
+        writer.writerow({k: csv_cell(str(v)) for k, v in record.items()})
+
     for section_id, _, section in _sections(lines):
         for l in section:
             record = {"section": section_id, "task": task.name, "method": l.method,
                       "eval_mode": l.eval_mode, "preset": l.preset,
-                      "label_fraction": f"{l.label_fraction:.6g}", "metric": l.metric}
+                      "label_fraction": f"{l.label_fraction:.6g}", "metric": l.metric,
+                      "deterministic": "yes" if l.deterministic else "no"}
             for t, s in l.test_sets:
                 record.update({f"{t}_mean": _fmt(s.mean, 6), f"{t}_std": _fmt(s.std, 6),
                                f"{t}_n_seeds": str(s.n_seeds), f"{t}_ci_low": _fmt(s.ci_low, 6),
                                f"{t}_ci_high": _fmt(s.ci_high, 6)})
-            writer.writerow(record)
+            write(record)
     for r in published:
-        writer.writerow({"section": SECTION_PUBLISHED, "task": task.name, "method": r["method"],
+        write({"section": SECTION_PUBLISHED, "task": task.name, "method": r["method"],
                          "label_fraction": r["label_fraction"], "metric": r["metric"],
                          "value": r["value"], "citation": r["citation"],
                          "url_or_doi": r["url_or_doi"], "dataset": r["dataset"],
@@ -417,21 +504,35 @@ def render_plot(task: TaskInfo, lines: list[SummaryRow], path: str | os.PathLike
         ax.grid(True, alpha=0.3)
         ax.legend(handles, labels, fontsize="small", loc="best")
         fig.tight_layout()
-        fig.savefig(path, format="png", dpi=PLOT_DPI,
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=PLOT_DPI,
                     metadata={"Software": None, "Title": None, "Author": None,
                               "Description": None})
+    _write_bytes(Path(path), png.getvalue())
 
 
-def _write_text(path: Path, text: str) -> None:
-    path.write_bytes(text.encode("utf-8"))
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Replaces `path` atomically; an OS error names `path`."""
+    with results.atomic_writer(path, binary=True) as f:
+        f.write(data)
+
+
+def output_directory(path: str | os.PathLike, flag: str) -> Path:
+    """`path` as a directory to write into (created if missing); ValueError naming `flag` when it
+    is a file."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{flag}={path}: not a directory")
+    with results.naming_file(out):
+        out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def write_leaderboards(rows: list[dict], published: list[dict], output_dir: str | os.PathLike,
                        *, info=task_info) -> list[Path]:
     """Writes `<task>.md/.csv/.html/.png` for every task with rows or published figures; returns
     the written paths in order."""
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_directory(output_dir, "--output_dir")
     names = sorted({r["task"] for r in rows} | {p["task"] for p in published})
     written = []
     for name in names:
@@ -441,7 +542,7 @@ def write_leaderboards(rows: list[dict], published: list[dict], output_dir: str 
         for suffix, text in ((".md", render_markdown(task, lines, pub)),
                              (".csv", render_csv(task, lines, pub)),
                              (".html", render_html(task, lines, pub))):
-            _write_text(out / f"{name}{suffix}", text)
+            _write_bytes(out / f"{name}{suffix}", text.encode("utf-8"))
             written.append(out / f"{name}{suffix}")
         render_plot(task, lines, out / f"{name}.png")
         written.append(out / f"{name}.png")
@@ -459,17 +560,56 @@ def regenerate(results_paths: Sequence[str | os.PathLike], output_dir: str | os.
     return write_leaderboards(load_rows(results_paths), published, output_dir)
 
 
+def run_entry_point(action: Callable[[], T]) -> tuple[int, T | None]:
+    """Runs `action` as an entry point must: a data error (ValueError) or OS error becomes one
+    `error:` line on stderr and status 1, a skipped truncated results line one `warning:` line;
+    returns (exit status, what `action` returned or None)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", results.TruncatedLineWarning)
+        try:
+            outcome = 0, action()
+        except OSError as e:
+            outcome = 1, None
+            message = results.os_error_text(e)
+        except ValueError as e:
+            outcome = 1, None
+            message = str(e)
+    told = set()
+    for w in caught:
+        if issubclass(w.category, results.TruncatedLineWarning):
+            if str(w.message) not in told:
+                print(f"warning: {w.message}", file=sys.stderr)
+            told.add(str(w.message))
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if outcome[0]:
+        print(message if message.startswith("submission rejected") else f"error: {message}",
+              file=sys.stderr)
+    return outcome
+
+
+def cli(results_flag: str, output_dir: str, published: str | None) -> int:
+    """What `python -m benchmark.leaderboard` does with its flag values: regenerates and prints the
+    written paths; returns the exit status (see `run_entry_point`)."""
+    def action() -> list[Path]:
+        paths = [p for p in (results_flag or "").split(",") if p]
+        if not paths:
+            raise ValueError("--results: expected one or more comma-separated results.jsonl paths")
+        return regenerate(paths, output_dir, published or None)
+
+    status, written = run_entry_point(action)
+    for path in written or ():
+        print(path)
+    return status
+
+
 def main(argv):
     """Entry point: flags are defined here only."""
     del argv
     from absl import flags
 
     f = flags.FLAGS
-    paths = [p for p in f.results.split(",") if p]
-    if not paths:
-        raise ValueError("--results: expected one or more comma-separated results.jsonl paths")
-    for path in regenerate(paths, f.output_dir, f.published or None):
-        print(path)
+    sys.exit(cli(f.results, f.output_dir, f.published))
 
 
 if __name__ == "__main__":

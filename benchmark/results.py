@@ -19,8 +19,9 @@ import math
 import os
 import platform
 import re
+import secrets
+import stat
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -33,7 +34,7 @@ CELL_KEY_FIELDS = ("task", "method", "preset", "eval_mode", "label_fraction", "s
 
 _ROW_KEYS = frozenset(CELL_KEY_FIELDS + (
     "schema", "metrics", "config", "code_version", "code_digest", "machine", "packages",
-    "data_fingerprint", "data_build", "synthetic", "created", "wall_seconds"))
+    "data_fingerprint", "data_build", "deterministic", "synthetic", "created", "wall_seconds"))
 _OPTIONAL_ROW_KEYS = frozenset(("n_train_examples", "n_train_groups"))
 _TEST_SET_KEYS = frozenset(("primary", "values", "ci95", "n_examples", "n_groups", "fingerprint",
                             "predictions"))
@@ -46,6 +47,49 @@ _PACKAGE_MODULES = {"tensorflow": "tensorflow", "keras": "keras",
 
 # Method (and submitter) names as they may appear in results, tables and file names.
 METHOD_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,62}")
+METHOD_NAME_RULE = "1-63 characters from A-Z a-z 0-9 . _ + - starting with a letter or digit"
+
+
+def method_name_problem(name) -> str | None:
+    """Why `name` cannot be a method name in results (None if it can): the one rule of
+    `benchmark.run --name`, `benchmark.submit` and `validate_row`."""
+    if isinstance(name, str) and METHOD_NAME_PATTERN.fullmatch(name):
+        return None
+    return f"method {name!r} must be {METHOD_NAME_RULE}"
+
+
+def preset_problem(name) -> str | None:
+    """Why `name` is not a registered preset (None if it is): the rule of `benchmark.run
+    --preset`, `benchmark.submit` and `validate_row`."""
+    from benchmark import presets  # imports TensorFlow (via baselines.api): only when needed
+
+    if isinstance(name, str) and name in presets.PRESETS:
+        return None
+    return f"preset {name!r} is not registered; expected one of {sorted(presets.PRESETS)}"
+
+
+class TruncatedLineWarning(RuntimeWarning):
+    """A results file's last line is not a complete row (an interrupted writer) and is skipped."""
+
+
+def os_error_text(error: OSError) -> str:
+    """One line for an operating-system error: the file it concerns and the reason."""
+    reason = error.strerror or str(error)
+    if error.filename is None:
+        return reason
+    text = f"{error.filename}: {reason}"
+    return f"{text} (-> {error.filename2})" if error.filename2 is not None else text
+
+
+@contextlib.contextmanager
+def naming_file(path) -> Iterator[None]:
+    """Re-raises an OSError that names no file (e.g. ENOSPC during a write) as one naming `path`."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
+        raise
 
 
 def cell_key(row: dict) -> tuple:
@@ -94,6 +138,9 @@ def validate_row(row: dict) -> None:
     for key in ("task", "method", "preset", "code_version"):
         if not (isinstance(row[key], str) and row[key]):
             _fail(key, "a non-empty str", row[key])
+    for problem in (method_name_problem(row["method"]), preset_problem(row["preset"])):
+        if problem:
+            raise ValueError(f"result row: {problem}")
     if row["eval_mode"] not in EVAL_MODES:
         _fail("eval_mode", f"one of {EVAL_MODES}", row["eval_mode"])
     f = row["label_fraction"]
@@ -125,6 +172,8 @@ def validate_row(row: dict) -> None:
     w = row["wall_seconds"]
     if not (_is_number(w) and math.isfinite(w) and w >= 0):
         _fail("wall_seconds", "a finite number >= 0", w)
+    if not isinstance(row["deterministic"], (bool, np.bool_)):
+        _fail("deterministic", "a bool", row["deterministic"])
     for key in sorted(_OPTIONAL_ROW_KEYS & row.keys()):
         v = row[key]
         upper = row[key] if key == "n_train_examples" else row.get("n_train_examples", math.inf)
@@ -197,27 +246,48 @@ def _jsonable(value) -> Any:
     return value
 
 
+def _temporary_beside(path: Path) -> tuple[int, str]:
+    """A new file next to `path` (created with the umask's mode, like a plain open)."""
+    while True:
+        tmp = str(path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp"))
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+        except OSError as e:  # name the directory the user chose, not the temporary name
+            raise OSError(e.errno, f"{e.strerror} (cannot create a file in it)",
+                          str(path.parent)) from None
+
+
 @contextlib.contextmanager
-def atomic_writer(path: Path) -> Iterator[io.TextIOBase]:
-    """A text file that replaces `path` only when the block completes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+def atomic_writer(path: Path, binary: bool = False) -> Iterator[io.IOBase]:
+    """A text (or binary) file that replaces `path` only when the block completes; it keeps the
+    permissions of the file it replaces (a new file gets the umask's, like a plain open). An OS
+    error that names no file (e.g. ENOSPC) is raised naming `path`."""
+    path = Path(path)
+    with naming_file(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _temporary_beside(path)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.fchmod(fd, stat.S_IMODE(os.stat(path).st_mode))
+            mode = "wb" if binary else "w"
+            text_args = {} if binary else {"encoding": "utf-8", "newline": ""}
+            with os.fdopen(fd, mode, **text_args) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        fsync_dir(path.parent)
 
 
-def _fsync_dir(path: str | os.PathLike) -> None:
-    """Makes the renames inside directory `path` durable."""
-    dir_fd = os.open(path, os.O_RDONLY)
+def fsync_dir(directory: Path) -> None:
+    """Makes renames and new entries in `directory` durable."""
+    dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
@@ -230,15 +300,22 @@ class ResultsStore:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
 
-    def _read_lines(self) -> list[tuple[int, str, dict]]:
-        """(line number, line text, row) for every complete row; a malformed last line is
-        reported (warning) and skipped."""
+    def scan(self) -> tuple[list[tuple[int, str, dict]], str | None]:
+        """(line number, line text, row) of every complete row, and the message about a
+        truncated (malformed) last line, which is skipped (None if there is none). Raises
+        ValueError naming the file and line for any other malformed line."""
         try:
-            text = self.path.read_text(encoding="utf-8")
+            data = self.path.read_bytes()
         except FileNotFoundError:
-            return []
+            return [], None
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, str(self.path)) from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{self.path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
         lines = text.splitlines()
-        parsed = []
+        parsed, torn = [], None
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -246,13 +323,20 @@ class ResultsStore:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 if number == len(lines):
-                    warnings.warn(f"{self.path}:{number}: ignoring truncated last line ({e})",
-                                  RuntimeWarning, stacklevel=3)
+                    torn = f"{self.path}:{number}: ignoring truncated last line ({e})"
                     continue
                 raise ValueError(f"{self.path}:{number}: malformed result row ({e})") from None
             if not isinstance(row, dict):
                 raise ValueError(f"{self.path}:{number}: expected a JSON object per line")
             parsed.append((number, line, row))
+        return parsed, torn
+
+    def _read_lines(self) -> list[tuple[int, str, dict]]:
+        """(line number, line text, row) for every complete row; a malformed last line is
+        reported (TruncatedLineWarning) and skipped."""
+        parsed, torn = self.scan()
+        if torn:
+            warnings.warn(torn, TruncatedLineWarning, stacklevel=3)
         return parsed
 
     def rows(self) -> list[dict]:
@@ -299,7 +383,7 @@ class ResultsStore:
                 for tmp in list(pending):
                     os.replace(tmp, pending.pop(tmp))
                 for folder in {os.path.dirname(os.path.abspath(p)) for p in (files or {}).values()}:
-                    _fsync_dir(folder)
+                    fsync_dir(folder)
                 with atomic_writer(self.path) as f:
                     for _, text, _ in existing:
                         f.write(text + "\n")
@@ -414,11 +498,14 @@ def write_predictions(path: str | os.PathLike, example_ids: Sequence[str], group
                             + [repr(float(v)) for v in s[i]])
 
 
-def read_predictions(path: str | os.PathLike):
+def read_predictions(path: str | os.PathLike, data: bytes | None = None):
     """Reads a prediction CSV: (example_ids, group_ids, labels [N, K] float with nan = unknown,
-    scores [N, K] float64, class_names), ids as object arrays of str."""
+    scores [N, K] float64, class_names), ids as object arrays of str. `data` is the file's content
+    when the caller already read it (`path` then only names the file in messages)."""
     path = Path(path)
-    with open(path, encoding="utf-8", newline="") as f:
+    source = (open(path, encoding="utf-8", newline="") if data is None
+              else io.StringIO(data.decode("utf-8"), newline=""))
+    with source as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:

@@ -11,23 +11,30 @@ A submission directory holds
 
 Accepted only if every check passes; otherwise one `SubmissionError` names the kind of problem
 (`code`, see REJECTIONS), the file/row/key, and nothing is written. The checks:
+- the submission reads nothing outside its directory: every file it names (and results.jsonl,
+  submission.json) must be a regular file whose real path, after symlinks, is inside it;
 - every row passes `results.validate_row`, with a known task and preset, both of the task's test
   sets, the task's primary metric, a float label fraction in (0, 1] and an int seed >= 0;
-- method names match METHOD_NAME_PATTERN and are not owned by another submitter (methods already
-  on the leaderboard that no submitter owns belong to the reference baselines);
+- method names follow `results.method_name_problem` and are not owned by another submitter
+  (methods already on the leaderboard that no submitter owns belong to the reference baselines);
 - no cell twice, in the submission or against the leaderboard;
 - REQUIRED GRID: every (task, method, preset, eval_mode) submitted covers exactly the preset's label
   fractions x seeds (`benchmark.presets`: the grid the reference baselines of that preset run), e.g.
   preset "paper": 1%, 10%, 100% x seeds 0-4; preset "cpu": 10%, 100% x seeds 0, 1;
-- each test set's fingerprint equals the one of the reference rows of that task and preset in the
-  leaderboard results file, and the prediction file holds exactly that test set (ids, labels and,
-  when a reference prediction file is present, group ids);
+- each test set's fingerprint equals the one of reference rows of that task, preset and test set
+  in the leaderboard results file, and the prediction file holds exactly that test set (ids, labels
+  and, when a reference prediction file is present, group ids);
+- everything the reference rows of that test set say about it agrees: the synthetic flag, the
+  number of examples and groups; and, with the reference rows of the same label fraction and seed
+  on the same test sets, the training subset (data_fingerprint, n_train_examples,
+  n_train_groups);
 - every prediction file is re-scored with `benchmark.scoring` (the preset's bootstrap samples, the
   cell's seed); the submitted values, CIs and counts must agree within TOLERANCE.
-Accepted rows are stored with the re-scored numbers, their prediction files copied under
-`<results dir>/submissions/<method>/`, method ownership recorded in
-`<results stem>_submitters.json`, the results file replaced atomically, and the leaderboard
-regenerated.
+Accepted rows are stored with the re-scored numbers, their prediction files (the bytes that were
+scored) under `<results dir>/submissions/<method>/`, method ownership recorded in
+`<results stem>_submitters.json`, and the leaderboard tables regenerated. All of it is written to
+staging directories first and then moved into place; if anything fails (a bad published.csv, a
+full disk), whatever was moved is put back, so the leaderboard is exactly as before.
 """
 from __future__ import annotations
 
@@ -40,6 +47,9 @@ import json
 import math
 import os
 import shutil
+import stat
+import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -56,6 +66,8 @@ RESULTS_FILE = "results.jsonl"
 
 REJECTIONS = {
     "missing_dir": "the submission directory does not exist",
+    "outside_submission": "a file the submission names is outside its directory (.., an absolute "
+                          "path or a symlink) or not a regular file",
     "no_results": "results.jsonl is missing or holds no rows",
     "bad_submitter": "submission.json is missing or not {\"submitter\": \"<name>\"}",
     "malformed_json": "a line of results.jsonl is not a JSON object",
@@ -71,6 +83,9 @@ REJECTIONS = {
     "cell_outside_grid": "a cell's label fraction or seed is not in the required grid",
     "no_reference": "the leaderboard has no reference rows for the task and preset",
     "wrong_fingerprint": "a row's test-set fingerprint differs from the reference test set's",
+    "reference_mismatch": "a row disagrees with the reference rows of its test set (synthetic "
+                          "flag, test-set size) or of its training subset (data_fingerprint, "
+                          "n_train_examples, n_train_groups)",
     "missing_predictions": "a prediction file named by a row does not exist",
     "malformed_predictions": "a prediction file is not the contract CSV for the task",
     "ids_mismatch": "a prediction file's example ids are not the test set's",
@@ -92,12 +107,17 @@ class SubmissionError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ReferenceTestSet:
-    """One test set as the reference rows saw it: its fingerprint and, when a reference prediction
-    file is on disk, its example ids (sorted) and their group ids."""
+    """One test set as the reference rows saw it: its fingerprint, whether it is synthetic, its
+    size and, when a reference prediction file is on disk, its example ids (sorted) with their
+    group ids and labels."""
 
     fingerprint: str
+    synthetic: bool
+    n_examples: int
+    n_groups: int
     example_ids: np.ndarray | None = None
     group_ids: np.ndarray | None = None
+    labels: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +148,7 @@ class Accepted:
 
     submitter: str
     rows: tuple[dict, ...]
-    sources: tuple[dict[str, Path], ...]  # per row: test set -> submitted prediction file
+    sources: tuple[dict[str, bytes], ...]  # per row: test set -> the scored prediction file
 
 
 def owners_path(results_path: Path) -> Path:
@@ -137,14 +157,29 @@ def owners_path(results_path: Path) -> Path:
 
 
 def load_leaderboard(results_path: str | os.PathLike) -> LeaderboardState:
-    """The current rows (none if the file does not exist) and method owners of a leaderboard."""
+    """The current rows (none if the file does not exist) and method owners of a leaderboard;
+    raises ValueError naming the file and line of a malformed or invalid row (a truncated last
+    line is skipped with a warning, as `results.ResultsStore` does)."""
     path = Path(results_path)
-    rows = tuple(results.ResultsStore(path).rows())
+    parsed, torn = results.ResultsStore(path).scan()
+    if torn:
+        import warnings
+
+        warnings.warn(f"{torn}; it is dropped when this submission is merged",
+                      results.TruncatedLineWarning, stacklevel=2)
+    for number, _, row in parsed:
+        try:
+            results.validate_row(row)
+        except ValueError as e:
+            raise ValueError(f"{path}:{number}: {e}") from None
     owners_file = owners_path(path)
-    owners = json.loads(owners_file.read_text(encoding="utf-8")) if owners_file.is_file() else {}
+    try:
+        owners = json.loads(owners_file.read_text(encoding="utf-8")) if owners_file.exists() else {}
+    except ValueError as e:
+        raise ValueError(f"{owners_file}: not JSON ({e})") from None
     if not (isinstance(owners, dict) and all(isinstance(v, str) for v in owners.values())):
         raise ValueError(f"{owners_file}: expected a JSON object of method -> submitter")
-    return LeaderboardState(path, rows, owners)
+    return LeaderboardState(path, tuple(row for _, _, row in parsed), owners)
 
 
 def required_grid(preset_name: str) -> tuple[tuple[float, ...], tuple[int, ...]]:
@@ -167,11 +202,35 @@ def _key_text(key: tuple) -> str:
             f"label_fraction={fraction:g}, seed={seed})")
 
 
+def _submission_file(directory: Path, rel: str, where: str, missing: str) -> bytes:
+    """The bytes of `rel` inside the submission directory `directory` (a resolved path); raises
+    SubmissionError (`missing` code) when it does not exist, outside_submission when it leaves the
+    directory (.., absolute, symlinks) or is not a regular file."""
+    path = directory / rel
+    if "\0" in rel:
+        raise SubmissionError("outside_submission", f"{where}: file name {rel!r} holds a NUL byte")
+    real = Path(os.path.realpath(path))
+    if os.path.isabs(rel) or os.path.commonpath([real, directory]) != str(directory):
+        raise SubmissionError("outside_submission", f"{where}: {rel} resolves to {real}, outside "
+                              f"the submission directory {directory}; a submission may name only "
+                              "files inside it")
+    try:
+        info = os.stat(real)
+    except FileNotFoundError:
+        raise SubmissionError(missing, f"{where}: {path} not found") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise SubmissionError("outside_submission", f"{where}: {path} is not a regular file")
+    with results.naming_file(path):
+        return real.read_bytes()
+
+
 def _read_submitter(directory: Path) -> str:
     path = directory / SUBMISSION_FILE
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+        meta = json.loads(_submission_file(directory, SUBMISSION_FILE, str(path), "bad_submitter"))
+    except SubmissionError as e:
+        if e.code != "bad_submitter":
+            raise
         raise SubmissionError("bad_submitter", f"{path}: not found; expected "
                               '{"submitter": "<name>"}') from None
     except ValueError as e:  # not UTF-8 or not JSON
@@ -186,13 +245,18 @@ def _read_submitter(directory: Path) -> str:
     return name
 
 
-def _read_rows(path: Path) -> list[tuple[int, dict]]:
+def _read_rows(directory: Path) -> list[tuple[int, dict]]:
     """(line number, object) of every non-blank line of the submitted results file."""
-    if not path.is_file():
-        raise SubmissionError("no_results", f"{path}: not found; a submission holds "
-                              f"{RESULTS_FILE} with one result row per line")
+    path = directory / RESULTS_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        data = _submission_file(directory, RESULTS_FILE, str(path), "no_results")
+    except SubmissionError as e:
+        if e.code != "no_results":
+            raise
+        raise SubmissionError("no_results", f"{path}: not found; a submission holds "
+                              f"{RESULTS_FILE} with one result row per line") from None
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise SubmissionError("malformed_json", f"{path}: not UTF-8 text ({e.reason} at byte "
                               f"{e.start})") from None
@@ -219,8 +283,8 @@ def _is_int(v) -> bool:
 
 
 def _check_row(where: str, row: dict) -> None:
-    """Types of the cell fields, the schema, task, preset, test sets and method name of one row."""
-    from benchmark import presets, tasks
+    """Types of the cell fields, method name, preset, the schema, task and test sets of one row."""
+    from benchmark import tasks
 
     if "label_fraction" in row:
         f = row["label_fraction"]
@@ -230,6 +294,17 @@ def _check_row(where: str, row: dict) -> None:
     if "seed" in row and not (_is_int(row["seed"]) and row["seed"] >= 0):
         raise SubmissionError("bad_cell_types",
                               f"{where}: seed {row['seed']!r} must be an int >= 0")
+    for name, result in sorted((row.get("metrics") or {}).items()):
+        rel = result.get("predictions") if isinstance(result, dict) else None
+        if isinstance(rel, str) and (os.path.isabs(rel) or ".." in Path(rel).parts):
+            raise SubmissionError("outside_submission", f"{where}: metrics.{name}.predictions "
+                                  f"{rel!r} leaves the submission directory; a submission may "
+                                  "name only files inside it, by a relative path without '..'")
+    if "method" in row and results.method_name_problem(row["method"]):
+        raise SubmissionError("invalid_method_name",
+                              f"{where}: {results.method_name_problem(row['method'])}")
+    if "preset" in row and results.preset_problem(row["preset"]):
+        raise SubmissionError("unknown_preset", f"{where}: {results.preset_problem(row['preset'])}")
     try:
         results.validate_row(row)
     except ValueError as e:
@@ -239,9 +314,6 @@ def _check_row(where: str, row: dict) -> None:
     except ValueError:
         raise SubmissionError("unknown_task", f"{where}: task {row['task']!r} is not registered; "
                               f"expected one of {sorted(tasks.TASKS)}") from None
-    if row["preset"] not in presets.PRESETS:
-        raise SubmissionError("unknown_preset", f"{where}: preset {row['preset']!r} is not "
-                              f"registered; expected one of {sorted(presets.PRESETS)}")
     if set(row["metrics"]) != set(task.test_sets):
         raise SubmissionError("schema", f"{where}: metrics has test sets {sorted(row['metrics'])}; "
                               f"task {task.name!r} needs exactly {sorted(task.test_sets)}")
@@ -250,10 +322,6 @@ def _check_row(where: str, row: dict) -> None:
             raise SubmissionError("schema", f"{where}: metrics.{name}.primary is "
                                   f"{result['primary']!r}; task {task.name!r} uses "
                                   f"{task.primary_metric!r}")
-    method = row["method"]
-    if not METHOD_NAME_PATTERN.fullmatch(method):
-        raise SubmissionError("invalid_method_name", f"{where}: method {method!r} must be 1-63 "
-                              "characters from A-Z a-z 0-9 . _ + - starting with a letter or digit")
 
 
 def _check_cells(path: Path, numbered: list[tuple[int, dict]], board: LeaderboardState,
@@ -301,40 +369,116 @@ def _check_cells(path: Path, numbered: list[tuple[int, dict]], board: Leaderboar
                                   f"the required grid {grid}")
 
 
-def reference_test_set(board: LeaderboardState, task: str, preset: str,
-                       test_set: str) -> ReferenceTestSet:
-    """The test set the reference rows of (task, preset) were scored on; raises SubmissionError
-    (no_reference) when there are none, ValueError when they disagree."""
-    refs = sorted((r for r in board.rows if r["task"] == task and r["preset"] == preset
-                   and r["method"] not in board.owners and test_set in r["metrics"]),
-                  key=results.cell_key)
-    prints = {r["metrics"][test_set]["fingerprint"] for r in refs}
-    if not prints:
+def _reference_rows(board: LeaderboardState, task: str, preset: str) -> list[dict]:
+    return sorted((r for r in board.rows if r["task"] == task and r["preset"] == preset
+                   and r["method"] not in board.owners), key=results.cell_key)
+
+
+def _agreed(board: LeaderboardState, rows: list[dict], what: str, value_of) -> object:
+    """The one value `value_of` gives for every row of `rows`; ValueError when they disagree."""
+    values = {json.dumps(value_of(r), sort_keys=True) for r in rows}
+    if len(values) > 1:
+        raise ValueError(f"{board.results_path}: the reference rows disagree on {what}: "
+                         f"{sorted(values)}")
+    return value_of(rows[0])
+
+
+def reference_test_sets(board: LeaderboardState, task: str, preset: str,
+                        test_set: str) -> dict[str, ReferenceTestSet]:
+    """Fingerprint -> the test set `test_set` of (task, preset) as the reference rows scored on it
+    saw it; raises SubmissionError (no_reference) when there are none, ValueError when reference
+    rows of one fingerprint disagree about it."""
+    refs = [r for r in _reference_rows(board, task, preset) if test_set in r["metrics"]]
+    if not refs:
         raise SubmissionError("no_reference", f"{board.results_path}: no reference rows for task "
                               f"{task!r}, preset {preset!r}, test set {test_set!r}; submissions "
                               "are compared against the reference baselines' test sets")
-    if len(prints) > 1:
-        raise ValueError(f"{board.results_path}: reference rows of task {task!r}, preset "
-                         f"{preset!r} disagree on the {test_set!r} fingerprint: {sorted(prints)}")
-    fingerprint = prints.pop()
-    for row in refs:
-        path = board.results_path.parent / row["metrics"][test_set]["predictions"]
-        if path.is_file():
-            ids, groups, _, _, _ = results.read_predictions(path)
-            order = np.argsort(ids, kind="stable")
-            return ReferenceTestSet(fingerprint, ids[order], groups[order])
-    return ReferenceTestSet(fingerprint)
+    found = {}
+    for fingerprint in sorted({r["metrics"][test_set]["fingerprint"] for r in refs}):
+        same = [r for r in refs if r["metrics"][test_set]["fingerprint"] == fingerprint]
+        what = f"the {task}/{preset} {test_set} test set {fingerprint}"
+        ref = ReferenceTestSet(
+            fingerprint, bool(_agreed(board, same, f"synthetic of {what}", lambda r: r["synthetic"])),
+            *_agreed(board, same, f"n_examples/n_groups of {what}",
+                     lambda r: [r["metrics"][test_set]["n_examples"],
+                                r["metrics"][test_set]["n_groups"]]))
+        for row in same:
+            path = board.results_path.parent / row["metrics"][test_set]["predictions"]
+            if path.is_file():
+                ids, groups, labels, _, _ = results.read_predictions(path)
+                order = np.argsort(ids, kind="stable")
+                ref = dataclasses.replace(ref, example_ids=ids[order], group_ids=groups[order],
+                                          labels=labels[order])
+                break
+        found[fingerprint] = ref
+    return found
+
+
+def _fingerprint_owner(board: LeaderboardState, fingerprint: str) -> str:
+    """Which reference test set has `fingerprint`, as a hint ('' when none)."""
+    for row in board.rows:
+        for name, result in sorted(row["metrics"].items()):
+            if result["fingerprint"] == fingerprint and row["method"] not in board.owners:
+                return f" (it is the fingerprint of the {row['task']}/{row['preset']} {name} test set)"
+    return ""
+
+
+def _check_reference(where: str, row: dict, board: LeaderboardState,
+                     refs: dict[str, ReferenceTestSet]) -> None:
+    """Whatever the reference rows say about this row's test sets and training subset agrees with
+    it; raises SubmissionError (wrong_fingerprint, reference_mismatch)."""
+    for test_set, result in sorted(row["metrics"].items()):
+        fingerprint = result["fingerprint"]
+        if fingerprint not in refs[test_set]:
+            raise SubmissionError("wrong_fingerprint", f"{where}: metrics.{test_set}.fingerprint "
+                                  f"{fingerprint} is not that of a {row['task']}/{row['preset']} "
+                                  f"{test_set} test set of the reference rows "
+                                  f"({', '.join(sorted(refs[test_set]))})"
+                                  f"{_fingerprint_owner(board, fingerprint)}")
+        ref = refs[test_set][fingerprint]
+        if bool(row["synthetic"]) != ref.synthetic:
+            raise SubmissionError("reference_mismatch", f"{where}: synthetic is "
+                                  f"{json.dumps(bool(row['synthetic']))} but the reference rows "
+                                  f"scored on this {test_set} test set ({fingerprint[:12]}...) ran on "
+                                  f"{'SYNTHETIC' if ref.synthetic else 'real'} data")
+        for key, expected in (("n_examples", ref.n_examples), ("n_groups", ref.n_groups)):
+            if result[key] != expected:
+                raise SubmissionError("reference_mismatch", f"{where}: metrics.{test_set}.{key} = "
+                                      f"{result[key]!r} but this test set has {expected!r}")
+    same_cell = [r for r in _reference_rows(board, row["task"], row["preset"])
+                 if _fraction_key(r["label_fraction"]) == _fraction_key(row["label_fraction"])
+                 and r["seed"] == row["seed"] and set(r["metrics"]) == set(row["metrics"])
+                 and all(r["metrics"][t]["fingerprint"] == row["metrics"][t]["fingerprint"]
+                         for t in row["metrics"])]
+    if not same_cell:
+        return
+    for key in ("data_fingerprint", "n_train_examples", "n_train_groups"):
+        expected = _agreed(board, same_cell, f"{key} of label_fraction "
+                           f"{row['label_fraction']:g} seed {row['seed']}", lambda r: r.get(key))
+        if expected is not None and row.get(key) != expected:
+            raise SubmissionError("reference_mismatch", f"{where}: {key} = {row.get(key)!r} but the "
+                                  "reference rows of the same test sets, label_fraction "
+                                  f"{row['label_fraction']:g} and seed {row['seed']} trained on "
+                                  f"{expected!r} (the harness picks the labelled subset, whatever "
+                                  "the method)")
 
 
 def _first_differences(a: Sequence[str], b: Sequence[str], limit: int = 3) -> str:
     return ", ".join(repr(x) for x in sorted(set(a) - set(b))[:limit]) or "none"
 
 
-def _read_prediction_file(path: Path, where: str, task) -> tuple:
-    if not path.is_file():
-        raise SubmissionError("missing_predictions", f"{where}: prediction file {path} not found")
+def _read_prediction_file(directory: Path, rel: str, where: str, task) -> tuple:
+    """(ids, groups, labels, scores, the file's bytes) of a submitted prediction file."""
+    path = directory / rel
     try:
-        ids, groups, labels, scores, names = results.read_predictions(path)
+        data = _submission_file(directory, rel, where, "missing_predictions")
+    except SubmissionError as e:
+        if e.code != "missing_predictions":
+            raise
+        raise SubmissionError("missing_predictions",
+                              f"{where}: prediction file {path} not found") from None
+    try:
+        ids, groups, labels, scores, names = results.read_predictions(path, data)
     except UnicodeDecodeError as e:
         raise SubmissionError("malformed_predictions", f"{path}: not UTF-8 text ({e.reason} at "
                               f"byte {e.start})") from None
@@ -356,7 +500,7 @@ def _read_prediction_file(path: Path, where: str, task) -> tuple:
     if np.any(groups == ""):
         line = int(np.flatnonzero(groups == "")[0]) + 2
         raise SubmissionError("malformed_predictions", f"{path}:{line}: empty group_id")
-    return ids, groups, labels, scores
+    return ids, groups, labels, scores, data
 
 
 def _check_test_set_match(path: Path, ref: ReferenceTestSet, ids, groups, labels) -> None:
@@ -372,15 +516,25 @@ def _check_test_set_match(path: Path, ref: ReferenceTestSet, ids, groups, labels
                               f"({len(ids)} vs {len(ref.example_ids)}; not in the test set: "
                               f"{_first_differences(ids, ref.example_ids)}; missing: "
                               f"{_first_differences(ref.example_ids, ids)})")
-    if got != ref.fingerprint:
-        raise SubmissionError("label_mismatch", f"{path}: labels differ from the test set's "
-                              f"(fingerprint {got} != {ref.fingerprint})")
     order = np.argsort(ids, kind="stable")
+    if got != ref.fingerprint:
+        mine = labels[order]
+        same = (mine == ref.labels) | (np.isnan(mine) & np.isnan(ref.labels))
+        bad = int(np.flatnonzero(~same.all(axis=1))[0])
+        line = int(order[bad]) + 2
+        raise SubmissionError("label_mismatch", f"{path}:{line}: labels differ from the test "
+                              f"set's, first at example {ids[order][bad]!r}: "
+                              f"{_label_text(mine[bad])} here, {_label_text(ref.labels[bad])} in "
+                              "the test set")
     if not np.array_equal(groups[order], ref.group_ids):
         bad = int(np.flatnonzero(groups[order] != ref.group_ids)[0])
         raise SubmissionError("group_mismatch", f"{path}: group_id of example "
                               f"{ids[order][bad]!r} is {groups[order][bad]!r}; the test set has "
                               f"{ref.group_ids[bad]!r}")
+
+
+def _label_text(labels: np.ndarray) -> str:
+    return "[" + ", ".join("blank" if math.isnan(v) else f"{v:g}" for v in labels) + "]"
 
 
 def _close(a, b) -> bool:
@@ -419,11 +573,13 @@ def _nan_to_none(v):
 
 
 def _rescore(where: str, directory: Path, row: dict, test_set: str, ref: ReferenceTestSet,
-             task, bootstrap_samples: int) -> tuple[dict, Path]:
-    """The row's test-set result with re-scored values, CIs and counts, and its prediction file."""
+             task, bootstrap_samples: int) -> tuple[dict, bytes]:
+    """The row's test-set result with re-scored values, CIs and counts, and the bytes of its
+    prediction file that were scored."""
     result = row["metrics"][test_set]
     path = directory / result["predictions"]
-    ids, groups, labels, scores = _read_prediction_file(path, f"{where}: metrics.{test_set}", task)
+    ids, groups, labels, scores, data = _read_prediction_file(
+        directory, result["predictions"], f"{where}: metrics.{test_set}", task)
     _check_test_set_match(path, ref, ids, groups, labels)
     scored = scoring.score(task.kind, task.class_names, labels, scores, groups,
                            bootstrap_samples=bootstrap_samples, seed=int(row["seed"]))
@@ -437,7 +593,7 @@ def _rescore(where: str, directory: Path, row: dict, test_set: str, ref: Referen
         "predictions": result["predictions"],
     }
     _compare(f"{where}: metrics.{test_set}", path, result, rescored)
-    return rescored, path
+    return rescored, data
 
 
 def validate_submission(submission_dir: str | os.PathLike, board: LeaderboardState) -> Accepted:
@@ -445,11 +601,11 @@ def validate_submission(submission_dir: str | os.PathLike, board: LeaderboardSta
     problem. Reads only."""
     from benchmark import presets, tasks
 
-    directory = Path(submission_dir)
-    if not directory.is_dir():
-        raise SubmissionError("missing_dir", f"{directory}: no such directory")
-    results_path = directory / RESULTS_FILE
-    numbered = _read_rows(results_path)
+    if not Path(submission_dir).is_dir():
+        raise SubmissionError("missing_dir", f"{submission_dir}: no such directory")
+    directory = Path(os.path.realpath(submission_dir))
+    results_path = Path(submission_dir) / RESULTS_FILE
+    numbered = _read_rows(directory)
     submitter = _read_submitter(directory)
     for number, row in numbered:
         _check_row(f"{results_path}:{number}", row)
@@ -459,12 +615,9 @@ def validate_submission(submission_dir: str | os.PathLike, board: LeaderboardSta
         for test_set, result in sorted(row["metrics"].items()):
             key = (row["task"], row["preset"], test_set)
             if key not in refs:
-                refs[key] = reference_test_set(board, *key)
-            if result["fingerprint"] != refs[key].fingerprint:
-                raise SubmissionError("wrong_fingerprint", f"{results_path}:{number}: "
-                                      f"metrics.{test_set}.fingerprint {result['fingerprint']} != "
-                                      f"{refs[key].fingerprint} of the {row['task']}/"
-                                      f"{row['preset']} {test_set} test set")
+                refs[key] = reference_test_sets(board, *key)
+        _check_reference(f"{results_path}:{number}", row, board,
+                         {t: refs[(row["task"], row["preset"], t)] for t in row["metrics"]})
     accepted, sources = [], []
     for number, row in numbered:
         task = tasks.get_task(row["task"])
@@ -472,9 +625,10 @@ def validate_submission(submission_dir: str | os.PathLike, board: LeaderboardSta
         new = copy.deepcopy(row)
         files = {}
         for test_set in sorted(row["metrics"]):
+            ref = refs[(row["task"], row["preset"], test_set)][
+                row["metrics"][test_set]["fingerprint"]]
             new["metrics"][test_set], files[test_set] = _rescore(
-                f"{results_path}:{number}", directory, row, test_set,
-                refs[(row["task"], row["preset"], test_set)], task, samples)
+                f"{results_path}:{number}", directory, row, test_set, ref, task, samples)
         accepted.append(new)
         sources.append(files)
     return Accepted(submitter, tuple(accepted), tuple(sources))
@@ -485,43 +639,99 @@ def _stored_name(row: dict, test_set: str) -> str:
             f"_f{round(float(row['label_fraction']) * 100, 6):g}_s{row['seed']}_{test_set}.csv")
 
 
-def _replace_text(path: Path, text: str) -> None:
-    """Writes `text` to `path` atomically (temporary file in the same directory, fsync, os.replace)."""
-    with results.atomic_writer(path) as f:
-        f.write(text)
-
-
 def _existing_lines(path: Path) -> list[str]:
     """The complete rows of a results file as their original text (a truncated last line, which
     `ResultsStore` also skips, is dropped)."""
+    return [line for _, line, _ in results.ResultsStore(path).scan()[0]]
+
+
+def _write_staged(path: Path, data: bytes) -> None:
+    with results.atomic_writer(path, binary=True) as f:
+        f.write(data)
+
+
+def _stage(current: LeaderboardState, stored: list[dict], accepted: Accepted,
+           leaderboard_dir: Path, staging_dir) -> list[tuple[Path, Path]]:
+    """Writes every file the merge changes into staging directories (`staging_dir(d)` gives the one
+    for target directory d); returns (staged file, final path) in commit order: prediction files,
+    tables and plots, method owners, the results file last."""
+    path = current.results_path
+    results_stage = staging_dir(path.parent)
+    moves = []
+    for row, files in zip(stored, accepted.sources):
+        for test_set, data in sorted(files.items()):
+            rel = row["metrics"][test_set]["predictions"]
+            _write_staged(results_stage / rel, data)
+            moves.append((results_stage / rel, path.parent / rel))
+    owners = dict(current.owners)
+    owners.update({row["method"]: accepted.submitter for row in stored})
+    owners_file = results_stage / current.owners_path.name
+    _write_staged(owners_file, (json.dumps(owners, indent=1, sort_keys=True) + "\n").encode())
+    lines = _existing_lines(path) + [
+        json.dumps(row, sort_keys=True, allow_nan=False, ensure_ascii=False) for row in stored]
+    staged_results = results_stage / path.name
+    _write_staged(staged_results, "".join(l + "\n" for l in lines).encode("utf-8"))
+    published = leaderboard_dir / "published.csv"
+    tables = leaderboard.regenerate([staged_results], staging_dir(leaderboard_dir) / "tables",
+                                    published if published.is_file() else None)
+    moves += [(t, leaderboard_dir / t.name) for t in tables]
+    moves.append((owners_file, current.owners_path))
+    moves.append((staged_results, path))
+    return moves
+
+
+def _commit(moves: list[tuple[Path, Path]]) -> None:
+    """Moves staged files into place (each by one rename, keeping the permissions of the file it
+    replaces); on any failure puts back every file and directory it changed, then re-raises."""
+    done: list[tuple[Path, Path | None]] = []
+    created: list[Path] = []
     try:
-        lines = [l for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
-    except FileNotFoundError:
-        return []
-    if lines:
-        try:
-            json.loads(lines[-1])
-        except json.JSONDecodeError:
-            lines = lines[:-1]
-    return lines
+        for staged, final in moves:
+            missing = [d for d in (final.parent, *final.parent.parents) if not d.exists()]
+            for d in reversed(missing):
+                with results.naming_file(d):
+                    d.mkdir()
+                created.append(d)
+            backup = None
+            if final.exists():
+                backup = staged.with_name(staged.name + ".old")
+                with results.naming_file(final):
+                    os.chmod(staged, stat.S_IMODE(os.stat(final).st_mode))
+                    os.link(final, backup)
+            with results.naming_file(final):
+                os.replace(staged, final)
+            done.append((final, backup))
+        for d in sorted({final.parent for _, final in moves}):
+            with results.naming_file(d):
+                results.fsync_dir(d)
+    except BaseException:
+        for final, backup in reversed(done):
+            with contextlib.suppress(OSError):
+                if backup is None:
+                    os.unlink(final)
+                else:
+                    os.replace(backup, final)
+        for d in reversed(created):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
 
 
-def merge(accepted: Accepted, board: LeaderboardState) -> list[dict]:
-    """Copies the prediction files, records method ownership and appends the rows to the results
-    file (replaced atomically, under the results file's lock); returns the stored rows. On any
-    failure the leaderboard is left as it was."""
+def merge(accepted: Accepted, board: LeaderboardState,
+          leaderboard_dir: str | os.PathLike) -> list[dict]:
+    """Under the results file's lock: stores the scored prediction files, records method
+    ownership, appends the rows to the results file and regenerates the tables and plots in
+    `leaderboard_dir`, all or nothing (see the module docstring); returns the stored rows."""
     path = board.results_path
-    path.parent.mkdir(parents=True, exist_ok=True)
+    leaderboard_dir = Path(leaderboard_dir)
     stored = []
-    copies: list[tuple[Path, Path]] = []
     for row, files in zip(accepted.rows, accepted.sources):
         new = copy.deepcopy(row)
-        for test_set, source in sorted(files.items()):
-            rel = _stored_name(row, test_set)
-            new["metrics"][test_set]["predictions"] = rel
-            copies.append((source, path.parent / rel))
+        for test_set in sorted(files):
+            new["metrics"][test_set]["predictions"] = _stored_name(row, test_set)
         stored.append(new)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
+    lock_path = path.with_name(path.name + ".lock")
+    with results.naming_file(lock_path), open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         current = load_leaderboard(path)  # re-read under the lock: a writer may have raced us
         on_board = {results.cell_key(r) for r in current.rows}
@@ -532,46 +742,68 @@ def merge(accepted: Accepted, board: LeaderboardState) -> list[dict]:
                                       else "method_clash",
                                       f"{_key_text(results.cell_key(row))}: the leaderboard "
                                       "changed while this submission was validated; resubmit")
-        for _, target in copies:
-            if target.exists():
-                raise FileExistsError(f"{target}: already exists; refusing to overwrite")
-        owners = dict(current.owners)
-        owners.update({row["method"]: accepted.submitter for row in stored})
-        owners_file = current.owners_path
-        old_owners = owners_file.read_bytes() if owners_file.is_file() else None
-        lines = _existing_lines(path)
-        lines += [json.dumps(row, sort_keys=True, allow_nan=False, ensure_ascii=False)
-                  for row in stored]
-        written: list[Path] = []
+        named = {os.path.normpath(path.parent / r["metrics"][t]["predictions"])
+                 for r in current.rows for t in r["metrics"]}
+        for row in stored:
+            for result in row["metrics"].values():
+                target = path.parent / result["predictions"]
+                if os.path.normpath(target) in named:
+                    raise ValueError(f"{target}: already named by a leaderboard row; refusing to "
+                                     "overwrite it")
+        staging: dict[Path, Path] = {}
+
+        def staging_dir(directory: Path) -> Path:
+            if directory not in staging:
+                with results.naming_file(directory):
+                    staging[directory] = Path(tempfile.mkdtemp(prefix=".submit-staging-",
+                                                               dir=directory))
+            return staging[directory]
+
+        unchanged = "; the submission was not merged and the leaderboard is unchanged"
         try:
-            for source, target in copies:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                written.append(target)
-                shutil.copyfile(source, target)
-            _replace_text(owners_file, json.dumps(owners, indent=1, sort_keys=True) + "\n")
-            _replace_text(path, "".join(l + "\n" for l in lines))
-        except BaseException:
-            for target in written:
-                with contextlib.suppress(FileNotFoundError):
-                    target.unlink()
-            if old_owners is None:
-                with contextlib.suppress(FileNotFoundError):
-                    owners_file.unlink()
-            else:
-                owners_file.write_bytes(old_owners)
+            _commit(_stage(current, stored, accepted, leaderboard_dir, staging_dir))
+        except SubmissionError:
             raise
+        except OSError as e:
+            raise OSError(e.errno, (e.strerror or str(e)) + unchanged, e.filename, None,
+                          e.filename2) from e
+        except ValueError as e:
+            raise ValueError(f"{e}{unchanged}") from e
+        finally:
+            for d in staging.values():
+                shutil.rmtree(d, ignore_errors=True)
     return stored
 
 
 def submit(submission_dir: str | os.PathLike, leaderboard_dir: str | os.PathLike,
            results_path: str | os.PathLike | None = None) -> list[dict]:
-    """Validates, merges and regenerates the leaderboard; returns the stored rows."""
-    path = Path(results_path) if results_path else Path(leaderboard_dir) / RESULTS_FILE
+    """Validates, merges and regenerates the leaderboard, all or nothing; returns the stored
+    rows."""
+    board_dir = Path(leaderboard_dir)
+    if not board_dir.is_dir():
+        raise ValueError(f"--leaderboard_dir={leaderboard_dir}: "
+                         f"{'not a directory' if board_dir.exists() else 'no such directory'}")
+    path = Path(results_path) if results_path else board_dir / RESULTS_FILE
+    if not path.is_file():
+        flag = f"--results={results_path}" if results_path else f"--leaderboard_dir={board_dir}"
+        raise ValueError(f"{flag}: {path} {'is not a file' if path.exists() else 'not found'}; "
+                         "the leaderboard's results file holds the reference rows submissions "
+                         "are compared with")
     board = load_leaderboard(path)
     accepted = validate_submission(submission_dir, board)
-    stored = merge(accepted, board)
-    leaderboard.regenerate([path], leaderboard_dir)
-    return stored
+    return merge(accepted, board, board_dir)
+
+
+def cli(submission: str, leaderboard_dir: str, results_path: str | None) -> int:
+    """What `python -m benchmark.submit` does with its flag values; returns the exit status (a
+    rejection, data or OS error is one line on stderr, see `leaderboard.run_entry_point`)."""
+    status, stored = leaderboard.run_entry_point(
+        lambda: submit(submission, leaderboard_dir, results_path))
+    if stored is not None:
+        methods = sorted({r["method"] for r in stored})
+        print(f"accepted {len(stored)} rows for {', '.join(methods)}; leaderboard regenerated in "
+              f"{leaderboard_dir}")
+    return status
 
 
 def main(argv):
@@ -580,13 +812,7 @@ def main(argv):
     from absl import flags
 
     f = flags.FLAGS
-    try:
-        stored = submit(f.submission, f.leaderboard_dir, f.results)
-    except SubmissionError as e:
-        raise SystemExit(str(e)) from None
-    methods = sorted({r["method"] for r in stored})
-    print(f"accepted {len(stored)} rows for {', '.join(methods)}; leaderboard regenerated in "
-          f"{f.leaderboard_dir}")
+    sys.exit(cli(f.submission, f.leaderboard_dir, f.results))
 
 
 if __name__ == "__main__":

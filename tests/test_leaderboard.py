@@ -1,6 +1,7 @@
 """Leaderboard tables and plots: reproducibility, statistics, escaping, sections."""
-import copy
 import csv
+import errno
+import json
 import importlib.util
 import io
 import os
@@ -29,17 +30,32 @@ def _builder():
 
 @pytest.fixture(scope="module")
 def results_file(tmp_path_factory):
-    """Real-data derm rows, synthetic derm and cxr rows, and one row with a hostile method name."""
+    """Real-data derm rows (deterministic), synthetic derm rows (older rows without the
+    `deterministic` key) and synthetic cxr rows (non-deterministic)."""
     build = _builder()
     d = tmp_path_factory.mktemp("runs")
-    rows = build.make_grid("derm", "supervised", d, synthetic=False)
+    rows = build.make_grid("derm", "supervised", d, synthetic=False, deterministic=True)
     rows += build.make_grid("derm", "simclr", d, synthetic=True, skill=1.3)
-    rows += build.make_grid("cxr", "micle", d, synthetic=True, eval_mode="linear")
-    hostile = copy.deepcopy(rows[0])
-    hostile["method"] = HOSTILE
-    rows.append(hostile)
+    rows += build.make_grid("cxr", "micle", d, synthetic=True, eval_mode="linear",
+                            deterministic=False)
     build.write_rows(d / "results.jsonl", rows)
     return d / "results.jsonl"
+
+
+@pytest.fixture(scope="module")
+def hostile_published(tmp_path_factory):
+    """published.csv with a hostile method name and note (method names of result rows cannot be
+    hostile: `results.validate_row` holds them to `results.METHOD_NAME_PATTERN`)."""
+    path = tmp_path_factory.mktemp("published") / "published.csv"
+    with open(PUBLISHED, newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows[0]["method"] = HOSTILE
+    rows[0]["note"] = "=HYPERLINK(\"http://evil\")"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=leaderboard.PUBLISHED_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
 
 
 def _files(directory: Path) -> dict[str, bytes]:
@@ -92,19 +108,21 @@ def _cells(markdown_row: str) -> list[str]:
     return re.split(r"(?<!\\)\|", markdown_row.strip())[1:-1]
 
 
-def test_hostile_method_name_is_escaped(results_file, tmp_path):
-    leaderboard.regenerate([results_file], tmp_path, PUBLISHED)
-    html_text = (tmp_path / "derm.html").read_text()
+def test_hostile_published_method_name_is_escaped(results_file, hostile_published, tmp_path):
+    leaderboard.regenerate([results_file], tmp_path, hostile_published)
+    task = next(r["task"] for r in leaderboard.load_published(hostile_published)
+                if r["method"] == HOSTILE)
+    html_text = (tmp_path / f"{task}.html").read_text()
     assert "<script>" not in html_text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;|*x*_`[y]`" in html_text
-    md = (tmp_path / "derm.md").read_text()
+    md = (tmp_path / f"{task}.md").read_text()
     assert "<script>" not in md
     lines = md.splitlines()
     hostile = [l for l in lines if "alert(1)" in l]
     assert len(hostile) == 1  # the newline in the name did not split the row
-    header = next(l for l in lines if l.startswith("| method"))
+    header = next(l for l in lines if l.startswith("| citation"))
     assert len(_cells(hostile[0])) == len(_cells(header))
-    name = _cells(hostile[0])[0].strip()
+    name = _cells(hostile[0])[1].strip()
     assert name == r"\<script\>alert(1)\</script\>\|\*x\*\_\`\[y\]\` z"
 
 
@@ -134,7 +152,7 @@ def test_synthetic_rows_are_labelled_in_every_table_header(results_file, tmp_pat
     real, synthetic = md.split("## Our runs: SYNTHETIC")
     synthetic = synthetic.split("## Published")[0]
     assert "| supervised |" in real and "simclr" not in real
-    assert "| simclr |" in synthetic
+    assert "| simclr † |" in synthetic
     header = next(l for l in synthetic.splitlines() if l.startswith("| method"))
     assert "SYNTHETIC" in header
     cxr = (tmp_path / "cxr.md").read_text()
@@ -195,3 +213,222 @@ def test_committed_reference_rows_are_one_clean_complete_run():
     for row in rows:
         for test_set in row["metrics"].values():
             assert (board / test_set["predictions"]).is_file(), test_set["predictions"]
+
+
+def test_nondeterministic_rows_are_marked_without_changing_values(results_file, tmp_path):
+    """Issue 11 item 3: deterministic: false rows and rows without the key are marked † with a
+    footnote (md, html) and deterministic=no (csv); the numbers are those of unmarked lines."""
+    rows = [json.loads(l) for l in results_file.read_text().splitlines()]
+    leaderboard.regenerate([results_file], tmp_path / "a", PUBLISHED)
+    md = (tmp_path / "a" / "derm.md").read_text()
+    real, synthetic = md.split("## Our runs: SYNTHETIC")
+    assert "| supervised | finetune |" in real and "†" not in real
+    assert "| simclr † | finetune |" in synthetic
+    assert synthetic.count(leaderboard.escape_markdown(leaderboard.NONDETERMINISTIC_NOTE)) == 1
+    cxr_md = (tmp_path / "a" / "cxr.md").read_text()
+    assert "| micle † | linear |" in cxr_md
+    html_text = (tmp_path / "a" / "derm.html").read_text()
+    assert "<td>simclr †</td>" in html_text and "<td>supervised</td>" in html_text
+    assert html_text.count(leaderboard.escape_html(leaderboard.NONDETERMINISTIC_NOTE)) == 1
+    marked = _csv_rows((tmp_path / "a" / "derm.csv").read_text())
+    assert {r["method"]: r["deterministic"] for r in marked if r["section"] != "published"} == {
+        "supervised": "yes", "simclr": "no"}
+    # One non-deterministic seed marks its whole line; the same rows all deterministic give the
+    # same numbers, unmarked.
+    flipped = [dict(r, deterministic=True) for r in rows]
+    flipped[0]["deterministic"] = False
+    (tmp_path / "flipped.jsonl").write_text("".join(json.dumps(r) + "\n" for r in flipped))
+    leaderboard.regenerate([tmp_path / "flipped.jsonl"], tmp_path / "b", PUBLISHED)
+    unmarked = _csv_rows((tmp_path / "b" / "derm.csv").read_text())
+    first = (rows[0]["method"], str(rows[0]["label_fraction"]), rows[0]["eval_mode"])
+    assert [r["deterministic"] for r in unmarked if r["section"] != "published"].count("no") == 1
+    for a, b in zip(marked, unmarked):
+        key = (b["method"], b["label_fraction"], b["eval_mode"])
+        assert b["deterministic"] == ("no" if key == first else "yes" if b["section"] != "published"
+                                      else "")
+        assert {k: v for k, v in a.items() if k != "deterministic"} == {
+            k: v for k, v in b.items() if k != "deterministic"}
+
+
+@pytest.mark.parametrize("cell, shown", [
+    ("=HYPERLINK(\"http://evil\")", "'=HYPERLINK(\"http://evil\")"),
+    ("+cmd|' /C calc'!A0", "'+cmd|' /C calc'!A0"),
+    ("-2+3", "'-2+3"),
+    ("@SUM(A1)", "'@SUM(A1)"),
+    ("\tx", "'\tx"),
+    ("-", "'-"),
+    ("-0.5", "-0.5"),
+    ("+1e-3", "+1e-3"),
+    ("0.71", "0.71"),
+    ("simclr", "simclr"),
+    ("", ""),
+])
+def test_csv_cells_that_would_run_as_a_formula_are_neutralised(cell, shown):
+    assert leaderboard.csv_cell(cell) == shown
+
+
+def test_leaderboard_csv_neutralises_a_hostile_published_note(results_file, hostile_published,
+                                                               tmp_path):
+    leaderboard.regenerate([results_file], tmp_path, hostile_published)
+    notes = [r["note"] for r in _csv_rows((tmp_path / "derm.csv").read_text())
+             + _csv_rows((tmp_path / "cxr.csv").read_text()) if r["section"] == "published"]
+    assert "'=HYPERLINK(\"http://evil\")" in notes
+    assert not any(n.startswith(("=", "+", "-", "@")) for n in notes)
+
+
+def _row_lines(results_file) -> list[str]:
+    return results_file.read_text().splitlines()
+
+
+def _rows_file(tmp_path, lines) -> Path:
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(l + "\n" for l in lines))
+    return path
+
+
+def _edited(results_file, index, fn):
+    lines = _row_lines(results_file)
+    row = json.loads(lines[index])
+    fn(row)
+    lines[index] = json.dumps(row)
+    return lines
+
+
+def _published_with(tmp_path, old, new) -> Path:
+    path = tmp_path / "pub.csv"
+    path.write_text(PUBLISHED.read_text().replace(old, new, 1))
+    return path
+
+
+def _no_space(monkeypatch):
+    real = os.fsync
+
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "fsync", fsync)
+    return real
+
+
+def _read_only(monkeypatch, directory):
+    real = os.open
+
+    def fake_open(path, flags, *args, **kwargs):
+        if str(path).startswith(str(directory)) and flags & (os.O_WRONLY | os.O_RDWR):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real(path, flags, *args, **kwargs)
+    monkeypatch.setattr(os, "open", fake_open)
+
+
+# name -> (setup(results_file, tmp_path, monkeypatch) -> (results flag, output dir, published),
+#          the one stderr line (with {tmp} for tmp_path and {rows} for rows.jsonl), exactly)
+CLI_CASES = {
+    "missing_results": (lambda r, t, m: (str(t / "nope.jsonl"), t / "out", None),
+                        "error: --results: {tmp}/nope.jsonl: no such file"),
+    "results_is_a_directory": (lambda r, t, m: (str(t), t / "out", None),
+                               "error: --results: {tmp}: not a regular file; expected a "
+                               "results.jsonl"),
+    "empty_results_flag": (lambda r, t, m: (",", t / "out", None),
+                           "error: --results: expected one or more comma-separated results.jsonl "
+                           "paths"),
+    "malformed_middle_line": (lambda r, t, m: (str(_rows_file(t, ["{", *_row_lines(r)])),
+                                               t / "out", None),
+                              "error: {rows}:1: malformed result row (Expecting property name "
+                              "enclosed in double quotes: line 1 column 2 (char 1))"),
+    "not_an_object": (lambda r, t, m: (str(_rows_file(t, [*_row_lines(r)[:2], "[1, 2]",
+                                                          *_row_lines(r)[2:]])), t / "out", None),
+                      "error: {rows}:3: expected a JSON object per line"),
+    "missing_key": (lambda r, t, m: (str(_rows_file(t, _edited(r, 4, lambda x: x.pop("config")))),
+                                     t / "out", None),
+                    "error: {rows}:5: result row: missing key 'config'"),
+    "missing_test_set_key": (lambda r, t, m: (str(_rows_file(t, _edited(
+        r, 2, lambda x: x["metrics"]["shifted"].pop("ci95")))), t / "out", None),
+        "error: {rows}:3: result row: missing key 'metrics.shifted.ci95'"),
+    "hostile_method_name": (lambda r, t, m: (str(_rows_file(t, _edited(
+        r, 1, lambda x: x.update(method="=cmd|x")))), t / "out", None),
+        "error: {rows}:2: result row: method '=cmd|x' must be 1-63 characters from A-Z a-z 0-9 "
+        ". _ + - starting with a letter or digit"),
+    "unknown_preset": (lambda r, t, m: (str(_rows_file(t, _edited(
+        r, 1, lambda x: x.update(preset="tpu")))), t / "out", None),
+        "error: {rows}:2: result row: preset 'tpu' is not registered; expected one of "
+        "['cpu', 'paper', 'smoke']"),
+    "unknown_task": (lambda r, t, m: (str(_rows_file(t, _edited(
+        r, 0, lambda x: x.update(task="mri")))), t / "out", None),
+        "error: {rows}:1: task 'mri' is not registered; expected one of ['cxr', 'derm']"),
+    "deterministic_not_bool": (lambda r, t, m: (str(_rows_file(t, _edited(
+        r, 0, lambda x: x.update(deterministic="yes")))), t / "out", None),
+        "error: {rows}:1: result row: 'deterministic' must be a bool, got 'yes'"),
+    "not_utf8": (lambda r, t, m: (str(_rows_file(t, ["\udcff"]) if False else
+                                      (t / "rows.jsonl").write_bytes(b"\xff\n") and
+                                      t / "rows.jsonl"), t / "out", None),
+                 "error: {rows}: not UTF-8 text (invalid start byte at byte 0)"),
+    "duplicate_across_files": (lambda r, t, m: (f"{r},{_rows_file(t, _row_lines(r)[3:4])}",
+                                                t / "out", None),
+                               "error: {rows}:1: cell ('derm', 'supervised', 'cpu', 'finetune', "
+                               "1.0, 1) already read from {results}:4"),
+    "output_dir_is_a_file": (lambda r, t, m: (str(r), r, None),
+                             "error: --output_dir={results}: not a directory"),
+    "output_dir_read_only": (lambda r, t, m: (str(r), t / "out", None) if (
+        (t / "out").mkdir() or _read_only(m, t / "out")) is None else None,
+        "error: {tmp}/out: Permission denied (cannot create a file in it)"),
+    "disk_full": (lambda r, t, m: (str(r), t / "out", None) if _no_space(m) else None,
+                  "error: {tmp}/out/cxr.md: No space left on device"),
+    "published_missing": (lambda r, t, m: (str(r), t / "out", str(t / "none.csv")),
+                          "error: {tmp}/none.csv: No such file or directory"),
+    "published_bad_protocol": (lambda r, t, m: (str(r), t / "out", str(_published_with(
+        t, ",partial,", ",maybe,"))),
+        "error: {tmp}/pub.csv:3: protocol_matches_ours 'maybe'; expected one of ('yes', 'no', "
+        "'partial')"),
+    "published_bad_fraction": (lambda r, t, m: (str(r), t / "out", str(_published_with(
+        t, ",,6.7,", ",ten,6.7,"))),
+        "error: {tmp}/pub.csv:2: label_fraction 'ten'; expected a number in (0, 1] or blank "
+        "(not stated)"),
+    "published_unknown_task": (lambda r, t, m: (str(r), t / "out", str(_published_with(
+        t, ",derm,", ",mri,"))),
+        "error: {tmp}/pub.csv:2: task 'mri' is not registered; expected one of ['cxr', 'derm']"),
+    "published_not_utf8": (lambda r, t, m: (str(r), t / "out", str(
+        (t / "pub.csv").write_bytes(b"citation\xff\n") and t / "pub.csv")),
+        "error: {tmp}/pub.csv: not UTF-8 text (invalid start byte at byte 8)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLI_CASES))
+def test_leaderboard_cli_bad_input_is_one_error_line(results_file, tmp_path, monkeypatch, capsys,
+                                                     case):
+    setup, expected = CLI_CASES[case]
+    flag, out, published = setup(results_file, tmp_path, monkeypatch)
+    status = leaderboard.cli(flag, str(out), published)
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert status == 1
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    pattern = re.escape(expected.format(tmp=tmp_path, rows=tmp_path / "rows.jsonl",
+                                        results=results_file)).replace(r"\*", ".*")
+    assert re.fullmatch(pattern, err.strip()), err
+
+
+def test_torn_last_line_is_skipped_with_a_warning(results_file, tmp_path, capsys):
+    """A truncated last line is skipped, as `results.ResultsStore` does, and the user is told."""
+    lines = _row_lines(results_file)
+    torn = _rows_file(tmp_path, lines[:-1] + [lines[-1][:40]])
+    whole = _rows_file(tmp_path / "whole", lines[:-1]) if (tmp_path / "whole").mkdir() is None \
+        else None
+    assert leaderboard.cli(str(torn), str(tmp_path / "a"), str(PUBLISHED)) == 0
+    err = capsys.readouterr().err
+    assert err == (f"warning: {torn}:{len(lines)}: ignoring truncated last line (Unterminated "
+                   "string starting at: line 1 column 40 (char 39)); the leaderboard is built "
+                   "without it\n")
+    leaderboard.regenerate([whole], tmp_path / "b", PUBLISHED)
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+
+
+def test_cli_process_exits_non_zero_without_traceback(tmp_path):
+    bad = tmp_path / "rows.jsonl"
+    bad.write_text('{"schema": 1}\n')
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-m", "benchmark.leaderboard", f"--results={bad}",
+                           f"--output_dir={tmp_path / 'out'}"], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {bad}:1: result row: missing key 'code_version'")

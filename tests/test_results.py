@@ -1,11 +1,13 @@
 """Result rows, the atomic results store, prediction files and provenance helpers."""
 import copy
+import errno
 import importlib.util
 import json
 import math
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import textwrap
@@ -35,7 +37,7 @@ def _row(**changes):
         "metrics": {"in_distribution": test_set, "shifted": copy.deepcopy(test_set)},
         "config": {"backbone": {"depth": 18}}, "code_version": "unknown",
         "packages": {"numpy": "2.0.0", "python": "3.11.0"}, "data_fingerprint": HEX,
-        "data_build": {"cxr_chexpert/64px/1.0.0": HEX}, "code_digest": HEX,
+        "data_build": {"cxr_chexpert/64px/1.0.0": HEX}, "code_digest": HEX, "deterministic": True,
         "machine": {"arch": "x86_64", "cpu": "Xeon", "isa": ["avx2"], "onednn": "1"},
         "synthetic": True, "created": "2025-01-31T12:00:00+00:00", "wall_seconds": 1.5,
     }
@@ -78,6 +80,7 @@ def _set(row, dotted, value):
     ("extra", 1, "'extra'"),
     ("schema", 3, "'schema'"),
     ("data_build", KeyError, "'data_build'"),
+    ("deterministic", KeyError, "'deterministic'"),
     ("code_digest", KeyError, "'code_digest'"),
     ("code_digest", "abc", "'code_digest'"),
     ("machine", KeyError, "'machine'"),
@@ -371,3 +374,65 @@ def test_jsonable_row_round_trips_through_store(tmp_path):
     stored = store.rows()[0]
     assert stored["metrics"]["in_distribution"]["ci95"]["mean_auc"] == [0.7, 0.9]
     assert not math.isnan(stored["metrics"]["in_distribution"]["values"]["mean_auc"])
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o600, 0o664])
+def test_atomic_rewrite_keeps_the_files_permissions(tmp_path, mode):
+    store = results.ResultsStore(tmp_path / "results.jsonl")
+    store.append(_row(seed=0))
+    store.path.chmod(mode)
+    store.append(_row(seed=1))
+    assert stat.S_IMODE(store.path.stat().st_mode) == mode
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_atomic_writer_new_file_gets_the_umask_default(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        with results.atomic_writer(tmp_path / "new.txt") as f:
+            f.write("x")
+        with open(tmp_path / "plain.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new.txt").stat().st_mode) == 0o666 & ~umask
+    assert (tmp_path / "new.txt").stat().st_mode == (tmp_path / "plain.txt").stat().st_mode
+
+
+def test_atomic_writer_disk_full_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    path = tmp_path / "results.jsonl"
+    path.write_text("old\n")
+
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OSError) as info:
+        with results.atomic_writer(path) as f:
+            f.write("new\n")
+    monkeypatch.undo()
+    assert results.os_error_text(info.value) == f"{path}: No space left on device"
+    assert path.read_text() == "old\n" and sorted(os.listdir(tmp_path)) == ["results.jsonl"]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"method": "bad name!"}, "result row: method 'bad name!' must be 1-63 characters from A-Z "
+                              "a-z 0-9 . _ + - starting with a letter or digit"),
+    ({"method": "=cmd"}, "result row: method '=cmd' must be 1-63 characters"),
+    ({"method": "a" * 64}, "result row: method '" + "a" * 64 + "' must be 1-63 characters"),
+    ({"preset": "tpu"}, "result row: preset 'tpu' is not registered; expected one of ['cpu', "
+                        "'paper', 'smoke']"),
+    ({"deterministic": "yes"}, "result row: 'deterministic' must be a bool, got 'yes'"),
+    ({"data_build": {"cxr_chexpert": "abc"}}, "result row: 'data_build' must be a non-empty "
+                                              "object of build -> sha256 hex digest, got"),
+])
+def test_validate_row_applies_the_run_and_submit_rules(changes, message):
+    """One rule for method names and presets (`results.method_name_problem`, `preset_problem`),
+    shared with `benchmark.run` and `benchmark.submit`."""
+    with pytest.raises(ValueError) as info:
+        results.validate_row(_row(**changes))
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_validate_row_accepts_either_determinism():
+    results.validate_row(_row(deterministic=True))
+    results.validate_row(_row(deterministic=False))

@@ -52,9 +52,9 @@ def toy_test_set(task_name: str, name: str) -> tuple[np.ndarray, np.ndarray, np.
 
 def make_cell(task_name: str, method: str, fraction: float, seed: int, directory: Path, *,
               eval_mode: str = EVAL_MODE, preset: str = PRESET, synthetic: bool = True,
-              skill: float = 1.0) -> dict:
+              skill: float = 1.0, deterministic: bool | None = None) -> dict:
     """A valid result row for one cell; writes its prediction files under
-    `directory`/predictions."""
+    `directory`/predictions. `deterministic` None leaves the key out (a row older than it)."""
     from benchmark.presets import get_preset
 
     task = get_task(task_name)
@@ -78,14 +78,19 @@ def make_cell(task_name: str, method: str, fraction: float, seed: int, directory
             "n_examples": len(ids), "n_groups": len(set(groups)),
             "fingerprint": results.examples_fingerprint(ids, labels), "predictions": rel,
         }
-    return {
+    row = {
         "schema": 1, "task": task_name, "method": method, "preset": preset,
         "eval_mode": eval_mode, "label_fraction": float(fraction), "seed": int(seed),
-        "metrics": metrics, "config": {"example": True}, "code_version": "unknown",
+        "metrics": metrics, "n_train_examples": int(round(120 * fraction)),
+        "n_train_groups": int(round(80 * fraction)), "config": {"example": True}, "code_version": "unknown",
         "packages": {"numpy": np.__version__}, "synthetic": synthetic,
-        "data_fingerprint": results.fingerprint(task_name, method, str(fraction), str(seed)),
+        # The harness picks the labelled subset from (task, fraction, seed), whatever the method.
+        "data_fingerprint": results.fingerprint(task_name, str(fraction), str(seed)),
         "created": "2025-01-01T00:00:00+00:00", "wall_seconds": 0.0,
     }
+    if deterministic is not None:
+        row["deterministic"] = deterministic
+    return row
 
 
 def make_grid(task_name: str, method: str, directory: Path, **kwargs) -> list[dict]:
