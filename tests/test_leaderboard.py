@@ -30,12 +30,11 @@ def _builder():
 
 @pytest.fixture(scope="module")
 def results_file(tmp_path_factory):
-    """Real-data derm rows (deterministic), synthetic derm rows (older rows without the
-    `deterministic` key) and synthetic cxr rows (non-deterministic)."""
+    """Real-data derm rows (deterministic), synthetic derm and cxr rows (non-deterministic)."""
     build = _builder()
     d = tmp_path_factory.mktemp("runs")
     rows = build.make_grid("derm", "supervised", d, synthetic=False, deterministic=True)
-    rows += build.make_grid("derm", "simclr", d, synthetic=True, skill=1.3)
+    rows += build.make_grid("derm", "simclr", d, synthetic=True, skill=1.3, deterministic=False)
     rows += build.make_grid("cxr", "micle", d, synthetic=True, eval_mode="linear",
                             deterministic=False)
     build.write_rows(d / "results.jsonl", rows)
@@ -216,7 +215,7 @@ def test_committed_reference_rows_are_one_clean_complete_run():
 
 
 def test_nondeterministic_rows_are_marked_without_changing_values(results_file, tmp_path):
-    """Issue 11 item 3: deterministic: false rows and rows without the key are marked † with a
+    """Issue 11 item 3: deterministic: false rows are marked † with a
     footnote (md, html) and deterministic=no (csv); the numbers are those of unmarked lines."""
     rows = [json.loads(l) for l in results_file.read_text().splitlines()]
     leaderboard.regenerate([results_file], tmp_path / "a", PUBLISHED)
@@ -415,7 +414,7 @@ def test_torn_last_line_is_skipped_with_a_warning(results_file, tmp_path, capsys
     assert leaderboard.cli(str(torn), str(tmp_path / "a"), str(PUBLISHED)) == 0
     err = capsys.readouterr().err
     assert err == (f"warning: {torn}:{len(lines)}: ignoring truncated last line (Unterminated "
-                   "string starting at: line 1 column 40 (char 39)); the leaderboard is built "
+                   "string starting at: line 1 column 17 (char 16)); the leaderboard is built "
                    "without it\n")
     leaderboard.regenerate([whole], tmp_path / "b", PUBLISHED)
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
@@ -423,7 +422,7 @@ def test_torn_last_line_is_skipped_with_a_warning(results_file, tmp_path, capsys
 
 def test_cli_process_exits_non_zero_without_traceback(tmp_path):
     bad = tmp_path / "rows.jsonl"
-    bad.write_text('{"schema": 1}\n')
+    bad.write_text('{"schema": 2}\n')
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run([sys.executable, "-m", "benchmark.leaderboard", f"--results={bad}",
                            f"--output_dir={tmp_path / 'out'}"], cwd=REPO, env=env,
@@ -431,4 +430,4 @@ def test_cli_process_exits_non_zero_without_traceback(tmp_path):
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"error: {bad}:1: result row: missing key 'code_version'")
+        f"error: {bad}:1: result row: missing key 'code_digest'")

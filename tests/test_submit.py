@@ -308,30 +308,18 @@ def test_good_submission_is_rescored_merged_and_shown(example):
             copied = board / mine["metrics"][test_set]["predictions"]
             assert copied.read_bytes() == (derm / result["predictions"]).read_bytes()
     md = (board / "derm.md").read_text()
-    assert "| example-ssl † | finetune | cpu | 10% |" in md  # toy rows predate `deterministic`
+    assert "| example-ssl | finetune | cpu | 10% |" in md
     assert json.loads((board / "results_submitters.json").read_text()) == {
         "example-ssl": "example-lab"}
     # The same submitter may add the method on another task; resubmitting a cell is a duplicate.
     submit.submit(example / "submission_cxr", board)
-    assert "| example-ssl † | finetune | cpu | 100% |" in (board / "cxr.md").read_text()
+    assert "| example-ssl | finetune | cpu | 100% |" in (board / "cxr.md").read_text()
     _write(derm, submitted)
     _expect_rejection(derm, board, "duplicate_cell", ["is already on the leaderboard"])
     # Another submitter cannot use the name, even for cells not on the board.
     (derm / "submission.json").write_text(json.dumps({"submitter": "other-lab"}))
     _write(derm, [dict(r, eval_mode="linear") for r in submitted])
     _expect_rejection(derm, board, "method_clash", ["already belongs to 'example-lab'"])
-
-
-def test_rows_with_the_new_keys_are_accepted(example):
-    """Rows with `deterministic` and `data_build` (schema-2 keys of other helpers) merge like rows
-    without them."""
-    derm = example / "submission_derm"
-    rows = _rows(derm)
-    for r in rows:
-        r.update(deterministic=True, data_build={"derm_ham10000": "ab" * 32})
-    _write(derm, rows)
-    submit.submit(derm, example / "leaderboard")
-    assert "| example-ssl | finetune | cpu | 10% |" in (example / "leaderboard" / "derm.md").read_text()
 
 
 UNCHANGED = "; the submission was not merged and the leaderboard is unchanged"
@@ -448,7 +436,7 @@ SUBMIT_CLI_CASES = {
     "board_malformed_line": (lambda ex, m: (ex / "submission_derm", ex / "leaderboard", None)
                              if _bad_board_row(ex, lambda l: l[:30]) is None else None,
                              "error: {ex}/leaderboard/results.jsonl:2: malformed result row "
-                             "(Unterminated string starting at: line 1 column 29 (char 28))"),
+                             "(Unterminated string starting at: line 1 column 17 (char 16))"),
     "board_row_missing_key": (lambda ex, m: (ex / "submission_derm", ex / "leaderboard", None)
                               if _bad_board_row(ex, _drop_key, 3) is None else None,
                               "error: {ex}/leaderboard/results.jsonl:3: result row: missing key "
@@ -496,11 +484,11 @@ def test_submit_cli_warns_about_a_torn_board_line_and_merges(example, capsys):
 def test_submit_process_exits_non_zero_without_traceback(example):
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
     board = example / "leaderboard"
-    (board / "results.jsonl").write_text('{"schema": 1}\n')
+    (board / "results.jsonl").write_text('{"schema": 2}\n')
     proc = subprocess.run([sys.executable, "-m", "benchmark.submit",
                            f"--submission={example / 'submission_derm'}",
                            f"--leaderboard_dir={board}"], cwd=REPO, env=env,
                           capture_output=True, text=True)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"error: {board / 'results.jsonl'}:1: result row: missing key 'code_version'")
+        f"error: {board / 'results.jsonl'}:1: result row: missing key 'code_digest'")

@@ -52,9 +52,9 @@ def toy_test_set(task_name: str, name: str) -> tuple[np.ndarray, np.ndarray, np.
 
 def make_cell(task_name: str, method: str, fraction: float, seed: int, directory: Path, *,
               eval_mode: str = EVAL_MODE, preset: str = PRESET, synthetic: bool = True,
-              skill: float = 1.0, deterministic: bool | None = None) -> dict:
+              skill: float = 1.0, deterministic: bool = True) -> dict:
     """A valid result row for one cell; writes its prediction files under
-    `directory`/predictions. `deterministic` None leaves the key out (a row older than it)."""
+    `directory`/predictions."""
     from benchmark.presets import get_preset
 
     task = get_task(task_name)
@@ -79,17 +79,18 @@ def make_cell(task_name: str, method: str, fraction: float, seed: int, directory
             "fingerprint": results.examples_fingerprint(ids, labels), "predictions": rel,
         }
     row = {
-        "schema": 1, "task": task_name, "method": method, "preset": preset,
+        "schema": results.SCHEMA_VERSION, "task": task_name, "method": method, "preset": preset,
         "eval_mode": eval_mode, "label_fraction": float(fraction), "seed": int(seed),
         "metrics": metrics, "n_train_examples": int(round(120 * fraction)),
         "n_train_groups": int(round(80 * fraction)), "config": {"example": True}, "code_version": "unknown",
+        "code_digest": results.fingerprint("toy code"), "deterministic": deterministic,
+        "machine": {"arch": "x86_64", "cpu": "toy", "isa": [], "onednn": "1"},
+        "data_build": {f"{task_name}_toy/64px/1.0.0": results.fingerprint("toy build", task_name)},
         "packages": {"numpy": np.__version__}, "synthetic": synthetic,
         # The harness picks the labelled subset from (task, fraction, seed), whatever the method.
         "data_fingerprint": results.fingerprint(task_name, str(fraction), str(seed)),
         "created": "2025-01-01T00:00:00+00:00", "wall_seconds": 0.0,
     }
-    if deterministic is not None:
-        row["deterministic"] = deterministic
     return row
 
 
