@@ -35,6 +35,7 @@ _ROW_KEYS = frozenset(CELL_KEY_FIELDS + (
     "schema", "metrics", "config", "code_version", "packages", "data_fingerprint", "synthetic",
     "created", "wall_seconds"))
 _OPTIONAL_ROW_KEYS = frozenset(("n_train_examples", "n_train_groups"))
+_SCHEMA_2_ROW_KEYS = frozenset(("deterministic",))  # required from schema 2, allowed in schema 1
 _TEST_SET_KEYS = frozenset(("primary", "values", "ci95", "n_examples", "n_groups", "fingerprint",
                             "predictions"))
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -80,11 +81,12 @@ def validate_row(row: dict) -> None:
     the first bad key."""
     if not isinstance(row, dict):
         raise ValueError(f"result row: expected a JSON object, got {type(row).__name__}")
-    for key in sorted(_ROW_KEYS - row.keys()):
+    required = _ROW_KEYS | (_SCHEMA_2_ROW_KEYS if row.get("schema") == 2 else frozenset())
+    for key in sorted(required - row.keys()):
         raise ValueError(f"result row: missing key {key!r}")
-    for key in sorted(row.keys() - _ROW_KEYS - _OPTIONAL_ROW_KEYS):
-        raise ValueError(f"result row: unexpected key {key!r}; expected only "
-                         f"{sorted(_ROW_KEYS | _OPTIONAL_ROW_KEYS)}")
+    allowed = _ROW_KEYS | _OPTIONAL_ROW_KEYS | _SCHEMA_2_ROW_KEYS
+    for key in sorted(row.keys() - allowed):
+        raise ValueError(f"result row: unexpected key {key!r}; expected only {sorted(allowed)}")
     if row["schema"] != SCHEMA_VERSION or isinstance(row["schema"], bool):
         _fail("schema", str(SCHEMA_VERSION), row["schema"])
     for key in ("task", "method", "preset", "code_version"):
@@ -107,6 +109,8 @@ def validate_row(row: dict) -> None:
         _fail("data_fingerprint", "a sha256 hex digest", row["data_fingerprint"])
     if not isinstance(row["synthetic"], (bool, np.bool_)):
         _fail("synthetic", "a bool", row["synthetic"])
+    if "deterministic" in row and not isinstance(row["deterministic"], (bool, np.bool_)):
+        _fail("deterministic", "a bool", row["deterministic"])
     _check_created(row["created"])
     w = row["wall_seconds"]
     if not (_is_number(w) and math.isfinite(w) and w >= 0):
