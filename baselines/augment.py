@@ -1,7 +1,12 @@
 """Per-example image augmentations for tf.data (graph-compatible), after SimCLR v2's data_util.
 
 Every function takes one image [H, W, 3] (uint8, or float in [0, 1]) and returns float32 in [0, 1].
-Randomness comes from `tf.random` ops, so seed with `tf.random.set_seed` for reproducible streams.
+Every random function is stateless: it takes a keyword `seed`, an int32/int64 tensor of shape [2]
+(`tf.random.stateless_*` convention), and its result is a function of the image and that seed only,
+so a tf.data map gives the same views whatever its `num_parallel_calls` or thread timing. Derive
+one seed per element from an integer seed and the element's position with `element_seed` or
+`with_element_seeds`; a function that draws several times splits its seed
+(`tf.random.experimental.stateless_split`).
 """
 from __future__ import annotations
 
@@ -21,23 +26,42 @@ def to_float(image: tf.Tensor) -> tf.Tensor:
     return tf.cast(image, tf.float32)
 
 
+def element_seed(seed, index, stream: int = 0) -> tf.Tensor:
+    """Stateless seed int64 [2] of element `index` (int scalar) of stream `stream` under the integer
+    `seed`; distinct (seed, stream, index) give independent draws."""
+    base = tf.stack([tf.cast(seed, tf.int64), tf.cast(stream, tf.int64)])
+    return tf.random.experimental.stateless_fold_in(base, tf.cast(index, tf.int64))
+
+
+def with_element_seeds(ds: tf.data.Dataset, seed: int, stream: int = 0) -> tf.data.Dataset:
+    """`ds` as (element, element_seed(seed, position, stream)) pairs, position counted from 0."""
+    seeds = tf.data.Dataset.counter().map(lambda i: element_seed(seed, i, stream))
+    return tf.data.Dataset.zip(ds, seeds)
+
+
 def _resize(image: tf.Tensor, size: int) -> tf.Tensor:
     image = tf.image.resize(image, [size, size], method="bicubic")
     return tf.clip_by_value(image, 0.0, 1.0)
 
 
-def random_apply(fn: Callable[[tf.Tensor], tf.Tensor], p: float, image: tf.Tensor) -> tf.Tensor:
+def _split(seed, n: int) -> list[tf.Tensor]:
+    return tf.unstack(tf.random.experimental.stateless_split(seed, n))
+
+
+def random_apply(fn: Callable[[tf.Tensor], tf.Tensor], p: float, image: tf.Tensor, *, seed) -> tf.Tensor:
     """Applies `fn` to `image` with probability `p`."""
-    return tf.cond(tf.random.uniform([]) < p, lambda: fn(image), lambda: image)
+    return tf.cond(tf.random.stateless_uniform([], seed) < p, lambda: fn(image), lambda: image)
 
 
-def random_resized_crop(image, size: int, area_range=(0.08, 1.0), aspect=(3 / 4, 4 / 3)) -> tf.Tensor:
+def random_resized_crop(image, size: int, area_range=(0.08, 1.0), aspect=(3 / 4, 4 / 3), *,
+                        seed) -> tf.Tensor:
     """Crop covering a random fraction `area_range` of the image with aspect ratio in `aspect`,
     resized (bicubic) to [size, size]; falls back to the whole image after 100 attempts."""
     image = to_float(image)
-    begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
+    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
         tf.shape(image),
         bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, [1, 1, 4]),
+        seed=seed,
         min_object_covered=0.1,
         aspect_ratio_range=aspect,
         area_range=area_range,
@@ -48,17 +72,17 @@ def random_resized_crop(image, size: int, area_range=(0.08, 1.0), aspect=(3 / 4,
     return _resize(image, size)
 
 
-def random_flip(image) -> tf.Tensor:
+def random_flip(image, *, seed) -> tf.Tensor:
     """Left-right flip with probability 1/2."""
-    return tf.image.random_flip_left_right(to_float(image))
+    return tf.image.stateless_random_flip_left_right(to_float(image), seed)
 
 
-def _random_brightness(image, max_delta):
-    factor = tf.random.uniform([], tf.maximum(1.0 - max_delta, 0.0), 1.0 + max_delta)
+def _random_brightness(image, max_delta, seed):
+    factor = tf.random.stateless_uniform([], seed, tf.maximum(1.0 - max_delta, 0.0), 1.0 + max_delta)
     return image * factor
 
 
-def color_jitter(image, strength: float) -> tf.Tensor:
+def color_jitter(image, strength: float, *, seed) -> tf.Tensor:
     """Brightness, contrast, saturation (0.8*strength) and hue (0.2*strength) in random order."""
     if strength < 0:
         raise ValueError(f"color_jitter strength={strength}: expected a non-negative number")
@@ -66,13 +90,14 @@ def color_jitter(image, strength: float) -> tf.Tensor:
     if strength == 0:
         return image
     s = 0.8 * strength
+    order_seed, *op_seeds = _split(seed, 5)
     ops = [
-        lambda x: _random_brightness(x, s),
-        lambda x: tf.image.random_contrast(x, lower=max(1 - s, 0.0), upper=1 + s),
-        lambda x: tf.image.random_saturation(x, lower=max(1 - s, 0.0), upper=1 + s),
-        lambda x: tf.image.random_hue(x, max_delta=min(0.2 * strength, 0.5)),
+        lambda x: _random_brightness(x, s, op_seeds[0]),
+        lambda x: tf.image.stateless_random_contrast(x, max(1 - s, 0.0), 1 + s, op_seeds[1]),
+        lambda x: tf.image.stateless_random_saturation(x, max(1 - s, 0.0), 1 + s, op_seeds[2]),
+        lambda x: tf.image.stateless_random_hue(x, min(0.2 * strength, 0.5), op_seeds[3]),
     ]
-    order = tf.random.shuffle(tf.range(len(ops)))
+    order = tf.argsort(tf.random.stateless_uniform([len(ops)], order_seed))  # a uniform permutation
     for i in range(len(ops)):
         branches = [lambda f=f, x=image: tf.clip_by_value(f(x), 0.0, 1.0) for f in ops]
         image = tf.switch_case(order[i], branches)
@@ -84,15 +109,18 @@ def to_grayscale(image) -> tf.Tensor:
     return tf.tile(tf.image.rgb_to_grayscale(to_float(image)), [1, 1, 3])
 
 
-def random_grayscale(image, p: float = 0.2) -> tf.Tensor:
+def random_grayscale(image, p: float = 0.2, *, seed) -> tf.Tensor:
     """Grayscale with probability `p`."""
-    return random_apply(to_grayscale, p, to_float(image))
+    return random_apply(to_grayscale, p, to_float(image), seed=seed)
 
 
-def random_color_jitter(image, strength: float = 1.0, p_jitter: float = 0.8, p_gray: float = 0.2):
+def random_color_jitter(image, strength: float = 1.0, p_jitter: float = 0.8, p_gray: float = 0.2, *,
+                        seed):
     """SimCLR's colour distortion: jitter with probability `p_jitter`, then grayscale with `p_gray`."""
-    image = random_apply(lambda x: color_jitter(x, strength), p_jitter, to_float(image))
-    return random_grayscale(image, p_gray)
+    apply_seed, jitter_seed, gray_seed = _split(seed, 3)
+    image = random_apply(lambda x: color_jitter(x, strength, seed=jitter_seed), p_jitter, to_float(image),
+                         seed=apply_seed)
+    return random_grayscale(image, p_gray, seed=gray_seed)
 
 
 def gaussian_blur(image, kernel_size: int, sigma) -> tf.Tensor:
@@ -111,14 +139,15 @@ def gaussian_blur(image, kernel_size: int, sigma) -> tf.Tensor:
     return tf.clip_by_value(blurred[0], 0.0, 1.0)
 
 
-def random_blur(image, p: float = 0.5, sigma_range=(0.1, 2.0)) -> tf.Tensor:
+def random_blur(image, p: float = 0.5, sigma_range=(0.1, 2.0), *, seed) -> tf.Tensor:
     """With probability `p`, Gaussian blur with kernel height//10 and sigma uniform in `sigma_range`."""
     image = to_float(image)
     height = image.shape[0]
     if height is None:
         raise ValueError("random_blur: image height must be static (apply after a fixed-size crop)")
-    sigma = tf.random.uniform([], *sigma_range)
-    return random_apply(lambda x: gaussian_blur(x, max(height // 10, 1), sigma), p, image)
+    apply_seed, sigma_seed = _split(seed, 2)
+    sigma = tf.random.stateless_uniform([], sigma_seed, *sigma_range)
+    return random_apply(lambda x: gaussian_blur(x, max(height // 10, 1), sigma), p, image, seed=apply_seed)
 
 
 def rotation_transform(angle, height, width) -> tf.Tensor:
@@ -149,27 +178,29 @@ def rotate(image, degrees, interpolation: str = "BILINEAR") -> tf.Tensor:
     return tf.clip_by_value(out[0], 0.0, 1.0)
 
 
-def random_rotation(image, max_degrees: float) -> tf.Tensor:
+def random_rotation(image, max_degrees: float, *, seed) -> tf.Tensor:
     """Rotation by an angle uniform in [-max_degrees, max_degrees]."""
-    return rotate(image, tf.random.uniform([], -max_degrees, max_degrees))
+    return rotate(image, tf.random.stateless_uniform([], seed, -max_degrees, max_degrees))
 
 
-def simclr_view(image, size: int) -> tf.Tensor:
+def simclr_view(image, size: int, *, seed) -> tf.Tensor:
     """SimCLR view: random resized crop, flip, colour distortion (strength 1.0), blur with p 0.5."""
-    image = random_resized_crop(image, size)
-    image = random_flip(image)
-    image = random_color_jitter(image, strength=1.0)
-    image = random_blur(image, p=0.5)
+    crop_seed, flip_seed, color_seed, blur_seed = _split(seed, 4)
+    image = random_resized_crop(image, size, seed=crop_seed)
+    image = random_flip(image, seed=flip_seed)
+    image = random_color_jitter(image, strength=1.0, seed=color_seed)
+    image = random_blur(image, p=0.5, seed=blur_seed)
     return tf.ensure_shape(image, [size, size, 3])
 
 
-def cxr_view(image, size: int) -> tf.Tensor:
+def cxr_view(image, size: int, *, seed) -> tf.Tensor:
     """Chest X-ray view (Azizi et al.): random resized crop, flip, rotation up to 45 degrees and
     colour distortion of strength 0.5; no blur."""
-    image = random_resized_crop(image, size)
-    image = random_flip(image)
-    image = random_rotation(image, 45.0)
-    image = random_color_jitter(image, strength=0.5)
+    crop_seed, flip_seed, rotation_seed, color_seed = _split(seed, 4)
+    image = random_resized_crop(image, size, seed=crop_seed)
+    image = random_flip(image, seed=flip_seed)
+    image = random_rotation(image, 45.0, seed=rotation_seed)
+    image = random_color_jitter(image, strength=0.5, seed=color_seed)
     return tf.ensure_shape(image, [size, size, 3])
 
 
@@ -186,11 +217,12 @@ def eval_view(image, size: int, crop_proportion: float = 0.875) -> tf.Tensor:
     return tf.ensure_shape(_resize(image, size), [size, size, 3])
 
 
-VIEWS: dict[str, Callable[[tf.Tensor, int], tf.Tensor]] = {"simclr": simclr_view, "cxr": cxr_view}
+ViewFn = Callable[..., tf.Tensor]  # view_fn(image, size, *, seed) -> float32 [size, size, 3]
+VIEWS: dict[str, ViewFn] = {"simclr": simclr_view, "cxr": cxr_view}
 
 
-def get_view_fn(name: str) -> Callable[[tf.Tensor, int], tf.Tensor]:
-    """The training view function (image, size) -> view registered as `name`."""
+def get_view_fn(name: str) -> ViewFn:
+    """The training view function `(image, size, *, seed) -> view` registered as `name`."""
     if name not in VIEWS:
         raise ValueError(f"augmentation={name!r}: expected one of {sorted(VIEWS)}")
     return VIEWS[name]

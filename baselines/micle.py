@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from baselines import pretrain
+from baselines import augment, pretrain
 from baselines.api import register
 from baselines.simclr import SimCLR, build_contrastive_model
 
@@ -24,24 +24,28 @@ def _choose_two(num_images: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.T
     return i, j
 
 
-def micle_pairs(groups: tf.data.Dataset, *, view_fn, image_size: int, seed: int) -> tf.data.Dataset:
+def micle_pairs(groups: tf.data.Dataset, *, view_fn, image_size: int, seed: int,
+                start: int = 0) -> tf.data.Dataset:
     """One pair per group {"view1", "view2": float32 [image_size, image_size, 3], "group_id"}: two
     distinct images chosen uniformly at random (one image twice if the group has only one), each
-    passed through `view_fn(image, image_size)`. Image choice is deterministic given `seed`."""
-    seeds = tf.data.Dataset.random(seed=seed).batch(2)
+    passed through `view_fn(image, image_size, seed=...)`. The choice and the views of the group at
+    position i are drawn from `augment.element_seed(seed, i)`. The first `start` pairs are skipped
+    before images are chosen and augmented (resuming)."""
 
-    def sample(group, pair_seed):
+    def sample(group, element_seed):
         images = group["images"]
         n = tf.shape(images)[0]
         check = tf.debugging.assert_positive(
             n, message="micle_pairs: a group has no images; expected images [n >= 1, H, W, 3]")
+        choice_seed, seed1, seed2 = tf.unstack(tf.random.experimental.stateless_split(element_seed, 3))
         with tf.control_dependencies([check]):
-            i, j = _choose_two(n, pair_seed)
-        return {"view1": view_fn(images[i], image_size), "view2": view_fn(images[j], image_size),
+            i, j = _choose_two(n, choice_seed)
+        return {"view1": view_fn(images[i], image_size, seed=seed1),
+                "view2": view_fn(images[j], image_size, seed=seed2),
                 "group_id": group["group_id"]}
 
-    return tf.data.Dataset.zip(groups, seeds).map(sample, num_parallel_calls=tf.data.AUTOTUNE,
-                                                  deterministic=False)
+    pairs = augment.with_element_seeds(groups, seed).skip(start)
+    return pairs.map(sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
 
 
 @register("micle")
@@ -56,8 +60,8 @@ class MICLe(SimCLR):
     def method_options(self) -> dict:
         return {"mask_same_group": self.mask_same_group}
 
-    def pairs(self, groups, *, view_fn, image_size, seed):
-        return micle_pairs(groups, view_fn=view_fn, image_size=image_size, seed=seed)
+    def pairs(self, groups, *, view_fn, image_size, seed, start=0):
+        return micle_pairs(groups, view_fn=view_fn, image_size=image_size, seed=seed, start=start)
 
     def build_model(self, encoder, *, backbone, config):
         return build_contrastive_model(encoder, backbone=backbone, config=config,

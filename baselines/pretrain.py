@@ -8,7 +8,8 @@ Adam), the input pipeline (shuffled, repeated groups -> the method's pair sample
 
 Checkpoints (format in `baselines.checkpoint`): the training state is saved every
 `config.checkpoint_every` steps; a rerun with the same `checkpoint_dir` resumes from the last saved
-step (same step count, same weights and optimizer state; only the data order differs), and a
+step (same step count, weights and optimizer state, and the input stream continues where it
+stopped: the pair at position i is a function of (`config.seed`, i)), and a
 `checkpoint_dir` holding a finished stage returns its encoder without training. `init_checkpoint`
 (an earlier stage) initialises the encoder, and the projection head when shapes match, at step 0.
 """
@@ -35,10 +36,14 @@ LR_SCALING = "linear"  # SimCLR: peak lr = base_learning_rate * batch_size / 256
 
 
 class PairFn(Protocol):
-    """A pair sampler: groups {"group_id", "images"} -> {"view1", "view2": float32 [S, S, 3], "group_id"}."""
+    """A pair sampler: groups {"group_id", "images"} -> {"view1", "view2": float32 [S, S, 3], "group_id"}.
+
+    Every random draw of the pair at position i must be a function of (`seed`, i) (see
+    `augment.with_element_seeds`), and the first `start` pairs are skipped, cheaply (before
+    augmentation), so that a resumed run sees the stream an uninterrupted one would."""
 
     def __call__(self, groups: tf.data.Dataset, *, view_fn: Callable, image_size: int,
-                 seed: int) -> tf.data.Dataset: ...
+                 seed: int, start: int) -> tf.data.Dataset: ...
 
 
 # Called as callback(step, logs, model): once after set-up (logs == {}), then after every loop.
@@ -93,10 +98,17 @@ def contrastive_dataset(
     config: PretrainConfig,
     seed: int,
     shuffle_buffer: int,
+    start: int = 0,
 ) -> tf.data.Dataset:
-    """Endless global batches {"view1", "view2": float32 [B, S, S, 3], "group_id": int64 [B]}."""
+    """Endless global batches {"view1", "view2": float32 [B, S, S, 3], "group_id": int64 [B]}, from
+    pair `start` of the stream on.
+
+    The stream is a function of `seed` (and TensorFlow's global seed, which `tf.data` shuffles mix
+    in). Its order is fixed when op determinism is on (`tf.config.experimental.enable_op_determinism`,
+    the harness default), which overrides the `deterministic=False` ordering used for speed here."""
     groups = groups.shuffle(shuffle_buffer, seed=seed).repeat()
-    pairs = pair_fn(groups, view_fn=get_view_fn(config.augmentation), image_size=config.image_size, seed=seed)
+    pairs = pair_fn(groups, view_fn=get_view_fn(config.augmentation), image_size=config.image_size, seed=seed,
+                    start=start)
     ds = pairs.map(_hash_group_id, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(config.batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE,
                   deterministic=False)
@@ -177,6 +189,7 @@ def pretrain_contrastive(
             with strategy.scope():
                 return checkpoint.load_encoder(checkpoint_dir, backbone)
 
+    keras.utils.set_random_seed(config.seed)  # weight initialisation and tf.data shuffles
     with strategy.scope():
         encoder = build_encoder(backbone)
         model = build_model(encoder)
@@ -203,8 +216,8 @@ def pretrain_contrastive(
     if is_chief and stored is None:
         checkpoint.write_meta(checkpoint_dir, meta(step))
 
-    dataset = contrastive_dataset(groups, pair_fn=pair_fn, config=config,
-                                  seed=config.seed * 1_000_003 + step, shuffle_buffer=options.shuffle_buffer)
+    dataset = contrastive_dataset(groups, pair_fn=pair_fn, config=config, seed=config.seed,
+                                  shuffle_buffer=options.shuffle_buffer, start=step * config.batch_size)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
     loop = make_train_loop(model, strategy, jit_compile=options.jit_compile)
     for callback in options.callbacks:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from baselines import pretrain
+from baselines import augment, pretrain
 from baselines.api import BackboneConfig, Method, PretrainConfig, register
 from baselines.batch_norm import BatchNormalization
 from baselines.objective import contrastive_accuracy, nt_xent_loss
@@ -96,20 +96,24 @@ def build_contrastive_model(encoder: keras.Model, *, backbone: BackboneConfig, c
                             name="contrastive_model")
 
 
-def simclr_pairs(groups: tf.data.Dataset, *, view_fn, image_size: int, seed: int,
+def simclr_pairs(groups: tf.data.Dataset, *, view_fn, image_size: int, seed: int, start: int = 0,
                  shuffle_buffer: int = 1024) -> tf.data.Dataset:
     """Every image of every group, shuffled (`shuffle_buffer` images), as two independent views
-    {"view1", "view2": float32 [image_size, image_size, 3], "group_id"}."""
+    {"view1", "view2": float32 [image_size, image_size, 3], "group_id"}; the views of the image at
+    position i are drawn from `augment.element_seed(seed, i)`. The first `start` pairs are skipped
+    before they are augmented (resuming)."""
     def split(group):
         n = tf.shape(group["images"])[0]
         return {"image": group["images"], "group_id": tf.fill([n], group["group_id"])}
 
-    def views(example):
-        return {"view1": view_fn(example["image"], image_size), "view2": view_fn(example["image"], image_size),
+    def views(example, element_seed):
+        seed1, seed2 = tf.unstack(tf.random.experimental.stateless_split(element_seed, 2))
+        return {"view1": view_fn(example["image"], image_size, seed=seed1),
+                "view2": view_fn(example["image"], image_size, seed=seed2),
                 "group_id": example["group_id"]}
 
     images = groups.map(split, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-    images = images.shuffle(shuffle_buffer, seed=seed)
+    images = augment.with_element_seeds(images.shuffle(shuffle_buffer, seed=seed), seed).skip(start)
     return images.map(views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
 
 
@@ -124,9 +128,10 @@ class SimCLR(Method):
         """Settings beyond BackboneConfig/PretrainConfig that define the stage (stored in meta.json)."""
         return {}
 
-    def pairs(self, groups: tf.data.Dataset, *, view_fn, image_size: int, seed: int) -> tf.data.Dataset:
-        """The two-view pairs this method trains on."""
-        return simclr_pairs(groups, view_fn=view_fn, image_size=image_size, seed=seed,
+    def pairs(self, groups: tf.data.Dataset, *, view_fn, image_size: int, seed: int,
+              start: int = 0) -> tf.data.Dataset:
+        """The two-view pairs this method trains on (from pair `start` of the stream on)."""
+        return simclr_pairs(groups, view_fn=view_fn, image_size=image_size, seed=seed, start=start,
                             shuffle_buffer=self.options.shuffle_buffer)
 
     def build_model(self, encoder: keras.Model, *, backbone: BackboneConfig,

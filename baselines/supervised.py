@@ -56,6 +56,7 @@ class SupervisedBiT(Method):
                                        init_checkpoint=init_checkpoint)
             with strategy.scope():
                 return checkpoint.load_encoder(checkpoint_dir, backbone)
+        keras.utils.set_random_seed(config.seed)  # the random init, when there are no weights
         with strategy.scope():
             encoder = build_encoder(backbone)
             if init_checkpoint:

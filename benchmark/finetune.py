@@ -14,6 +14,7 @@ from baselines import augment, schedules
 from baselines.api import FinetunePolicy
 
 EVAL_MODES = ("finetune", "linear")
+_VIEW_STREAM, _MIXUP_STREAM = 1, 2  # augment.element_seed streams of a fine-tuning cell's seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,18 +67,20 @@ class Classifier(keras.Model):
 
 
 def _train_view(image_size: int):
-    def view(ex):
-        image = augment.random_resized_crop(ex["image"], image_size, area_range=(0.25, 1.0))
-        return augment.random_flip(image), ex["label"]
+    def view(ex, seed):
+        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        image = augment.random_resized_crop(ex["image"], image_size, area_range=(0.25, 1.0), seed=crop_seed)
+        return augment.random_flip(image, seed=flip_seed), ex["label"]
 
     return view
 
 
 def _mixup(alpha: float):
-    """MixUp of a batch with its reverse, lambda ~ Beta(alpha, alpha)."""
+    """MixUp of a batch with its reverse, lambda ~ Beta(alpha, alpha) drawn from the batch's seed."""
 
-    def mix(images, labels):
-        gamma = tf.random.gamma([2], alpha)
+    def mix(batch, seed):
+        images, labels = batch
+        gamma = tf.random.stateless_gamma([2], seed, alpha)
         lam = gamma[0] / (gamma[0] + gamma[1])
         return (lam * images + (1 - lam) * tf.reverse(images, [0]),
                 lam * labels + (1 - lam) * tf.reverse(labels, [0]))
@@ -86,11 +89,16 @@ def _mixup(alpha: float):
 
 
 def train_input(ds: tf.data.Dataset, config: FinetuneConfig) -> tf.data.Dataset:
-    """Shuffled, repeated, augmented batches of (image, label) for supervised training."""
+    """Shuffled, repeated, augmented batches of (image, label) for supervised training; every
+    example's augmentation and every batch's MixUp draw from its own seed, a function of
+    (`config.seed`, position) (the shuffle also mixes in TensorFlow's global seed, which
+    `finetune` sets to `config.seed`)."""
     ds = ds.repeat().shuffle(2048, seed=config.seed)
+    ds = augment.with_element_seeds(ds, config.seed, stream=_VIEW_STREAM)
     ds = ds.map(_train_view(config.image_size), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(config.policy.batch_size, drop_remainder=True)
     if config.policy.mixup_alpha > 0:
+        ds = augment.with_element_seeds(ds, config.seed, stream=_MIXUP_STREAM)
         ds = ds.map(_mixup(config.policy.mixup_alpha), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 

@@ -4,7 +4,8 @@
 
 With no --manual_dir, the embedded synthetic real-format sets are generated (once, cached under
 --data_dir) and read by the same builders as real data. Rows go to <output_dir>/results.jsonl; a
-rerun skips finished cells and resumes an interrupted pretraining.
+rerun skips finished cells and resumes an interrupted pretraining. Runs are deterministic (same
+code, data, flags and seeds give byte-identical predictions) unless --nondeterministic.
 """
 from __future__ import annotations
 
@@ -54,6 +55,9 @@ flags.DEFINE_string("name", None, "The method's name in results and leaderboards
                     "._+-); default --method, required for import paths and saved backbones.")
 flags.DEFINE_bool("progress", True, "Show progress bars (only ever on a terminal; --noprogress "
                   "also silences the TFDS build bars).")
+flags.DEFINE_bool("nondeterministic", False, "Fastest pipeline instead of reproducible results: op "
+                  "determinism off, tf.data maps and batches in completion order (rows record "
+                  "deterministic: false).")
 
 
 def parse_backbone(text: str) -> api.BackboneConfig:
@@ -171,7 +175,7 @@ def config_from_flags() -> runner.RunConfig:
                             output_dir=output_dir,
                             strategy=FLAGS.strategy, tpu_address=FLAGS.tpu_address,
                             init_checkpoint=FLAGS.init_checkpoint, progress=FLAGS.progress,
-                            name=name)
+                            name=name, deterministic=not FLAGS.nondeterministic)
 
 
 # Input and environment errors: one line, no traceback (tf.errors.OpError: e.g. a full disk

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from baselines import api, distribute
+from baselines import api, determinism, distribute
 from benchmark import data, finetune, protocol, results, scoring
 from benchmark.presets import Preset
 from benchmark.provenance import code_digest, code_version, machine
@@ -41,6 +41,7 @@ class RunConfig:
     init_checkpoint: str | None = None
     progress: bool = True
     name: str | None = None  # the method's name in results; default `method`
+    deterministic: bool = True  # op determinism on (see baselines.determinism); False = fastest
 
     @property
     def method_name(self) -> str:
@@ -197,11 +198,14 @@ def _run_locked(cfg: RunConfig, method: api.Method, strategy) -> list[dict]:
         else:
             _check_stored_config(store, *found, config)
     if todo:
+        _check_mode(cfg, store)
+        determinism.set_deterministic(cfg.deterministic)
         strategy = strategy or distribute.get_strategy(cfg.strategy, tpu_address=cfg.tpu_address)
         builders = data.prepare(task, cfg.data)
         splits = data.split_task(builders, task,
                                  validation_fraction=task.options.validation_fraction,
                                  test_fraction=task.options.test_fraction)
+        keras.utils.set_random_seed(preset.pretrain.seed)  # for methods that do not seed themselves
         encoder = method.pretrain(
             data.pretrain_groups(builders, task, set(splits.train.group_ids)),
             backbone=method.backbone(preset.backbone),
@@ -221,6 +225,19 @@ def train_subset(task: Task, splits: data.TaskSplits, fraction: float, seed: int
     groups = protocol.label_fraction_groups(splits.train.group_ids, strata, fraction / 100.0,
                                             seed, salt=task.name)
     return splits.train.subset(np.isin(splits.train.group_ids, sorted(groups))), groups
+
+
+def _check_mode(cfg: RunConfig, store: results.ResultsStore) -> None:
+    """Refuses to add cells to a grid whose finished rows ran in the other mode."""
+    for row in store.rows():
+        if (row["task"], row["method"], row["preset"]) != (cfg.task.name, cfg.method_name, cfg.preset.name):
+            continue
+        if row.get("deterministic", False) != cfg.deterministic:
+            flag = "--nondeterministic" if cfg.deterministic else "no --nondeterministic"
+            raise ValueError(
+                f"{store.path}: the finished cells of {cfg.task.name}/{cfg.method_name}/{cfg.preset.name} "
+                f"ran with deterministic={row.get('deterministic', False)}; rerun with {flag}, or use "
+                "another --output_dir")
 
 
 def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, store):
@@ -271,5 +288,5 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
             "n_train_groups": int(len(groups)),
             "data_fingerprint": results.examples_fingerprint(chosen.example_ids, chosen.labels),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "wall_seconds": round(time.time() - start, 2), **common,
+            "wall_seconds": round(time.time() - start, 2), "deterministic": cfg.deterministic, **common,
         }, files=files)

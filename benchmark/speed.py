@@ -1,6 +1,7 @@
 """Throughput of the SimCLR and MICLe pretraining steps and of their input pipelines.
 
     python -m benchmark.speed [--steps=5] [--repeats=3] [--warmup=2] [--batch_size=N] [--configs=r50_64,r18_32]
+        [--modes=nondeterministic,deterministic]
 
 On synthetic random patient groups held in memory (no dataset build), for each configuration and
 method it prints views/s (2 views per pair) of
@@ -8,7 +9,9 @@ method it prints views/s (2 views per pair) of
   step      the distributed train step on one fixed batch (compute only),
   e2e       the train step fed by the pipeline (what pretraining runs at),
 each the median of --repeats timings of --steps steps (shared machines are noisy), and the
-process's peak resident memory so far (resource.getrusage). TensorFlow's oneDNN kernels
+process's peak resident memory so far (resource.getrusage), in each mode (`baselines.determinism`:
+deterministic = the run default, nondeterministic = `benchmark.run --nondeterministic`); a
+deterministic row also shows its e2e views/s as a fraction of the nondeterministic row's. TensorFlow's oneDNN kernels
 are on unless TF_ENABLE_ONEDNN_OPTS says otherwise (see `benchmark/__init__.py`).
 """
 from __future__ import annotations
@@ -27,7 +30,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from baselines import pretrain  # noqa: E402
+from baselines import determinism, pretrain  # noqa: E402
 from baselines.api import BackboneConfig, PretrainConfig  # noqa: E402
 from baselines.backbones import build_encoder  # noqa: E402
 from baselines.micle import micle_pairs  # noqa: E402
@@ -40,6 +43,7 @@ CONFIGS: dict[str, tuple[BackboneConfig, int, int]] = {
     "r18_32": (BackboneConfig(family="resnet_v1", depth=18, width=1, small_stem=True), 32, 64),
 }
 PAIR_FNS = {"simclr": simclr_pairs, "micle": micle_pairs}
+MODES = {"nondeterministic": False, "deterministic": True}
 
 
 def synthetic_groups(num_groups: int, *, image_size: int, max_images: int = 4, seed: int = 0) -> tf.data.Dataset:
@@ -79,6 +83,7 @@ class SpeedResult:
     config: str
     method: str
     batch_size: int
+    deterministic: bool
     pipeline_views_per_s: float
     step_views_per_s: float
     e2e_views_per_s: float
@@ -86,9 +91,11 @@ class SpeedResult:
 
 
 def measure(name: str, method: str, *, steps: int, warmup: int, repeats: int = 1, batch_size: int | None = None,
-            jit_compile: bool = False, num_groups: int = 128,
+            jit_compile: bool = False, num_groups: int = 128, deterministic: bool = True,
             strategy: tf.distribute.Strategy | None = None) -> SpeedResult:
-    """Throughputs of `method` ("simclr" or "micle") on configuration `name` of CONFIGS."""
+    """Throughputs of `method` ("simclr" or "micle") on configuration `name` of CONFIGS, with op
+    determinism switched to `deterministic` (it stays so afterwards)."""
+    determinism.set_deterministic(deterministic)
     backbone, image_size, default_batch = CONFIGS[name]
     strategy = strategy or tf.distribute.get_strategy()
     config = PretrainConfig(image_size=image_size, batch_size=batch_size or default_batch, steps=10_000)
@@ -113,7 +120,7 @@ def measure(name: str, method: str, *, steps: int, warmup: int, repeats: int = 1
 
     e2e_it = iter(strategy.experimental_distribute_dataset(dataset))
     e2e_s = _timed(lambda n: loop(e2e_it, tf.constant(n))["loss"].numpy(), warmup, steps, repeats)
-    return SpeedResult(name, method, config.batch_size, views * steps / pipeline_s, views * steps / step_s,
+    return SpeedResult(name, method, config.batch_size, deterministic, views * steps / pipeline_s, views * steps / step_s,
                        views * steps / e2e_s, peak_rss_mb())
 
 
@@ -125,32 +132,42 @@ flags.DEFINE_integer("batch_size", None, "Pairs per batch; default: 32 for r50_6
 flags.DEFINE_list("configs", list(CONFIGS), f"Configurations among {list(CONFIGS)}.")
 flags.DEFINE_list("methods", list(PAIR_FNS), f"Methods among {list(PAIR_FNS)}.")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the per-replica train step.")
+flags.DEFINE_list("modes", list(MODES), f"Modes among {list(MODES)}.")
 
 
 def main(argv):
     del argv
-    unknown = [c for c in FLAGS.configs if c not in CONFIGS] + [m for m in FLAGS.methods if m not in PAIR_FNS]
+    unknown = ([c for c in FLAGS.configs if c not in CONFIGS] + [m for m in FLAGS.methods if m not in PAIR_FNS]
+               + [m for m in FLAGS.modes if m not in MODES])
     if unknown:
-        raise app.UsageError(f"unknown --configs/--methods {unknown}; expected {list(CONFIGS)} / {list(PAIR_FNS)}")
+        raise app.UsageError(f"unknown --configs/--methods/--modes {unknown}; expected {list(CONFIGS)} / "
+                             f"{list(PAIR_FNS)} / {list(MODES)}")
     if FLAGS.steps < 1 or FLAGS.repeats < 1 or FLAGS.warmup < 0:
         raise app.UsageError(f"--steps={FLAGS.steps} --repeats={FLAGS.repeats} --warmup={FLAGS.warmup}: "
                              "expected steps >= 1, repeats >= 1, warmup >= 0")
     if FLAGS.batch_size is not None and FLAGS.batch_size < 1:
         raise app.UsageError(f"--batch_size={FLAGS.batch_size}: expected a positive integer")
-    if not FLAGS.configs or not FLAGS.methods:
-        raise app.UsageError(f"--configs={','.join(FLAGS.configs)} --methods={','.join(FLAGS.methods)}: "
-                             "expected at least one of each")
-    print(f"{'config':8} {'method':7} {'batch':>5} {'pipeline':>9} {'step':>7} {'e2e':>7}  views/s   peak RSS")
+    if not FLAGS.configs or not FLAGS.methods or not FLAGS.modes:
+        raise app.UsageError(f"--configs={','.join(FLAGS.configs)} --methods={','.join(FLAGS.methods)} "
+                             f"--modes={','.join(FLAGS.modes)}: expected at least one of each")
+    print(f"{'config':8} {'method':7} {'batch':>5} {'pipeline':>9} {'step':>7} {'e2e':>7}  views/s   "
+          f"peak RSS  {'mode':16} e2e/nondet")
     for name in FLAGS.configs:
         for method in FLAGS.methods:
-            try:
-                r = measure(name, method, steps=FLAGS.steps, warmup=FLAGS.warmup, repeats=FLAGS.repeats,
-                            batch_size=FLAGS.batch_size, jit_compile=FLAGS.jit_compile)
-            except (ValueError, OSError, tf.errors.OpError) as e:
-                cli.exit_on_error(e)
-            print(f"{r.config:8} {r.method:7} {r.batch_size:5d} {r.pipeline_views_per_s:9.1f} "
-                  f"{r.step_views_per_s:7.1f} {r.e2e_views_per_s:7.1f}            {r.peak_rss_mb:7.0f} MiB",
-                  flush=True)
+            e2e = {}
+            for mode in FLAGS.modes:
+                try:
+                    r = measure(name, method, steps=FLAGS.steps, warmup=FLAGS.warmup,
+                                repeats=FLAGS.repeats, batch_size=FLAGS.batch_size,
+                                jit_compile=FLAGS.jit_compile, deterministic=MODES[mode])
+                except (ValueError, OSError, tf.errors.OpError) as e:
+                    cli.exit_on_error(e)
+                e2e[mode] = r.e2e_views_per_s
+                ratio = (f"{r.e2e_views_per_s / e2e['nondeterministic']:10.2f}"
+                         if mode == "deterministic" and "nondeterministic" in e2e else "")
+                print(f"{r.config:8} {r.method:7} {r.batch_size:5d} {r.pipeline_views_per_s:9.1f} "
+                      f"{r.step_views_per_s:7.1f} {r.e2e_views_per_s:7.1f}            {r.peak_rss_mb:7.0f} MiB  "
+                      f"{mode:16} {ratio}".rstrip(), flush=True)
 
 
 if __name__ == "__main__":

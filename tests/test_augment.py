@@ -15,12 +15,11 @@ def _image(h=40, w=56, seed=0, dtype=np.uint8):
 @pytest.mark.parametrize("name", ["simclr", "cxr"])
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
 def test_views_keep_range_and_shape_in_tf_data(name, dtype):
-    tf.random.set_seed(0)
     view = augment.get_view_fn(name)
     images = [_image(40, 56, 0, dtype), _image(64, 30, 1, dtype)]
     ds = tf.data.Dataset.from_generator(
         lambda: iter(images), output_signature=tf.TensorSpec([None, None, 3], tf.as_dtype(dtype)))
-    ds = ds.repeat(4).map(lambda x: view(x, 24))
+    ds = augment.with_element_seeds(ds.repeat(4), 0).map(lambda x, seed: view(x, 24, seed=seed))
     assert ds.element_spec.shape == (24, 24, 3) and ds.element_spec.dtype == tf.float32
     views = np.stack([v.numpy() for v in ds])
     assert views.shape == (8, 24, 24, 3)
@@ -34,22 +33,21 @@ def test_unknown_view_name_is_rejected():
 
 
 def test_single_augmentations_keep_range_and_shape():
-    tf.random.set_seed(1)
     img = _image()
     fns = [
-        lambda x: augment.random_flip(x),
-        lambda x: augment.color_jitter(x, 1.0),
-        lambda x: augment.random_grayscale(x, 0.5),
-        lambda x: augment.gaussian_blur(x, 5, 1.0),
-        lambda x: augment.random_rotation(x, 45.0),
-        lambda x: augment.random_color_jitter(x, 0.5),
+        lambda x, s: augment.random_flip(x, seed=s),
+        lambda x, s: augment.color_jitter(x, 1.0, seed=s),
+        lambda x, s: augment.random_grayscale(x, 0.5, seed=s),
+        lambda x, s: augment.gaussian_blur(x, 5, 1.0),
+        lambda x, s: augment.random_rotation(x, 45.0, seed=s),
+        lambda x, s: augment.random_color_jitter(x, 0.5, seed=s),
     ]
     for fn in fns:
-        for _ in range(3):
-            out = fn(img).numpy()
+        for k in range(3):
+            out = fn(img, augment.element_seed(1, k)).numpy()
             assert out.shape == img.shape and out.dtype == np.float32
             assert out.min() >= 0.0 and out.max() <= 1.0
-    crop = augment.random_resized_crop(img, 16).numpy()
+    crop = augment.random_resized_crop(img, 16, seed=augment.element_seed(1, 0)).numpy()
     assert crop.shape == (16, 16, 3) and 0.0 <= crop.min() and crop.max() <= 1.0
 
 
@@ -69,9 +67,8 @@ def test_random_rotation_stays_within_max_degrees():
     """An off-centre bright pixel moves by at most max_degrees around the centre."""
     img = np.zeros((31, 31, 3), np.float32)
     img[15, 27] = 1.0  # 12 px right of the centre, angle 0
-    tf.random.set_seed(2)
-    for _ in range(20):
-        out = augment.random_rotation(img, 30.0).numpy()[..., 0]
+    for k in range(20):
+        out = augment.random_rotation(img, 30.0, seed=augment.element_seed(2, k)).numpy()[..., 0]
         y, x = np.unravel_index(np.argmax(out), out.shape)
         angle = np.degrees(np.arctan2(15 - y, x - 15))
         assert abs(angle) <= 30.0 + 6.0  # pixel grid tolerance at radius 12
@@ -91,22 +88,23 @@ def test_gaussian_blur_of_an_impulse_is_the_normalised_kernel():
 
 def test_random_resized_crop_of_full_area_and_square_aspect_is_identity():
     img = _image(20, 20, 4, np.float32)
-    out = augment.random_resized_crop(img, 20, area_range=(1.0, 1.0), aspect=(1.0, 1.0)).numpy()
+    out = augment.random_resized_crop(img, 20, area_range=(1.0, 1.0), aspect=(1.0, 1.0),
+                                      seed=augment.element_seed(4, 0)).numpy()
     np.testing.assert_allclose(out, img, atol=1e-5)
 
 
 def test_grayscale_and_jitter():
     img = _image(16, 16, 5)
-    gray = augment.random_grayscale(img, p=1.0).numpy()
+    seed = augment.element_seed(3, 0)
+    gray = augment.random_grayscale(img, p=1.0, seed=seed).numpy()
     np.testing.assert_allclose(gray[..., 0], gray[..., 1])
     np.testing.assert_allclose(gray[..., 0], gray[..., 2])
-    np.testing.assert_allclose(augment.random_grayscale(img, p=0.0).numpy(), img / 255.0, atol=1e-6)
-    tf.random.set_seed(3)
-    jittered = [augment.color_jitter(img, 1.0).numpy() for _ in range(4)]
+    np.testing.assert_allclose(augment.random_grayscale(img, p=0.0, seed=seed).numpy(), img / 255.0, atol=1e-6)
+    jittered = [augment.color_jitter(img, 1.0, seed=augment.element_seed(3, k)).numpy() for k in range(4)]
     assert min(np.abs(j - img / 255.0).mean() for j in jittered) > 1e-3
-    np.testing.assert_allclose(augment.color_jitter(img, 0.0).numpy(), img / 255.0, atol=1e-6)
+    np.testing.assert_allclose(augment.color_jitter(img, 0.0, seed=seed).numpy(), img / 255.0, atol=1e-6)
     with pytest.raises(ValueError, match="strength=-1"):
-        augment.color_jitter(img, -1)
+        augment.color_jitter(img, -1, seed=seed)
 
 
 def test_eval_view_is_a_deterministic_centre_crop():
@@ -126,11 +124,36 @@ def test_cxr_view_never_blurs_while_simclr_view_does(monkeypatch):
 
     monkeypatch.setattr(augment, "gaussian_blur", tripwire)
     spec = tf.TensorSpec([None, None, 3], tf.uint8)
-    tf.function(lambda x: augment.cxr_view(x, 24), input_signature=[spec]).get_concrete_function()
+    seed = tf.TensorSpec([2], tf.int64)
+    tf.function(lambda x, s: augment.cxr_view(x, 24, seed=s), input_signature=[spec, seed]).get_concrete_function()
     with pytest.raises(AssertionError, match="gaussian_blur called"):
-        tf.function(lambda x: augment.simclr_view(x, 24), input_signature=[spec]).get_concrete_function()
+        tf.function(lambda x, s: augment.simclr_view(x, 24, seed=s),
+                    input_signature=[spec, seed]).get_concrete_function()
 
 
 def test_non_image_dtype_is_rejected():
     with pytest.raises(ValueError, match="int32"):
         augment.to_float(np.zeros((4, 4, 3), np.int32))
+
+
+def _views_in_tf_data(name, num_parallel_calls, images):
+    view = augment.get_view_fn(name)
+    ds = augment.with_element_seeds(tf.data.Dataset.from_tensor_slices(images), seed=7)
+    ds = ds.map(lambda x, seed: view(x, 16, seed=seed), num_parallel_calls=num_parallel_calls)
+    return np.stack(list(ds.as_numpy_iterator()))
+
+
+@pytest.mark.parametrize("name", ["simclr", "cxr"])
+def test_views_are_a_function_of_seed_and_position_whatever_the_parallelism(name):
+    """Same seed and position -> the same view, serial or parallel and with other random ops run
+    in between; another position of the same image -> another view."""
+    images = np.stack([_image(24, 24, 0)] * 6)
+    serial = _views_in_tf_data(name, None, images)
+    tf.random.uniform([7])  # global random state must not matter
+    parallel = _views_in_tf_data(name, 4, images)
+    np.testing.assert_array_equal(serial, parallel)
+    view = augment.get_view_fn(name)
+    np.testing.assert_array_equal(view(images[2], 16, seed=augment.element_seed(7, 2)).numpy(), serial[2])
+    for a in range(len(images)):
+        for b in range(a):
+            assert np.abs(serial[a] - serial[b]).max() > 1e-3, (a, b)

@@ -26,7 +26,7 @@ def tagged_groups(sizes=SIZES, size=12):
     return tf.data.Dataset.from_generator(generate, output_signature=spec)
 
 
-def identity_view(image, size):
+def identity_view(image, size, *, seed):
     """Resizes without changing colours, so a view still carries its image's tag."""
     return tf.image.resize(tf.cast(image, tf.float32), [size, size], method="nearest")
 

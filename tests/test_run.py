@@ -68,7 +68,8 @@ def test_derm_simclr_linear(tmp_path):
 
 
 def test_cli_run_killed_mid_pretraining_resumes(tmp_path):
-    """`python -m benchmark.run` killed during pretraining resumes from its checkpoint on rerun."""
+    """`python -m benchmark.run` killed during pretraining resumes from its checkpoint on rerun, and
+    ends with the prediction files (byte for byte) and row of an uninterrupted run."""
     import signal
     import subprocess
     import sys
@@ -102,3 +103,15 @@ def test_cli_run_killed_mid_pretraining_resumes(tmp_path):
     assert final["finished"] and final["steps_done"] == 200
     rows = results.ResultsStore(out / "results.jsonl").rows()
     assert [(r["method"], r["label_fraction"], r["seed"]) for r in rows] == [("simclr", 1.0, 0)]
+
+    whole = tmp_path / "whole"
+    done = subprocess.run([a for a in argv if not a.startswith("--output_dir")] + [f"--output_dir={whole}"],
+                          capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [row] = rows
+    [whole_row] = results.ResultsStore(whole / "results.jsonl").rows()
+    for result in row["metrics"].values():
+        assert (out / result["predictions"]).read_bytes() == (whole / result["predictions"]).read_bytes()
+    volatile = ("created", "wall_seconds")
+    assert ({k: v for k, v in row.items() if k not in volatile}
+            == {k: v for k, v in whole_row.items() if k not in volatile})

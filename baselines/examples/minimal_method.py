@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from baselines import checkpoint
 from baselines.api import Method
-from baselines.augment import get_view_fn
+from baselines.augment import get_view_fn, with_element_seeds
 from baselines.backbones import build_encoder
 from baselines.pretrain import build_optimizer
 
@@ -37,12 +37,14 @@ class RotationPrediction(Method):
 
         view_fn = get_view_fn(config.augmentation)
 
-        def rotated(image):
-            k = tf.random.uniform([], 0, NUM_ROTATIONS, dtype=tf.int32)
-            return tf.image.rot90(view_fn(image, config.image_size), k), k
+        def rotated(image, seed):  # every draw from the element's own seed: reproducible
+            view_seed, rotation_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+            k = tf.random.stateless_uniform([], rotation_seed, 0, NUM_ROTATIONS, dtype=tf.int32)
+            return tf.image.rot90(view_fn(image, config.image_size, seed=view_seed), k), k
 
+        keras.utils.set_random_seed(config.seed)  # weight initialisation and the shuffle below
         images = groups.map(lambda group: group["images"]).unbatch()
-        data = (images.shuffle(1024, seed=config.seed).repeat()
+        data = (with_element_seeds(images.shuffle(1024, seed=config.seed).repeat(), config.seed)
                 .map(rotated, num_parallel_calls=tf.data.AUTOTUNE)
                 .batch(config.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
 
