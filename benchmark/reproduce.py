@@ -39,19 +39,25 @@ from benchmark.provenance import code_digest, code_version, machine, machine_kin
 from benchmark.tasks import TaskOptions, get_task  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("results", None, "The results.jsonl holding the row to reproduce.")
-flags.DEFINE_integer("row", None, "Line number (1-based) of the row in --results.")
-flags.DEFINE_string("task", None, "Cell to reproduce (instead of --row): task.")
-flags.DEFINE_string("method", None, "Cell: the method's name in results.")
-flags.DEFINE_string("preset", None, "Cell: preset (needed only when several presets match).")
-flags.DEFINE_string("eval_mode", None, "Cell: finetune or linear.")
-flags.DEFINE_float("label_fraction", None, "Cell: label percentage, e.g. 10.")
-flags.DEFINE_integer("seed", None, "Cell: seed.")
-flags.DEFINE_string("data_dir", os.path.join("runs", "data"), "Where TFDS builds are stored.")
-flags.DEFINE_string("manual_dir", None, "Real-data folder, if not where the row says it was.")
-flags.DEFINE_string("scratch_dir", None, "Where the re-run writes (default: a new temporary dir).")
-flags.DEFINE_string("tpu_address", None, "TPU address, for rows computed with --strategy=tpu.")
-flags.DEFINE_bool("progress", True, "Show progress bars.")
+
+
+def define_flags() -> None:
+    """The command-line flags (defined only when run as a program: their names are those of
+    `benchmark.run`'s, which a test process may import too)."""
+    flags.DEFINE_string("results", None, "The results.jsonl holding the row to reproduce.")
+    flags.DEFINE_integer("row", None, "Line number (1-based) of the row in --results.")
+    flags.DEFINE_string("task", None, "Cell to reproduce (instead of --row): task.")
+    flags.DEFINE_string("method", None, "Cell: the method's name in results.")
+    flags.DEFINE_string("preset", None, "Cell: preset (needed only when several presets match).")
+    flags.DEFINE_string("eval_mode", None, "Cell: finetune or linear.")
+    flags.DEFINE_float("label_fraction", None, "Cell: label percentage, e.g. 10.")
+    flags.DEFINE_integer("seed", None, "Cell: seed.")
+    flags.DEFINE_string("data_dir", os.path.join("runs", "data"), "Where TFDS builds are stored.")
+    flags.DEFINE_string("manual_dir", None, "Real-data folder, if not where the row says it was.")
+    flags.DEFINE_string("scratch_dir", None, "Where the re-run writes (default: a new temporary dir).")
+    flags.DEFINE_string("tpu_address", None, "TPU address, for rows computed with --strategy=tpu.")
+    flags.DEFINE_bool("progress", True, "Show progress bars.")
+
 
 # Keys a reproduction may change: when and how long, and the provenance that names rather than
 # determines the computation (the commit may differ while code_digest is equal; the CPU's name).
@@ -302,4 +308,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -123,7 +123,7 @@ def test_select_row_by_cell_and_preset(tmp_path):
 @pytest.mark.parametrize("change, message", [
     (lambda r: r.update(schema=1), "cannot be re-run: result row: schema 1"),
     (lambda r: r["config"].pop("requested_backbone"), "its config lacks requested_backbone"),
-    (lambda r: r.update(preset="huge"), "cannot be re-run with this code: --preset=huge: unknown preset"),
+    (lambda r: r.update(preset="huge"), "cannot be re-run: result row: preset 'huge' is not registered"),
     (lambda r: r["config"]["pretrain"].update(warp_speed=9), "cannot be re-run with this code: .*warp_speed"),
 ])
 def test_rerun_config_refuses_rows_that_lack_what_a_rerun_needs(tmp_path, change, message):
