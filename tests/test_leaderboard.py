@@ -192,8 +192,9 @@ def test_committed_leaderboards_regenerate_identically(tmp_path):
 
 
 def test_committed_reference_rows_are_one_clean_complete_run():
-    """The reference rows come from one clean commit, on synthetic data, with the cpu preset's full
-    grid for every baseline and task, and every prediction file they name is committed."""
+    """The reference rows come from one clean commit, in deterministic mode, on synthetic data, with
+    the cpu preset's full grid for every baseline and task, and every prediction file they name is
+    committed."""
     from benchmark import results
     from benchmark.presets import get_preset
 
@@ -202,7 +203,7 @@ def test_committed_reference_rows_are_one_clean_complete_run():
     preset = get_preset("cpu")
     assert len({row["code_version"] for row in rows}) == 1
     assert not rows[0]["code_version"].endswith("-dirty") and rows[0]["code_version"] != "unknown"
-    assert all(row["synthetic"] and row["preset"] == "cpu" for row in rows)
+    assert all(row["synthetic"] and row["preset"] == "cpu" and row["deterministic"] for row in rows)
     cells = {(r["task"], r["method"], r["eval_mode"], r["label_fraction"], r["seed"]) for r in rows}
     assert len(cells) == len(rows)
     assert cells == {(task, method, mode, fraction, seed)
