@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import filecmp
-import json
 import os
 import sys
 import tempfile
-from pathlib import Path
 
 if __name__ == "__main__":
     from benchmark import cli
@@ -80,25 +78,10 @@ def _where(path: str, line: int) -> str:
 
 
 def read_numbered_rows(path: str) -> list[tuple[int, dict]]:
-    """(line number, row) of every non-blank line of a results file."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ValueError(f"--results={path}: no such file") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
-        raise ValueError(f"--results={path}: cannot read it ({e.__class__.__name__})") from None
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{_where(path, number)}: not a JSON row ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{_where(path, number)}: expected a JSON object per line")
-        rows.append((number, row))
-    return rows
+    """(line number, row) of every complete row of a results file (a torn last line is skipped)."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--results={path}: no such file")
+    return [(number, row) for number, _, row in results.ResultsStore(path).scan()[0]]
 
 
 def select_row(path: str, *, line: int | None = None, task: str | None = None,

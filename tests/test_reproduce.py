@@ -95,7 +95,7 @@ def _cell(**changes):
     ("one", _cell(seed=5), "no row for the cell task=derm method=simclr eval_mode=finetune "
                            "label_fraction=100 seed=5"),
     ("two_presets", _cell(), r"2 rows for the cell .* \(lines \[1, 2\]\); add --preset or use --row"),
-    ("torn", dict(line=1), r":2: not a JSON row"),
+    ("torn", dict(line=2), r":1: malformed result row"),
     ("list", dict(line=1), r":1: expected a JSON object per line"),
 ])
 def test_select_row_errors(tmp_path, setup, kwargs, message):
@@ -106,7 +106,7 @@ def test_select_row_errors(tmp_path, setup, kwargs, message):
     elif setup == "two_presets":
         _write(path, [row, {**row, "preset": "cpu"}])
     elif setup == "torn":
-        path.write_text(json.dumps(row) + "\n" + json.dumps(row)[:40] + "\n", encoding="utf-8")
+        path.write_text(json.dumps(row)[:40] + "\n" + json.dumps(row) + "\n", encoding="utf-8")
     elif setup == "list":
         path.write_text("[1, 2]\n", encoding="utf-8")
     with pytest.raises(ValueError, match=message):
