@@ -30,6 +30,15 @@ def _verbosity(argv: list[str]) -> int:
     return level
 
 
+def quiet_start(argv: list[str]) -> None:
+    """What an entry point does first, before anything imports tqdm or TensorFlow: turns every
+    tqdm bar off when --noprogress is given or stderr is not a terminal (tqdm reads TQDM_DISABLE
+    once, when it is imported), then `quiet_tensorflow`."""
+    if "--noprogress" in argv[1:] or not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_DISABLE", "1")
+    quiet_tensorflow(argv)
+
+
 def quiet_tensorflow(argv: list[str]) -> None:
     """Keeps TensorFlow's C++ start-up notices (oneDNN, CUDA drivers, cuInit, absl's pre-init
     warning) off the terminal unless the user asked for them with --verbosity >= 1 or set
@@ -53,11 +62,9 @@ def quiet_tensorflow(argv: list[str]) -> None:
 
 def progress_enabled(requested: bool) -> bool:
     """Whether to draw progress bars: when `requested` (--progress) and stderr is a terminal.
-    Otherwise turns off every tqdm bar of the process (TQDM_DISABLE) and TFDS's build bars, so a
-    log file does not collect bar redraws."""
+    Otherwise also turns off TFDS's build bars (tqdm's own are off from `quiet_start`)."""
     if requested and sys.stderr.isatty():
         return True
-    os.environ["TQDM_DISABLE"] = "1"
     import tensorflow_datasets as tfds
 
     tfds.disable_progress_bar()

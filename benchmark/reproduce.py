@@ -24,7 +24,7 @@ import tempfile
 if __name__ == "__main__":
     from benchmark import cli
 
-    cli.quiet_tensorflow(sys.argv)
+    cli.quiet_start(sys.argv)
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -16,7 +16,7 @@ import sys
 if __name__ == "__main__":
     from benchmark import cli
 
-    cli.quiet_tensorflow(sys.argv)
+    cli.quiet_start(sys.argv)
 
 from absl import app, flags, logging  # noqa: E402
 

@@ -352,22 +352,34 @@ def test_verbosity_is_read_before_flags_are_parsed(argv, level):
 
 
 def test_progress_bars_are_off_when_stderr_is_not_a_terminal(monkeypatch):
-    monkeypatch.delenv("TQDM_DISABLE", raising=False)
     try:
         assert cli.progress_enabled(True) is False  # pytest captures stderr: not a terminal
-        assert os.environ["TQDM_DISABLE"] == "1"
         from tensorflow_datasets.core.utils import tqdm_utils
 
         assert tqdm_utils._active is False
     finally:
         tfds.enable_progress_bar()
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
-    monkeypatch.delenv("TQDM_DISABLE", raising=False)
-    assert cli.progress_enabled(True) is True and "TQDM_DISABLE" not in os.environ
+    assert cli.progress_enabled(True) is True
     try:
-        assert cli.progress_enabled(False) is False and os.environ["TQDM_DISABLE"] == "1"
+        assert cli.progress_enabled(False) is False
     finally:
         tfds.enable_progress_bar()
+
+
+@pytest.mark.parametrize("argv,tty,disabled", [
+    (["--noprogress"], True, True), ([], False, True), ([], True, False)])
+def test_tqdm_bars_are_off_from_process_start(argv, tty, disabled):
+    """tqdm reads TQDM_DISABLE once, at import: `quiet_start` must set it before the entry point
+    imports the methods (whose pretraining bar is drawn with tqdm's defaults)."""
+    code = ("import sys; from benchmark import cli; "
+            f"sys.stderr.isatty = lambda: {tty}; cli.quiet_start(['prog', *{argv!r}]); "
+            "import baselines.pretrain, tqdm; print(tqdm.tqdm(total=1).disable)")
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == str(disabled)
 
 
 def test_cli_error_is_exactly_one_line_without_tensorflow_start_up_noise(tmp_path):
