@@ -279,6 +279,9 @@ def check_flags() -> None:
         raise ValueError(f"--work_dir={work_dir}: exists and is not a directory")
     if work_dir is not None and os.path.isdir(work_dir) and not os.access(work_dir, os.W_OK | os.X_OK):
         raise ValueError(f"--work_dir={work_dir}: directory is not writable")
+    if work_dir is not None and os.path.isdir(work_dir) and os.listdir(work_dir):
+        raise ValueError(f"--work_dir={work_dir}: not empty; the checks generate and build (and time "
+                         "the build) from scratch, so give an empty or new folder")
 
 
 def main(argv):

@@ -397,6 +397,8 @@ BAD_DATA_CHECK_FLAGS = [
     ("--chexpert_patients=0", "--chexpert_patients=0: expected at least 10 (held-out parts need cases)"),
     ("--pad_patients=3", "--pad_patients=3: expected at least 10 (held-out parts need cases)"),
     ("--work_dir={file}", "--work_dir={file}: exists and is not a directory"),
+    ("--work_dir={tmp}", "--work_dir={tmp}: not empty; the checks generate and build (and time the "
+                         "build) from scratch, so give an empty or new folder"),
     ("stray", "unexpected arguments ['stray']; every setting is a --flag"),
 ]
 
