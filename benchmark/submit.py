@@ -673,7 +673,8 @@ def _stage(current: LeaderboardState, stored: list[dict], accepted: Accepted,
     _write_staged(staged_results, "".join(l + "\n" for l in lines).encode("utf-8"))
     published = leaderboard_dir / "published.csv"
     tables = leaderboard.regenerate([staged_results], staging_dir(leaderboard_dir) / "tables",
-                                    published if published.is_file() else None)
+                                    published if published.is_file() else None,
+                                    prediction_dirs=[path.parent])
     moves += [(t, leaderboard_dir / t.name) for t in tables]
     moves.append((owners_file, current.owners_path))
     moves.append((staged_results, path))
