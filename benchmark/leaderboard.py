@@ -618,14 +618,14 @@ def _page(task: TaskInfo, lines: list[SummaryRow], published: list[dict], headin
             if section:
                 table(_runs_header(spec, section[0].synthetic),
                       [_runs_cells(spec, l, escape) for l in section])
-                if not all(l.deterministic for l in section):
-                    paragraph(NONDETERMINISTIC_NOTE)
             else:
                 paragraph("No runs yet.")
             if section_id == SECTION_REAL and placed[spec.key]:
                 paragraph(f"{PUBLISHED_UNDER_TITLE}:")
                 table(_published_header(spec),
                       [_published_line_cells(spec, l, escape, link) for l in placed[spec.key]])
+        if not all(l.deterministic for l in section):
+            paragraph(NONDETERMINISTIC_NOTE)
     heading(2, OTHER_PUBLISHED_TITLE, SECTION_PUBLISHED)
     if other:
         table(list(OTHER_PUBLISHED_HEADER), [_other_published_cells(r, escape, link) for r in other])
