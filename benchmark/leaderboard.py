@@ -32,9 +32,30 @@ from typing import Callable, Iterable, Sequence, TypeVar
 
 from benchmark import metrics, results
 
-PUBLISHED_COLUMNS = ("citation", "url_or_doi", "dataset", "split", "task", "metric", "method",
-                     "label_fraction", "value", "protocol", "protocol_matches_ours", "note")
+LEGACY_PUBLISHED_COLUMNS = ("citation", "url_or_doi", "dataset", "split", "task", "metric",
+                            "method", "label_fraction", "value", "protocol",
+                            "protocol_matches_ours", "note")
+PUBLISHED_COLUMNS = LEGACY_PUBLISHED_COLUMNS + ("backbone", "test_set", "class")
 PROTOCOL_MATCHES = ("yes", "no", "partial")
+PROTOCOL_ORDER = {"yes": 0, "partial": 1, "no": 2}  # how closely a published protocol matches ours
+OTHER_TEST_SET = "other"  # a published figure on data that is neither of our test sets
+# Published metric names -> (lowest, highest) value. Scores are on the 0-1 scale of our metrics;
+# `delta_*` are differences between two of the source's models, in AUC units (`delta_auc`) or in
+# percent (the others), and are never placed beside a table of ours.
+UNIT_RANGE, PERCENT_RANGE = (0.0, 1.0), (-100.0, 100.0)
+PUBLISHED_METRICS = {
+    "multilabel": {"mean_auc": UNIT_RANGE, "auc": UNIT_RANGE, "delta_mean_auc": PERCENT_RANGE,
+                   "delta_auc": (-1.0, 1.0), "delta_auc_pct": PERCENT_RANGE},
+    "multiclass": {"top1": UNIT_RANGE, "balanced_accuracy": UNIT_RANGE, "macro_auc": UNIT_RANGE,
+                   "auc": UNIT_RANGE, "delta_top1": PERCENT_RANGE,
+                   "delta_balanced_accuracy": PERCENT_RANGE},
+}
+STUDY_PUBLISHED_METRICS = {f"study_{how}/{m}": UNIT_RANGE for how in ("max", "mean")
+                           for m in ("mean_auc", "auc")}
+PER_CLASS_METRICS = ("auc", "study_max/auc", "study_mean/auc", "delta_auc", "delta_auc_pct")
+_LABEL_BUDGET = re.compile(r"^[1-9][0-9]* per class$")
+_URL = re.compile(r"https?://[^\s;,()<>\"']+")
+_DOI = re.compile(r"\b10\.[0-9]{4,9}/[^\s;,()<>\"']+")
 SECTION_REAL = "ours_real"
 SECTION_SYNTHETIC = "ours_synthetic"
 SECTION_PUBLISHED = "published"
@@ -42,6 +63,7 @@ TEST_SET_TITLES = {"in_distribution": "in-distribution", "shifted": "shifted"}
 CI_RULE = ("95% CI: mean over seeds of each seed's patient-level bootstrap interval "
            "(lower and upper bounds averaged separately)")
 PLOT_DPI = 100
+PUBLISHED_GREY = "#8c8c8c"  # published curves on the plot; no colour of our runs is grey
 PLOT_SIZE = (7.5, 4.8)
 
 NONDETERMINISTIC_MARK = "†"
@@ -62,14 +84,58 @@ class TaskInfo:
     name: str
     primary_metric: str
     test_sets: tuple[str, ...]
+    kind: str = "multilabel"
+    class_names: tuple[str, ...] = ()
+    study_test_sets: tuple[str, ...] = ()  # test sets also scored per study
 
 
 def task_info(name: str) -> TaskInfo:
-    """Primary metric and test sets of the task registered under `name` in `benchmark.tasks`."""
+    """Primary metric, test sets, kind, classes and study-level test sets of the task registered
+    under `name` in `benchmark.tasks`."""
     from benchmark import tasks  # imports TensorFlow: only when a task is actually needed
 
     task = tasks.get_task(name)
-    return TaskInfo(task.name, task.primary_metric, tuple(task.test_sets))
+    return TaskInfo(task.name, task.primary_metric, tuple(task.test_sets), task.kind,
+                    tuple(task.class_names),
+                    tuple(t for t in task.test_sets if t in task.study_ids))
+
+
+@dataclasses.dataclass(frozen=True)
+class TableSpec:
+    """One table of a leaderboard page: a column per (test set, metric name in result rows)."""
+
+    key: str  # anchor id and the CSV's `placed_under`
+    title: str
+    columns: tuple[tuple[str, str], ...]
+    per_class: bool  # columns are the classes of one metric (cells: mean ± std only)
+
+
+def table_specs(task: TaskInfo) -> list[TableSpec]:
+    """The tables of `task`'s page in order: the primary metric; balanced accuracy and macro AUC
+    (multi-class); image- vs study-level mean AUC (test sets scored per study); per-class AUC of
+    each test set; per-class study-level (max) AUC."""
+    def title(t):
+        return TEST_SET_TITLES.get(t, t)
+
+    specs = [TableSpec(task.primary_metric, f"{task.primary_metric} (primary metric)",
+                       tuple((t, task.primary_metric) for t in task.test_sets), False)]
+    if task.kind == "multiclass":
+        specs += [TableSpec(m, f"{m}{note}", tuple((t, m) for t in task.test_sets), False)
+                  for m, note in (("balanced_accuracy", " (mean per-class recall, the ISIC "
+                                   "challenge metric)"), ("macro_auc", " (mean one-vs-rest AUC)"))]
+    for t in task.study_test_sets:
+        specs.append(TableSpec(
+            f"study_mean_auc_{t}", f"{title(t)}: image-level vs study-level mean_auc (study = "
+            "the images of one study, scores aggregated by max or mean)",
+            ((t, "mean_auc"), (t, "study_max/mean_auc"), (t, "study_mean/mean_auc")), False))
+    for t in task.test_sets:
+        specs.append(TableSpec(f"auc_per_class_{t}", f"{title(t)}: AUC per class (image level)",
+                               tuple((t, f"auc/{c}") for c in task.class_names), True))
+    for t in task.study_test_sets:
+        specs.append(TableSpec(f"study_max_auc_per_class_{t}",
+                               f"{title(t)}: AUC per class, study level (max over views)",
+                               tuple((t, f"study_max/auc/{c}") for c in task.class_names), True))
+    return specs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +161,8 @@ class SummaryRow:
     metric: str
     test_sets: tuple[tuple[str, TestSetSummary], ...]
     deterministic: bool = True  # every seed pooled here ran deterministically
+    # every (test set, metric) column of the page's tables -> its summary
+    columns: tuple[tuple[tuple[str, str], TestSetSummary], ...] = ()
 
 
 def is_deterministic(row: dict) -> bool:
@@ -102,11 +170,13 @@ def is_deterministic(row: dict) -> bool:
     return row.get("deterministic") is True
 
 
-def load_rows(paths: Sequence[str | os.PathLike]) -> list[dict]:
+def load_rows(paths: Sequence[str | os.PathLike],
+              prediction_dirs: Sequence[str | os.PathLike] = ()) -> list[dict]:
     """Rows of every results file in `paths`, each checked with `results.validate_row` and for a
-    registered task; raises ValueError naming the file and line for a malformed or invalid row or a
-    cell present twice. A truncated last line is skipped with a `results.TruncatedLineWarning`
-    (as `results.ResultsStore` does)."""
+    registered task, and completed by `complete_metrics` (prediction files are looked up beside
+    their results file, then in `prediction_dirs`); raises ValueError naming the file and line for
+    a malformed or invalid row or a cell present twice. A truncated last line is skipped with a
+    `results.TruncatedLineWarning` (as `results.ResultsStore` does)."""
     from benchmark import tasks
 
     rows, seen = [], {}
@@ -132,14 +202,65 @@ def load_rows(paths: Sequence[str | os.PathLike]) -> list[dict]:
             if key in seen:
                 raise ValueError(f"{where}: cell {key} already read from {seen[key]}")
             seen[key] = where
-            rows.append(row)
+            roots = [Path(path).parent, *map(Path, prediction_dirs)]
+            rows.append(complete_metrics(row, tasks.get_task(row["task"]), roots, where))
     return rows
 
 
+def complete_metrics(row: dict, task, roots: Sequence[Path], where: str = "row") -> dict:
+    """`row` with every metric its task now reports (`scoring.metric_names`) that it lacks (rows
+    scored before that metric existed, e.g. `balanced_accuracy` or `study_max/mean_auc`) computed
+    from its stored prediction file, with the row's seed and bootstrap size; `row` itself when
+    nothing is missing. The file is `metrics.<test set>.predictions` under the first of `roots`
+    holding it; ValueError naming `where` when none does or it does not fit the task."""
+    from benchmark import scoring
+
+    completed = None
+    for test_set in sorted(row["metrics"]):
+        result = row["metrics"][test_set]
+        if test_set not in task.test_sets:
+            continue
+        missing = [m for m in scoring.metric_names(task, test_set) if m not in result["values"]]
+        if not missing:
+            continue
+        rel = result["predictions"]
+        found = [Path(r) / rel for r in roots if (Path(r) / rel).is_file()]
+        if not found:
+            raise ValueError(f"{where}: metrics.{test_set} lacks {', '.join(missing)} and its "
+                             f"prediction file {rel} is not in {', '.join(map(str, roots))}; "
+                             "expected it there to compute them")
+        ids, groups, labels, scores, names = results.read_predictions(found[0])
+        if tuple(names) != tuple(task.class_names):
+            raise ValueError(f"{found[0]}:1: classes {list(names)}; task {task.name} has "
+                             f"{list(task.class_names)}")
+        scored = scoring.score_task(task, test_set, ids, labels, scores, groups,
+                                    bootstrap_samples=_bootstrap_samples(row), seed=int(row["seed"]))
+        if completed is None:
+            completed = {**row, "metrics": {t: {**r, "values": dict(r["values"]),
+                                                "ci95": dict(r["ci95"])}
+                                            for t, r in row["metrics"].items()}}
+        for m in missing:
+            completed["metrics"][test_set]["values"][m] = scored["values"][m]
+            completed["metrics"][test_set]["ci95"][m] = scored["ci95"][m]
+    return row if completed is None else completed
+
+
+def _bootstrap_samples(row: dict) -> int:
+    """The bootstrap size a row was scored with: its config's, else its preset's."""
+    configured = row.get("config", {}).get("bootstrap_samples")
+    if isinstance(configured, int) and not isinstance(configured, bool) and configured > 0:
+        return configured
+    from benchmark.presets import get_preset
+
+    return get_preset(row["preset"]).bootstrap_samples
+
+
 def load_published(path: str | os.PathLike) -> list[dict]:
-    """Rows of a published-figures CSV with exactly PUBLISHED_COLUMNS; raises ValueError naming the
-    line for a bad header, an empty required field, a non-numeric value or a protocol_matches_ours
-    outside yes/no/partial."""
+    """Rows of a published-figures CSV with exactly PUBLISHED_COLUMNS, or the older
+    LEGACY_PUBLISHED_COLUMNS (its rows read with a blank backbone and class and test set `other`);
+    raises ValueError naming the line for a bad header, an empty required field, a source without a
+    URL or DOI, a metric unknown for the task or a value out of its range, a test set or class the
+    task does not have, a bad label fraction or a protocol_matches_ours outside yes/no/partial."""
     try:
         with open(path, encoding="utf-8", newline="") as f:
             return _read_published(path, f)
@@ -154,33 +275,81 @@ def _read_published(path, f) -> list[dict]:
     from benchmark import tasks
 
     reader = csv.DictReader(f)
-    if tuple(reader.fieldnames or ()) != PUBLISHED_COLUMNS:
+    header = tuple(reader.fieldnames or ())
+    if header not in (PUBLISHED_COLUMNS, LEGACY_PUBLISHED_COLUMNS):
         raise ValueError(f"{path}:1: header {reader.fieldnames}; expected "
                          f"{','.join(PUBLISHED_COLUMNS)}")
+    infos: dict[str, TaskInfo] = {}
     rows = []
     for row in reader:
         line = reader.line_num
         if None in row or any(v is None for v in row.values()):
-            raise ValueError(f"{path}:{line}: expected {len(PUBLISHED_COLUMNS)} fields")
-        for key in ("citation", "url_or_doi", "task", "metric", "method", "value"):
+            raise ValueError(f"{path}:{line}: expected {len(header)} fields")
+        if header == LEGACY_PUBLISHED_COLUMNS:
+            row.update(backbone="", test_set=OTHER_TEST_SET, **{"class": ""})
+        for key in ("citation", "url_or_doi", "task", "metric", "method", "value", "test_set"):
             if not row[key].strip():
                 raise ValueError(f"{path}:{line}: empty {key!r}")
         if row["task"] not in tasks.TASKS:
             raise ValueError(f"{path}:{line}: task {row['task']!r} is not registered; expected one "
                              f"of {sorted(tasks.TASKS)}")
-        try:
-            float(row["value"])
-        except ValueError:
-            raise ValueError(f"{path}:{line}: value {row['value']!r} is not a number") from None
-        if row["label_fraction"].strip() and not _is_fraction(row["label_fraction"]):
-            raise ValueError(f"{path}:{line}: label_fraction {row['label_fraction']!r}; "
-                             "expected a number in (0, 1] or blank (not stated)")
-        if row["protocol_matches_ours"] not in PROTOCOL_MATCHES:
-            raise ValueError(f"{path}:{line}: protocol_matches_ours "
-                             f"{row['protocol_matches_ours']!r}; expected one of "
-                             f"{PROTOCOL_MATCHES}")
+        info = infos.setdefault(row["task"], task_info(row["task"]))
+        _check_published(f"{path}:{line}", row, info)
         rows.append(dict(row))
     return rows
+
+
+def published_metrics(task: TaskInfo) -> dict[str, tuple[float, float]]:
+    """Metric names a published figure of `task` may have -> their (lowest, highest) value."""
+    known = dict(PUBLISHED_METRICS[task.kind])
+    if task.study_test_sets:
+        known.update(STUDY_PUBLISHED_METRICS)
+    return known
+
+
+def source_link(url_or_doi: str) -> str | None:
+    """The first http(s) URL in a source field, else its first DOI as a doi.org URL; None when it
+    has neither."""
+    url = _URL.search(url_or_doi)
+    if url:
+        return url.group(0).rstrip(".")
+    doi = _DOI.search(url_or_doi)
+    return f"https://doi.org/{doi.group(0).rstrip('.')}" if doi else None
+
+
+def _check_published(where: str, row: dict, task: TaskInfo) -> None:
+    """Raises ValueError naming `where` for a published row that does not fit `task`."""
+    if source_link(row["url_or_doi"]) is None:
+        raise ValueError(f"{where}: url_or_doi {row['url_or_doi']!r} has no http(s) URL or DOI")
+    known = published_metrics(task)
+    if row["metric"] not in known:
+        raise ValueError(f"{where}: metric {row['metric']!r} is not known for task {task.name}; "
+                         f"expected one of {sorted(known)}")
+    try:
+        value = float(row["value"])
+    except ValueError:
+        raise ValueError(f"{where}: value {row['value']!r} is not a number") from None
+    low, high = known[row["metric"]]
+    if not low <= value <= high:
+        raise ValueError(f"{where}: value {row['value']} of {row['metric']} is outside "
+                         f"[{low:g}, {high:g}]")
+    test_sets = (*task.test_sets, OTHER_TEST_SET)
+    if row["test_set"] not in test_sets:
+        raise ValueError(f"{where}: test_set {row['test_set']!r}; expected one of {test_sets}")
+    per_class = row["metric"] in PER_CLASS_METRICS
+    if per_class and row["class"] not in task.class_names:
+        raise ValueError(f"{where}: class {row['class']!r} for per-class metric {row['metric']}; "
+                         f"expected one of {task.class_names}")
+    if not per_class and row["class"]:
+        raise ValueError(f"{where}: class {row['class']!r} for {row['metric']}, a mean over "
+                         "classes; expected a blank class")
+    fraction = row["label_fraction"].strip()
+    if fraction and not (_is_fraction(fraction) or _LABEL_BUDGET.match(fraction)):
+        raise ValueError(f"{where}: label_fraction {row['label_fraction']!r}; expected a number "
+                         "in (0, 1], 'N per class' or blank (not stated)")
+    if row["protocol_matches_ours"] not in PROTOCOL_MATCHES:
+        raise ValueError(f"{where}: protocol_matches_ours {row['protocol_matches_ours']!r}; "
+                         f"expected one of {PROTOCOL_MATCHES}")
 
 
 def _is_fraction(text: str) -> bool:
@@ -216,8 +385,10 @@ def _summarise_test_set(rows: list[dict], test_set: str, metric: str) -> TestSet
 
 
 def summarise(rows: Iterable[dict], task: TaskInfo) -> list[SummaryRow]:
-    """Lines of `task`'s table from its result rows, seeds pooled, in sorted order (synthetic last,
-    then preset, method, eval_mode, label fraction)."""
+    """Lines of `task`'s tables from its result rows, seeds pooled, in sorted order (synthetic
+    last, then preset, method, eval_mode, label fraction); every column of `table_specs(task)` is
+    summarised."""
+    columns = list(dict.fromkeys(c for spec in table_specs(task) for c in spec.columns))
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         if row["task"] != task.name:
@@ -234,8 +405,58 @@ def summarise(rows: Iterable[dict], task: TaskInfo) -> list[SummaryRow]:
             synthetic=synthetic, metric=task.primary_metric,
             test_sets=tuple((t, _summarise_test_set(members, t, task.primary_metric))
                             for t in task.test_sets),
-            deterministic=all(is_deterministic(r) for r in members)))
+            deterministic=all(is_deterministic(r) for r in members),
+            columns=tuple((c, _summarise_test_set(members, *c)) for c in columns)))
     return lines
+
+
+@dataclasses.dataclass(frozen=True)
+class PublishedLine:
+    """Published figures shown as one line under a table: one row, or (per-class tables) the
+    rows of one source and model, each in its class's column."""
+
+    rows: tuple[dict, ...]
+    values: tuple[tuple[tuple[str, str], str], ...]  # (test set, metric column) -> value as given
+    order: int  # position of the first row in published.csv
+
+
+def published_column(row: dict) -> tuple[str, str]:
+    """The (test set, result-row metric name) a published row reports, e.g. ('shifted',
+    'auc/Edema')."""
+    metric = f"{row['metric']}/{row['class']}" if row["class"] else row["metric"]
+    return row["test_set"], metric
+
+
+def place_published(task: TaskInfo, published: list[dict]
+                    ) -> tuple[dict[str, list[PublishedLine]], list[dict]]:
+    """({table key: published lines shown under that table}, rows no table of ours reports).
+    A row goes under the first table with its (test set, metric) column; lines are sorted by how
+    closely their protocol matches ours (yes, partial, no), then by their order in the file."""
+    specs = table_specs(task)
+    placed: dict[str, list[PublishedLine]] = {s.key: [] for s in specs}
+    other = []
+    open_lines: dict[tuple, list] = {}
+    for i, row in enumerate(published):
+        column = published_column(row)
+        spec = next((s for s in specs if column in s.columns), None)
+        if spec is None:
+            other.append(row)
+            continue
+        key = ((spec.key, row["citation"], row["url_or_doi"], row["method"], row["dataset"],
+                row["split"], row["label_fraction"], row["protocol_matches_ours"],
+                row["backbone"]) if spec.per_class else (spec.key, i))
+        line = open_lines.get(key)
+        if line is None or column in line[2]:
+            line = open_lines[key] = [i, [], {}]
+            placed[spec.key].append(line)
+        line[1].append(row)
+        line[2][column] = row["value"]
+    for key, lines in placed.items():
+        placed[key] = sorted((PublishedLine(tuple(rs), tuple(vals.items()), i)
+                              for i, rs, vals in lines),
+                             key=lambda l: (PROTOCOL_ORDER[l.rows[0]["protocol_matches_ours"]],
+                                            l.order))
+    return placed, other
 
 
 def escape_markdown(text) -> str:
@@ -267,37 +488,81 @@ def _display_cells(s: TestSetSummary) -> tuple[str, str, str]:
     return f"{s.mean:.4f} ± {s.std:.4f}", str(s.n_seeds), ci
 
 
-def _runs_header(task: TaskInfo, synthetic: bool) -> list[str]:
+def _column_title(spec: TableSpec, column: tuple[str, str]) -> str:
+    test_set, metric = column
+    if spec.per_class:
+        return metric.rsplit("/", 1)[1]
+    return f"{TEST_SET_TITLES.get(test_set, test_set)} {metric}"
+
+
+def _runs_header(spec: TableSpec, synthetic: bool) -> list[str]:
     method = "method (SYNTHETIC data)" if synthetic else "method"
     cols = [method, "eval mode", "preset", "labels"]
-    for t in task.test_sets:
-        title = TEST_SET_TITLES.get(t, t)
-        cols += [f"{title} {task.primary_metric}", f"{title} seeds", f"{title} 95% CI"]
+    for c in spec.columns:
+        title = _column_title(spec, c)
+        cols += [title] if spec.per_class else [title, f"{title} seeds", f"{title} 95% CI"]
     return cols
 
 
-def _runs_cells(line: SummaryRow, escape) -> list[str]:
+def _runs_cells(spec: TableSpec, line: SummaryRow, escape) -> list[str]:
     """Table cells of one line; `escape` is applied to the names (numbers are ours)."""
     method = escape(line.method)
     if not line.deterministic:
         method += f" {NONDETERMINISTIC_MARK}"
     cells = [method, escape(line.eval_mode), escape(line.preset),
              format_fraction(line.label_fraction)]
-    for _, s in line.test_sets:
-        cells += list(_display_cells(s))
+    stats = dict(line.columns)
+    for c in spec.columns:
+        shown = _display_cells(stats[c])
+        cells += [shown[0]] if spec.per_class else list(shown)
     return cells
 
 
-PUBLISHED_HEADER = ("citation", "method", "dataset", "split", "metric", "labels", "value",
-                    "protocol", "protocol matches ours", "note", "source")
-
-
-def _published_cells(row: dict, escape) -> list[str]:
+def _published_labels(row: dict) -> str:
     fraction = row["label_fraction"].strip()
-    labels = format_fraction(float(fraction)) if fraction else "not stated"
-    return [escape(c) for c in (row["citation"], row["method"], row["dataset"], row["split"],
-                                row["metric"], labels, row["value"], row["protocol"],
-                                row["protocol_matches_ours"], row["note"], row["url_or_doi"])]
+    if not fraction:
+        return "not stated"
+    return fraction if _LABEL_BUDGET.match(fraction) else format_fraction(float(fraction))
+
+
+def _published_header(spec: TableSpec) -> list[str]:
+    return (["published figure (not re-run)", "method", "backbone", "labels"]
+            + [_column_title(spec, c) for c in spec.columns]
+            + ["protocol matches ours", "dataset, split", "note"])
+
+
+def _published_line_cells(spec: TableSpec, line: PublishedLine, escape, link) -> list[str]:
+    first = line.rows[0]
+    values = dict(line.values)
+    notes = " ".join(dict.fromkeys(r["note"] for r in line.rows))
+    return ([link(first["citation"], first["url_or_doi"]), escape(first["method"]),
+             escape(first["backbone"]), escape(_published_labels(first))]
+            + [escape(values.get(c, "")) for c in spec.columns]
+            + [escape(first["protocol_matches_ours"]),
+               escape(f"{first['dataset']}, {first['split']}"), escape(notes)])
+
+
+OTHER_PUBLISHED_HEADER = ("published figure (not re-run)", "method", "backbone", "dataset", "split",
+                          "test set", "metric", "class", "labels", "value",
+                          "protocol matches ours", "protocol", "note")
+
+
+def _other_published_cells(row: dict, escape, link) -> list[str]:
+    return [link(row["citation"], row["url_or_doi"])] + [escape(c) for c in (
+        row["method"], row["backbone"], row["dataset"], row["split"], row["test_set"],
+        row["metric"], row["class"], _published_labels(row), row["value"],
+        row["protocol_matches_ours"], row["protocol"], row["note"])]
+
+
+def _markdown_link(text: str, source: str) -> str:
+    url = source_link(source)
+    return f"[{escape_markdown(text)}]({url})" if url else escape_markdown(text)
+
+
+def _html_link(text: str, source: str) -> str:
+    url = source_link(source)
+    return (f'<a href="{escape_html(url)}">{escape_html(text)}</a>' if url
+            else escape_html(text))
 
 
 def _sections(lines: list[SummaryRow]) -> list[tuple[str, str, list[SummaryRow]]]:
@@ -316,8 +581,58 @@ def _preamble(task: TaskInfo) -> list[str]:
             f"(ddof=1; 0 for one seed). {CI_RULE}. Labels = fraction of the labelled training "
             "patients/lesions used for fine-tuning.",
             "",
+            "Published figures stand under the real-data table with the same test set and metric, "
+            "sorted by how closely their protocol matches ours (yes, partial, no); they are "
+            "quoted as their authors report them, never re-run, averaged with or ranked among our "
+            "runs. A row's note says how its protocol differs from ours.",
+            "",
             "Regenerate with `python -m benchmark.leaderboard --results=<results.jsonl> "
             "--output_dir=leaderboards/`."]
+
+
+PUBLISHED_UNDER_TITLE = "Published figures for this table (not re-run; compare with care)"
+OTHER_PUBLISHED_TITLE = ("Other published figures (no table of ours reports this metric on this "
+                         "test set: differences between two models, or other data)")
+
+
+def _closing_note(task: TaskInfo, published: list[dict]) -> list[str]:
+    """Counts of published rows per test set, and where rows left out are listed."""
+    counts = {t: sum(r["test_set"] == t for r in published)
+              for t in (*task.test_sets, OTHER_TEST_SET)}
+    shown = ", ".join(f"{TEST_SET_TITLES.get(t, t)} {n}" for t, n in counts.items())
+    return [f"Published rows for {task.name}: {len(published)} ({shown}). Figures of the source "
+            "compilation that are not in `published.csv`, and why, are listed in "
+            "`leaderboards/README.md` (section \"Published figures\")."]
+
+
+def _page(task: TaskInfo, lines: list[SummaryRow], published: list[dict], heading, table,
+          paragraph, escape, link) -> None:
+    """Emits a page through `heading(level, text, anchor)`, `table(header, rows)` and
+    `paragraph(text)` (texts unescaped; table cells already escaped)."""
+    placed, other = place_published(task, published)
+    for section_id, title, section in _sections(lines):
+        heading(2, title, section_id)
+        for spec in table_specs(task):
+            anchor = f"{section_id}_{spec.key}".replace("/", "_")
+            heading(3, spec.title, anchor)
+            if section:
+                table(_runs_header(spec, section[0].synthetic),
+                      [_runs_cells(spec, l, escape) for l in section])
+            else:
+                paragraph("No runs yet.")
+            if section_id == SECTION_REAL and placed[spec.key]:
+                paragraph(f"{PUBLISHED_UNDER_TITLE}:")
+                table(_published_header(spec),
+                      [_published_line_cells(spec, l, escape, link) for l in placed[spec.key]])
+        if not all(l.deterministic for l in section):
+            paragraph(NONDETERMINISTIC_NOTE)
+    heading(2, OTHER_PUBLISHED_TITLE, SECTION_PUBLISHED)
+    if other:
+        table(list(OTHER_PUBLISHED_HEADER), [_other_published_cells(r, escape, link) for r in other])
+    else:
+        paragraph("None recorded.")
+    for text in _closing_note(task, published):
+        paragraph(text)
 
 
 def render_markdown(task: TaskInfo, lines: list[SummaryRow], published: list[dict]) -> str:
@@ -326,6 +641,9 @@ def render_markdown(task: TaskInfo, lines: list[SummaryRow], published: list[dic
     out += _preamble(task)
     out.append("")
 
+    def heading(level: int, text: str, anchor: str) -> None:
+        out.extend([f"{'#' * level} {escape_markdown(text)}", ""])
+
     def table(header: Sequence[str], rows: list[list[str]]) -> None:
         out.append("| " + " | ".join(escape_markdown(h) for h in header) + " |")
         out.append("|" + "|".join("---" for _ in header) + "|")
@@ -333,21 +651,10 @@ def render_markdown(task: TaskInfo, lines: list[SummaryRow], published: list[dic
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
 
-    for _, title, section in _sections(lines):
-        out += [f"## {title}", ""]
-        if section:
-            table(_runs_header(task, section[0].synthetic),
-                  [_runs_cells(l, escape_markdown) for l in section])
-            if not all(l.deterministic for l in section):
-                out += [escape_markdown(NONDETERMINISTIC_NOTE), ""]
-        else:
-            out += ["No runs yet.", ""]
-    out += ["## Published figures (as reported by their authors; not re-run, not comparable "
-            "cell by cell with our runs)", ""]
-    if published:
-        table(PUBLISHED_HEADER, [_published_cells(r, escape_markdown) for r in published])
-    else:
-        out += ["None recorded.", ""]
+    def paragraph(text: str) -> None:
+        out.extend([escape_markdown(text), ""])
+
+    _page(task, lines, published, heading, table, paragraph, escape_markdown, _markdown_link)
     return "\n".join(out)
 
 
@@ -360,6 +667,9 @@ def render_html(task: TaskInfo, lines: list[SummaryRow], published: list[dict]) 
            "</style>", "</head>", "<body>", f"<h1>Leaderboard: {name}</h1>"]
     out += [f"<p>{escape_html(p)}</p>" for p in _preamble(task) if p]
 
+    def heading(level: int, text: str, anchor: str) -> None:
+        out.append(f'<h{level} id="{escape_html(anchor)}">{escape_html(text)}</h{level}>')
+
     def table(header: Sequence[str], rows: list[list[str]]) -> None:
         out.append("<table>")
         out.append("<thead><tr>" + "".join(f"<th>{escape_html(h)}</th>" for h in header)
@@ -370,35 +680,36 @@ def render_html(task: TaskInfo, lines: list[SummaryRow], published: list[dict]) 
         out.append("</tbody>")
         out.append("</table>")
 
-    for section_id, title, section in _sections(lines):
-        out.append(f'<h2 id="{section_id}">{escape_html(title)}</h2>')
-        if section:
-            table(_runs_header(task, section[0].synthetic),
-                  [_runs_cells(l, escape_html) for l in section])
-            if not all(l.deterministic for l in section):
-                out.append(f"<p>{escape_html(NONDETERMINISTIC_NOTE)}</p>")
-        else:
-            out.append("<p>No runs yet.</p>")
-    out.append(f'<h2 id="{SECTION_PUBLISHED}">Published figures (as reported by their authors; '
-               "not re-run, not comparable cell by cell with our runs)</h2>")
-    if published:
-        table(PUBLISHED_HEADER, [_published_cells(r, escape_html) for r in published])
-    else:
-        out.append("<p>None recorded.</p>")
+    def paragraph(text: str) -> None:
+        out.append(f"<p>{escape_html(text)}</p>")
+
+    _page(task, lines, published, heading, table, paragraph, escape_html, _html_link)
     out += ["</body>", "</html>", ""]
     return "\n".join(out)
 
 
+def _extra_columns(task: TaskInfo) -> list[tuple[str, str]]:
+    """Table columns other than the primary metric, in page order."""
+    primary = {(t, task.primary_metric) for t in task.test_sets}
+    return [c for c in dict.fromkeys(c for s in table_specs(task) for c in s.columns)
+            if c not in primary]
+
+
 def csv_columns(task: TaskInfo) -> list[str]:
     """Columns of `<task>.csv`: section, the run identity, whether every seed ran deterministically
-    (yes/no), per-test-set statistics, then the published-figure fields (blank on our rows; run
-    statistics blank on published rows)."""
+    (yes/no), per-test-set statistics of the primary metric, the same statistics of every other
+    table column (`<test set>_<metric>_mean` ...), then the published-figure fields (blank on our
+    rows; run statistics blank on published rows) with `placed_under` = the table key it is shown
+    under, or `other`."""
     cols = ["section", "task", "method", "eval_mode", "preset", "label_fraction", "metric",
             "deterministic"]
     for t in task.test_sets:
         cols += [f"{t}_mean", f"{t}_std", f"{t}_n_seeds", f"{t}_ci_low", f"{t}_ci_high"]
+    for t, m in _extra_columns(task):
+        cols += [f"{t}_{m}_{s}" for s in ("mean", "std", "n_seeds", "ci_low", "ci_high")]
     return cols + ["value", "citation", "url_or_doi", "dataset", "split", "protocol",
-                   "protocol_matches_ours", "note"]
+                   "protocol_matches_ours", "note", "backbone", "test_set", "class",
+                   "placed_under"]
 
 
 def csv_cell(text: str) -> str:
@@ -411,6 +722,12 @@ def csv_cell(text: str) -> str:
         return text
     except ValueError:
         return "'" + text
+
+
+def _stat_fields(prefix: str, s: TestSetSummary) -> dict[str, str]:
+    return {f"{prefix}mean": _fmt(s.mean, 6), f"{prefix}std": _fmt(s.std, 6),
+            f"{prefix}n_seeds": str(s.n_seeds), f"{prefix}ci_low": _fmt(s.ci_low, 6),
+            f"{prefix}ci_high": _fmt(s.ci_high, 6)}
 
 
 def render_csv(task: TaskInfo, lines: list[SummaryRow], published: list[dict]) -> str:
@@ -431,17 +748,21 @@ def render_csv(task: TaskInfo, lines: list[SummaryRow], published: list[dict]) -
                       "label_fraction": f"{l.label_fraction:.6g}", "metric": l.metric,
                       "deterministic": "yes" if l.deterministic else "no"}
             for t, s in l.test_sets:
-                record.update({f"{t}_mean": _fmt(s.mean, 6), f"{t}_std": _fmt(s.std, 6),
-                               f"{t}_n_seeds": str(s.n_seeds), f"{t}_ci_low": _fmt(s.ci_low, 6),
-                               f"{t}_ci_high": _fmt(s.ci_high, 6)})
+                record.update(_stat_fields(f"{t}_", s))
+            stats = dict(l.columns)
+            for t, m in _extra_columns(task):
+                record.update(_stat_fields(f"{t}_{m}_", stats[(t, m)]))
             write(record)
-    for r in published:
+    placed, other = place_published(task, published)
+    shown = [(key, r) for key, plines in placed.items() for l in plines for r in l.rows]
+    for key, r in shown + [(OTHER_TEST_SET, r) for r in other]:
         write({"section": SECTION_PUBLISHED, "task": task.name, "method": r["method"],
-                         "label_fraction": r["label_fraction"], "metric": r["metric"],
-                         "value": r["value"], "citation": r["citation"],
-                         "url_or_doi": r["url_or_doi"], "dataset": r["dataset"],
-                         "split": r["split"], "protocol": r["protocol"],
-                         "protocol_matches_ours": r["protocol_matches_ours"], "note": r["note"]})
+               "label_fraction": r["label_fraction"], "metric": r["metric"],
+               "value": r["value"], "citation": r["citation"], "url_or_doi": r["url_or_doi"],
+               "dataset": r["dataset"], "split": r["split"], "protocol": r["protocol"],
+               "protocol_matches_ours": r["protocol_matches_ours"], "note": r["note"],
+               "backbone": r["backbone"], "test_set": r["test_set"], "class": r["class"],
+               "placed_under": key})
     return buf.getvalue()
 
 
@@ -450,10 +771,30 @@ def _plot_text(text: str) -> str:
     return re.sub(r"[\r\n]+", " ", text).replace("$", r"\$")
 
 
-def render_plot(task: TaskInfo, lines: list[SummaryRow], path: str | os.PathLike) -> None:
+def published_curves(task: TaskInfo, published: list[dict]
+                     ) -> list[tuple[str, str, list[tuple[float, float]]]]:
+    """Published label-fraction curves of the primary metric (MaCo-style rows): (label, test set,
+    sorted (fraction, value) points) for every source and method with at least two numeric label
+    fractions on one of our test sets."""
+    curves: dict[tuple[str, str, str], dict[float, float]] = {}
+    for r in published:
+        fraction = r["label_fraction"].strip()
+        if (r["metric"] != task.primary_metric or r["class"] or r["test_set"] not in task.test_sets
+                or not _is_fraction(fraction)):
+            continue
+        key = (r["citation"], r["method"], r["test_set"])
+        curves.setdefault(key, {})[float(fraction)] = float(r["value"])
+    return [(f"{method.split(' (')[0]} [{citation.split(',')[0].split(' (')[0]}]", test_set,
+             sorted(points.items()))
+            for (citation, method, test_set), points in curves.items() if len(points) >= 2]
+
+
+def render_plot(task: TaskInfo, lines: list[SummaryRow], path: str | os.PathLike,
+                published: list[dict] = ()) -> None:
     """Writes the label-efficiency PNG of `task`: primary metric vs label fraction (log x), one
     colour per (method, eval_mode, preset[, synthetic]), in-distribution solid, shifted dashed, CI
-    band shaded."""
+    band shaded; published label-fraction curves (`published_curves`) as labelled grey markers,
+    never in our colours."""
     import matplotlib
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -466,7 +807,8 @@ def render_plot(task: TaskInfo, lines: list[SummaryRow], path: str | os.PathLike
     with matplotlib.rc_context(matplotlib.rcParamsDefault):
         fig = Figure(figsize=PLOT_SIZE)
         ax = fig.add_subplot()
-        colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+        colours = [c for c in matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+                   if matplotlib.colors.to_hex(c) != "#7f7f7f"]  # grey: published curves
         handles, labels = [], []
         fractions = sorted({l.label_fraction for l in lines})
         for i, (key, points) in enumerate(sorted(series.items())):
@@ -484,6 +826,18 @@ def render_plot(task: TaskInfo, lines: list[SummaryRow], path: str | os.PathLike
             handles.append(Line2D([], [], color=colour, marker="o"))
             labels.append(_plot_text(f"{method} ({eval_mode}, {preset}"
                                      f"{', SYNTHETIC' if synthetic else ''})"))
+        curves = published_curves(task, list(published))
+        for label, t, points in curves:
+            x, y = zip(*points)
+            ax.plot(x, y, linestyle=styles[t], linewidth=0.6, marker="x", markersize=4,
+                    color=PUBLISHED_GREY)
+            ax.annotate(_plot_text(label), (x[-1], y[-1]), xytext=(3, 0),
+                        textcoords="offset points", fontsize=5, color=PUBLISHED_GREY,
+                        va="center")
+        if curves:
+            handles.append(Line2D([], [], color=PUBLISHED_GREY, marker="x", linewidth=0.6))
+            labels.append("published (not re-run; label = method [source])")
+            fractions = sorted(set(fractions) | {x for _, _, pts in curves for x, _ in pts})
         for t in task.test_sets:
             handles.append(Line2D([], [], color="black", linestyle=styles[t]))
             labels.append(TEST_SET_TITLES.get(t, t))
@@ -544,20 +898,22 @@ def write_leaderboards(rows: list[dict], published: list[dict], output_dir: str 
                              (".html", render_html(task, lines, pub))):
             _write_bytes(out / f"{name}{suffix}", text.encode("utf-8"))
             written.append(out / f"{name}{suffix}")
-        render_plot(task, lines, out / f"{name}.png")
+        render_plot(task, lines, out / f"{name}.png", pub)
         written.append(out / f"{name}.png")
     return written
 
 
 def regenerate(results_paths: Sequence[str | os.PathLike], output_dir: str | os.PathLike,
-               published_path: str | os.PathLike | None = None) -> list[Path]:
+               published_path: str | os.PathLike | None = None, *,
+               prediction_dirs: Sequence[str | os.PathLike] = ()) -> list[Path]:
     """Reads the results files and the published figures (default `<output_dir>/published.csv`
-    when it exists) and rewrites every task's leaderboard files."""
+    when it exists) and rewrites every task's leaderboard files; prediction files of rows that
+    need re-scoring are looked up beside their results file, then in `prediction_dirs`."""
     if published_path is None:
         default = Path(output_dir) / "published.csv"
         published_path = default if default.is_file() else None
     published = load_published(published_path) if published_path else []
-    return write_leaderboards(load_rows(results_paths), published, output_dir)
+    return write_leaderboards(load_rows(results_paths, prediction_dirs), published, output_dir)
 
 
 def run_entry_point(action: Callable[[], T]) -> tuple[int, T | None]:

@@ -1,7 +1,8 @@
 """Classification metrics and patient-level bootstrap confidence intervals.
 
 Metric names follow the harness contract: multi-label tasks report "mean_auc" and "auc/<class>";
-multi-class tasks report "top1", "macro_auc" and "auc/<class>". An AUC is nan when its class has no
+multi-class tasks report "top1", "balanced_accuracy" (mean per-class recall over the classes present,
+the ISIC challenge metric), "macro_auc" and "auc/<class>". An AUC is nan when its class has no
 positives or no negatives among the scored examples; means are taken over the classes whose AUC is
 defined (nan when there is none).
 """
@@ -113,13 +114,20 @@ def _multiclass_from_weights(y, p, names, weights) -> dict[str, np.ndarray]:
     total = weights.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         top1 = np.where(total > 0, weights @ correct / total, np.nan)
+    recalls = {}
+    for k, name in enumerate(names):
+        members = (y == k).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recalls[name] = weights @ (members * correct) / (weights @ members)
     aucs = {f"auc/{name}": _weighted_auc(y == k, p[:, k], weights) for k, name in enumerate(names)}
-    return {"top1": top1, "macro_auc": _nanmean_rows(aucs), **aucs}
+    return {"top1": top1, "balanced_accuracy": _nanmean_rows(recalls),
+            "macro_auc": _nanmean_rows(aucs), **aucs}
 
 
 def multiclass_metrics(labels, probs, class_names: Sequence[str]) -> dict[str, float]:
-    """Top-1 accuracy, one-vs-rest AUC per class and their mean over the classes present, for
-    integer `labels` [N] and class scores `probs` [N, K]."""
+    """Top-1 accuracy, balanced accuracy (mean recall over the classes present), one-vs-rest AUC
+    per class and their mean over the classes present, for integer `labels` [N] and class scores
+    `probs` [N, K]."""
     y, p, names = _multiclass_arrays(labels, probs, class_names)
     return _scalars(_multiclass_from_weights(y, p, names, np.ones((1, y.shape[0]))))
 

@@ -273,9 +273,9 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
             files[pending] = final
             scored[name] = {
                 "primary": task.primary_metric,
-                **scoring.score(task.kind, task.class_names, preds["label"], preds["score"],
-                                preds["group_id"], bootstrap_samples=preset.bootstrap_samples,
-                                seed=seed),
+                **scoring.score_task(task, name, preds["example_id"], preds["label"],
+                                     preds["score"], preds["group_id"],
+                                     bootstrap_samples=preset.bootstrap_samples, seed=seed),
                 "n_examples": int(len(preds["example_id"])),
                 "n_groups": int(len(set(preds["group_id"]))),
                 "fingerprint": results.examples_fingerprint(preds["example_id"], preds["label"]),

@@ -581,8 +581,8 @@ def _rescore(where: str, directory: Path, row: dict, test_set: str, ref: Referen
     ids, groups, labels, scores, data = _read_prediction_file(
         directory, result["predictions"], f"{where}: metrics.{test_set}", task)
     _check_test_set_match(path, ref, ids, groups, labels)
-    scored = scoring.score(task.kind, task.class_names, labels, scores, groups,
-                           bootstrap_samples=bootstrap_samples, seed=int(row["seed"]))
+    scored = scoring.score_task(task, test_set, ids, labels, scores, groups,
+                                bootstrap_samples=bootstrap_samples, seed=int(row["seed"]))
     rescored = {
         "primary": result["primary"],
         "values": {k: _nan_to_none(v) for k, v in scored["values"].items()},
@@ -673,7 +673,8 @@ def _stage(current: LeaderboardState, stored: list[dict], accepted: Accepted,
     _write_staged(staged_results, "".join(l + "\n" for l in lines).encode("utf-8"))
     published = leaderboard_dir / "published.csv"
     tables = leaderboard.regenerate([staged_results], staging_dir(leaderboard_dir) / "tables",
-                                    published if published.is_file() else None)
+                                    published if published.is_file() else None,
+                                    prediction_dirs=[path.parent])
     moves += [(t, leaderboard_dir / t.name) for t in tables]
     moves.append((owners_file, current.owners_path))
     moves.append((staged_results, path))

@@ -8,7 +8,11 @@ channels. Label policies (CheXpert uncertainty, class harmonisation) live here.
 `cxr`  : multi-label over the five CheXpert competition pathologies, mean AUC. Train/validation
          are a patient-disjoint hashed split of `cxr_chexpert` train; the in-distribution test set
          is CheXpert validation (+ test when its labels are present); the shifted test set is
-         `cxr_nih14` test, Effusion mapped to Pleural Effusion.
+         `cxr_nih14` test, Effusion mapped to Pleural Effusion. The in-distribution test set is also
+         scored per study (`study_max/...`, `study_mean/...`, see `benchmark.scoring`), the study
+         being the `.../patientNNNNN/studyN` folder of the image path (CheXpert's official
+         evaluation is per study); NIH images have no studies, so the shifted set is scored per
+         image only.
 `derm` : multi-class over five harmonised classes, top-1 accuracy. `derm_ham10000` is split
          lesion-disjoint into train/validation/test; the shifted test set is `derm_pad_ufes20`.
          Harmonisation: akiec (HAM) + ACK + SCC (PAD) -> akiec_ack_scc; bcc + BCC -> bcc;
@@ -18,7 +22,8 @@ channels. Label policies (CheXpert uncertainty, class harmonisation) live here.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+import re
+from typing import Callable, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -78,6 +83,21 @@ class Task:
     augmentation: str  # pretraining view preset
     options: TaskOptions
     test_sets: tuple[str, ...] = TEST_SETS
+    # test set -> (example id -> study id): those test sets are also scored per study
+    study_ids: Mapping[str, Callable[[str], str]] = dataclasses.field(default_factory=dict)
+
+
+_CHEXPERT_STUDY = re.compile(r"^(.*(?:^|/)patient\d+/study\d+)/[^/]+$")
+
+
+def chexpert_study_id(example_id: str) -> str:
+    """The study of a CheXpert image path `.../patientNNNNN/studyN/viewK_*.jpg`: its folder.
+    Raises ValueError for a path without a patient/study folder."""
+    match = _CHEXPERT_STUDY.match(example_id)
+    if match is None:
+        raise ValueError(f"example_id {example_id!r} is not a CheXpert image path "
+                         ".../patientNNNNN/studyN/<view>; cannot tell its study")
+    return match.group(1)
 
 
 def _cxr_policy_label(labels: dict, uncertainty: str) -> tf.Tensor:
@@ -164,6 +184,7 @@ def cxr(options: TaskOptions) -> Task:
         holdout_test_from_train=False,
         augmentation="cxr",
         options=options,
+        study_ids={"in_distribution": chexpert_study_id},
     )
 
 

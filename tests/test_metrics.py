@@ -80,7 +80,7 @@ def test_multilabel_undefined_class_is_nan_and_left_out_of_mean():
 def test_multiclass_matches_sklearn(seed):
     labels, probs = _multiclass_data(np.random.default_rng(seed))
     result = metrics.multiclass_metrics(labels, probs, NAMES)
-    assert set(result) == {"top1", "macro_auc"} | {f"auc/{n}" for n in NAMES}
+    assert set(result) == {"top1", "balanced_accuracy", "macro_auc"} | {f"auc/{n}" for n in NAMES}
     assert result["top1"] == pytest.approx(accuracy_score(labels, probs.argmax(axis=1)), abs=1e-12)
     assert result["macro_auc"] == pytest.approx(
         roc_auc_score(labels, probs, multi_class="ovr", average="macro"), abs=1e-12)

@@ -334,7 +334,7 @@ def test_failed_regeneration_changes_nothing_and_the_resubmission_lands(example)
     before = _snapshot(board)
     with pytest.raises(ValueError) as info:
         submit.submit(example / "submission_derm", board)
-    assert str(info.value) == (f"{board / 'published.csv'}:3: protocol_matches_ours 'maybe'; "
+    assert str(info.value) == (f"{board / 'published.csv'}:2: protocol_matches_ours 'maybe'; "
                                f"expected one of ('yes', 'no', 'partial'){UNCHANGED}")
     assert _snapshot(board) == before
     assert not list(board.glob(".submit-staging-*"))

@@ -41,6 +41,9 @@ def toy_test_set(task_name: str, name: str) -> tuple[np.ndarray, np.ndarray, np.
     rng = _rng("test", task_name, name)
     ids = np.array([f"{name[:2]}{i:03d}" for i in range(n)], dtype=object)
     groups = np.array([f"p{i % g:03d}" for i in range(n)], dtype=object)
+    if name in task.study_ids:  # CheXpert image paths: one view per study
+        ids = np.array([f"CheXpert-v1.0-small/valid/patient{i % g:05d}/study{i}/view1_frontal.jpg"
+                        for i in range(n)], dtype=object)
     if task.kind == "multiclass":
         labels = np.eye(k)[np.arange(n) % k]
     else:
@@ -73,8 +76,9 @@ def make_cell(task_name: str, method: str, fraction: float, seed: int, directory
         results.write_predictions(directory / rel, ids, groups, labels, scores, task.class_names)
         metrics[name] = {
             "primary": task.primary_metric,
-            **scoring.score(task.kind, task.class_names, labels, scores, groups,
-                            bootstrap_samples=get_preset(preset).bootstrap_samples, seed=seed),
+            **scoring.score_task(task, name, ids, labels, scores, groups,
+                                 bootstrap_samples=get_preset(preset).bootstrap_samples,
+                                 seed=seed),
             "n_examples": len(ids), "n_groups": len(set(groups)),
             "fingerprint": results.examples_fingerprint(ids, labels), "predictions": rel,
         }
