@@ -95,6 +95,26 @@ class SummaryRow:
     metric: str
     test_sets: tuple[tuple[str, TestSetSummary], ...]
     deterministic: bool = True  # every seed pooled here ran deterministically
+    init: str = "scratch"  # what pretraining started from (`init_label`)
+
+
+_INIT_TITLES = {"simclr_tf2": "ImageNet-SSL", "simclr_tf1": "ImageNet-SSL",
+                "bit_npz": "ImageNet-supervised", "stage": "stage", "keras": "keras"}
+
+
+def init_label(row: dict) -> str:
+    """What a row's run started from: "scratch", or e.g. "ImageNet-SSL <name> (<8 hex of its
+    weights' sha256>)" from `config.init`; rows without it: scratch if they had no
+    init_checkpoint, else "checkpoint <path>"."""
+    config = row.get("config") if isinstance(row.get("config"), dict) else {}
+    init = config.get("init")
+    if not isinstance(init, dict):
+        path = config.get("init_checkpoint")
+        return "scratch" if not path else f"checkpoint {path}"
+    if init.get("kind") == "scratch":
+        return "scratch"
+    title = _INIT_TITLES.get(init.get("kind"), str(init.get("kind")))
+    return f"{title} {init.get('name')} ({str(init.get('fingerprint'))[:8]})"
 
 
 def is_deterministic(row: dict) -> bool:
@@ -223,18 +243,18 @@ def summarise(rows: Iterable[dict], task: TaskInfo) -> list[SummaryRow]:
         if row["task"] != task.name:
             continue
         key = (bool(row["synthetic"]), row["preset"], row["method"], row["eval_mode"],
-               float(row["label_fraction"]))
+               float(row["label_fraction"]), init_label(row))
         groups.setdefault(key, []).append(row)
     lines = []
     for key in sorted(groups):
-        synthetic, preset, method, eval_mode, fraction = key
+        synthetic, preset, method, eval_mode, fraction, init = key
         members = sorted(groups[key], key=lambda r: int(r["seed"]))
         lines.append(SummaryRow(
             method=method, eval_mode=eval_mode, preset=preset, label_fraction=fraction,
             synthetic=synthetic, metric=task.primary_metric,
             test_sets=tuple((t, _summarise_test_set(members, t, task.primary_metric))
                             for t in task.test_sets),
-            deterministic=all(is_deterministic(r) for r in members)))
+            deterministic=all(is_deterministic(r) for r in members), init=init))
     return lines
 
 
@@ -269,7 +289,7 @@ def _display_cells(s: TestSetSummary) -> tuple[str, str, str]:
 
 def _runs_header(task: TaskInfo, synthetic: bool) -> list[str]:
     method = "method (SYNTHETIC data)" if synthetic else "method"
-    cols = [method, "eval mode", "preset", "labels"]
+    cols = [method, "init", "eval mode", "preset", "labels"]
     for t in task.test_sets:
         title = TEST_SET_TITLES.get(t, t)
         cols += [f"{title} {task.primary_metric}", f"{title} seeds", f"{title} 95% CI"]
@@ -281,7 +301,7 @@ def _runs_cells(line: SummaryRow, escape) -> list[str]:
     method = escape(line.method)
     if not line.deterministic:
         method += f" {NONDETERMINISTIC_MARK}"
-    cells = [method, escape(line.eval_mode), escape(line.preset),
+    cells = [method, escape(line.init), escape(line.eval_mode), escape(line.preset),
              format_fraction(line.label_fraction)]
     for _, s in line.test_sets:
         cells += list(_display_cells(s))
@@ -393,7 +413,7 @@ def csv_columns(task: TaskInfo) -> list[str]:
     """Columns of `<task>.csv`: section, the run identity, whether every seed ran deterministically
     (yes/no), per-test-set statistics, then the published-figure fields (blank on our rows; run
     statistics blank on published rows)."""
-    cols = ["section", "task", "method", "eval_mode", "preset", "label_fraction", "metric",
+    cols = ["section", "task", "method", "init", "eval_mode", "preset", "label_fraction", "metric",
             "deterministic"]
     for t in task.test_sets:
         cols += [f"{t}_mean", f"{t}_std", f"{t}_n_seeds", f"{t}_ci_low", f"{t}_ci_high"]
@@ -426,7 +446,7 @@ def render_csv(task: TaskInfo, lines: list[SummaryRow], published: list[dict]) -
 
     for section_id, _, section in _sections(lines):
         for l in section:
-            record = {"section": section_id, "task": task.name, "method": l.method,
+            record = {"section": section_id, "task": task.name, "method": l.method, "init": l.init,
                       "eval_mode": l.eval_mode, "preset": l.preset,
                       "label_fraction": f"{l.label_fraction:.6g}", "metric": l.metric,
                       "deterministic": "yes" if l.deterministic else "no"}
