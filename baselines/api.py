@@ -30,6 +30,7 @@ class BackboneConfig:
     width: float = 1  # SimCLR's 1/2/4; resnet_v1 also takes 0.25/0.5 for CPU-sized runs
     small_stem: bool = True
     global_bn: bool = False
+    sk_ratio: float = 0.0  # resnet_v1 only: selective kernels + ResNet-D (SimCLRv2 "sk1": 0.0625)
 
 
 @dataclasses.dataclass(frozen=True)

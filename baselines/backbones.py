@@ -12,10 +12,15 @@ FAMILIES = ("resnet_v1", "bit")
 def build_encoder(config: BackboneConfig, input_shape: tuple = (None, None, 3)) -> keras.Model:
     """Encoder mapping float images [B, S, S, 3] in [0, 1] to features [B, D] for `config`.
 
-    `small_stem` and `global_bn` apply to `resnet_v1` only; BiT has its fixed root and GroupNorm."""
+    `small_stem`, `global_bn` and `sk_ratio` apply to `resnet_v1` only; BiT has its fixed root and
+    GroupNorm."""
     if config.family == "resnet_v1":
         return resnet.resnet_v1(config.depth, config.width, small_stem=config.small_stem,
-                                global_bn=config.global_bn, input_shape=input_shape)
+                                global_bn=config.global_bn, input_shape=input_shape,
+                                sk_ratio=config.sk_ratio)
+    if config.sk_ratio:
+        raise ValueError(f"BackboneConfig.sk_ratio={config.sk_ratio}: selective kernels exist only "
+                         "in family 'resnet_v1'")
     if config.family == "bit":
         return bit.bit_resnet_v2(config.depth, config.width, input_shape=input_shape)
     raise ValueError(f"BackboneConfig.family={config.family!r}: expected one of {list(FAMILIES)}")
@@ -23,6 +28,9 @@ def build_encoder(config: BackboneConfig, input_shape: tuple = (None, None, 3)) 
 
 def encoder_feature_dim(config: BackboneConfig) -> int:
     """Feature size D of `build_encoder(config)` without building it."""
+    if config.family != "resnet_v1" and config.sk_ratio:
+        raise ValueError(f"BackboneConfig.sk_ratio={config.sk_ratio}: selective kernels exist only "
+                         "in family 'resnet_v1'")
     if config.family == "resnet_v1":
         return resnet.feature_dim(config.depth, config.width)
     if config.family == "bit":

@@ -20,11 +20,15 @@ directory is self-describing: `load_encoder(dir)` needs nothing else.
 A chain (e.g. SimCLR on ImageNet, then MICLe on medical images) passes the first stage's directory
 as the second stage's `init_checkpoint`; `init_encoder` copies its encoder (and its head when the
 shapes match) before step 0. `init_encoder` and `load_encoder` also accept a BiT `.npz` file
-(`baselines.bit.load_bit_npz`) and a whole `.keras` encoder file.
+(`baselines.bit.load_bit_npz`), a whole `.keras` encoder file and the published SimCLR ImageNet
+checkpoints, TF2 SavedModels and TF1 `model.ckpt-*` prefixes (`baselines.simclr_import`).
+`describe_init` records which of these a run started from and a fingerprint of its weight files.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -36,7 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from baselines import bit
+from baselines import bit, simclr_import
 from baselines.api import BackboneConfig, PretrainConfig
 from baselines.backbones import build_encoder
 from benchmark.provenance import code_version
@@ -221,10 +225,75 @@ def _kind(path: str) -> str:
         return "npz"
     if path.endswith(".keras"):
         return "keras"
+    if simclr_import.savedmodel_dir(path):
+        return simclr_import.TF2
+    if not has_meta(path) and simclr_import.tf1_prefix(path):
+        return simclr_import.TF1
     if tf.io.gfile.isdir(path):
         return "stage"
     raise FileNotFoundError(f"checkpoint {path}: expected a stage checkpoint directory (with {META_FILE}), "
-                            "a BiT .npz file or a .keras encoder file")
+                            "a BiT .npz file, a .keras encoder file, a SimCLR TF2 SavedModel directory "
+                            "or a SimCLR TF1 checkpoint prefix (model.ckpt-<step>)")
+
+
+_INIT_KINDS = {"npz": "bit_npz", "keras": "keras", "stage": "stage",
+               simclr_import.TF2: simclr_import.TF2, simclr_import.TF1: simclr_import.TF1}
+
+
+def _weight_files(path: str, kind: str) -> list[str]:
+    if kind in ("npz", "keras"):
+        return [path]
+    if kind == "stage":
+        return [f for f in (os.path.join(path, ENCODER_FILE), os.path.join(path, HEAD_FILE))
+                if tf.io.gfile.exists(f)]
+    if kind == simclr_import.TF2:
+        return sorted(tf.io.gfile.glob(os.path.join(simclr_import.savedmodel_dir(path), "variables", "*")))
+    prefix = simclr_import.tf1_prefix(path)
+    return [prefix + ".index"] + sorted(tf.io.gfile.glob(prefix + ".data-*"))
+
+
+@functools.lru_cache(maxsize=16)
+def _fingerprint(files: tuple[str, ...], stamps: tuple) -> str:
+    del stamps  # part of the cache key: a rewritten file is hashed again
+    digest = hashlib.sha256()
+    for name in files:
+        digest.update(f"{os.path.basename(name)}\0".encode())
+        with tf.io.gfile.GFile(name, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _init_name(path: str, kind: str) -> str:
+    if kind in ("npz", "keras"):
+        return os.path.splitext(os.path.basename(path))[0]
+    if kind == "stage":
+        return os.path.basename(os.path.normpath(path))
+    parts = os.path.normpath(simclr_import.savedmodel_dir(path) or path).split(os.sep)
+    if parts[-1] == "saved_model" or re.fullmatch(r"model\.ckpt(-\d+)?", parts[-1]):
+        parts = parts[:-1]
+    return "/".join(p for p in parts[-3:] if p)
+
+
+def describe_init(path: str | None) -> dict[str, str | None]:
+    """What a run starts from: {"kind": "scratch" | "simclr_tf2" | "simclr_tf1" | "bit_npz" | "stage" |
+    "keras", "name": short name from the path, "fingerprint": sha256 hex of its weight files (file
+    names and bytes; for a stage its encoder and head files)}."""
+    if path is None:
+        return {"kind": "scratch", "name": None, "fingerprint": None}
+    kind = _kind(path)
+    files = _weight_files(path, kind)
+    stamps = tuple((os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files)
+    return {"kind": _INIT_KINDS[kind], "name": _init_name(path, kind),
+            "fingerprint": _fingerprint(tuple(files), stamps)}
+
+
+def _simclr_encoder(path: str, backbone: BackboneConfig | None) -> tuple[keras.Model, "simclr_import.SimclrWeights"]:
+    weights = simclr_import.read(path)
+    stored = simclr_import.infer_backbone(weights) if backbone is None else backbone
+    encoder = build_encoder(stored)
+    simclr_import.assign_encoder(encoder, stored, weights)
+    return encoder, weights
 
 
 def _finished_meta(checkpoint_dir: str) -> StageMeta:
@@ -253,7 +322,8 @@ def _load_weights(model: keras.Model, path: str) -> None:
 
 def load_encoder(path: str, backbone: BackboneConfig | None = None) -> keras.Model:
     """The encoder stored at `path`: a finished stage directory (rebuilt from its meta.json), a BiT
-    `.npz` (architecture inferred from the file unless `backbone` is given) or a `.keras` file.
+    `.npz` or a SimCLR TF2 SavedModel / TF1 checkpoint (architecture inferred from the file unless
+    `backbone` is given) or a `.keras` file.
 
     With `backbone`, a stage directory or `.npz` must match it (up to `global_bn`, which is then taken
     from `backbone`). Call under `strategy.scope()` to get distributed variables.
@@ -261,6 +331,8 @@ def load_encoder(path: str, backbone: BackboneConfig | None = None) -> keras.Mod
     kind = _kind(path)
     if kind == "keras":
         return _load_keras_file(path)
+    if kind in (simclr_import.TF2, simclr_import.TF1):
+        return _simclr_encoder(path, backbone)[0]
     if kind == "npz":
         stored = infer_bit_backbone(path)
     else:
@@ -282,10 +354,17 @@ def init_encoder(
     backbone: BackboneConfig,
     head: keras.Model | None = None,
 ) -> str:
-    """Copies the weights at `path` (stage directory, BiT `.npz` or `.keras` encoder) into `encoder`
-    (built from `backbone`), and into `head` when `path` is a stage with a head of the same shapes.
-    Returns a one-line description of what was loaded."""
+    """Copies the weights at `path` (stage directory, BiT `.npz`, `.keras` encoder, SimCLR TF2
+    SavedModel or TF1 checkpoint) into `encoder` (built from `backbone`), and into `head` when `path`
+    is a stage or SimCLR checkpoint with a head of the same shapes. Returns a one-line description
+    of what was loaded."""
     kind = _kind(path)
+    if kind in (simclr_import.TF2, simclr_import.TF1):
+        weights = simclr_import.read(path)
+        simclr_import.assign_encoder(encoder, backbone, weights)
+        if head is not None and simclr_import.assign_head(head, weights):
+            return f"SimCLR encoder and projection head from {weights.path}"
+        return f"SimCLR encoder from {weights.path}"
     if kind == "keras":
         _copy_weights(_load_keras_file(path), encoder, f"init_checkpoint {path}")
         return f"encoder from {path}"
@@ -304,6 +383,34 @@ def init_encoder(
         _load_weights(head, head_file)
         return f"encoder and projection head from {path} ({meta.method}, {meta.steps_done} steps)"
     return f"encoder from {path} ({meta.method}, {meta.steps_done} steps)"
+
+
+def load_head(path: str, input_dim: int) -> keras.Model | None:
+    """The projection head stored with the encoder at `path` (a finished stage with a head, or a
+    SimCLR checkpoint whose head has `simclr.projection_head`'s layout on `input_dim` features),
+    as a `simclr.projection_head`; None if there is none."""
+    from baselines.simclr import projection_head
+
+    kind = _kind(path)
+    if kind in (simclr_import.TF2, simclr_import.TF1):
+        weights = simclr_import.read(path)
+        shapes = simclr_import.head_shapes(weights)
+        if shapes is None or shapes[0] != input_dim:
+            return None
+        head = projection_head(input_dim, num_layers=shapes[1], output_dim=shapes[2])
+        simclr_import.assign_head(head, weights)
+        return head
+    if kind != "stage":
+        return None
+    meta = _finished_meta(path)
+    if not meta.head_shapes or not tf.io.gfile.exists(os.path.join(path, HEAD_FILE)):
+        return None
+    kernels = [s for s in meta.head_shapes if len(s) == 2]
+    head = projection_head(input_dim, num_layers=len(kernels), output_dim=kernels[-1][1])
+    if variable_shapes(head) != meta.head_shapes:
+        return None
+    _load_weights(head, os.path.join(path, HEAD_FILE))
+    return head
 
 
 def state_manager(checkpoint_dir: str, checkpoint: tf.train.Checkpoint, *,

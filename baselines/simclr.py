@@ -41,6 +41,22 @@ def projection_head(
     return keras.Sequential(layers, name=name)
 
 
+def with_head_layers(encoder: keras.Model, head: keras.Model, num_layers: int) -> keras.Model:
+    """`encoder` followed by the first `num_layers` layers of a `projection_head` (dense, batch norm,
+    and ReLU except after the head's last layer): SimCLRv2's `ft_proj_selector=num_layers`."""
+    total = sum(isinstance(l, keras.layers.Dense) for l in head.layers)
+    if not 0 < num_layers <= total:
+        raise ValueError(f"ft_proj_selector={num_layers}: the projection head has {total} layers; "
+                         f"expected 1..{total}")
+    inputs = keras.Input(encoder.input_shape[1:], name="images")
+    x = encoder(inputs)
+    for i in range(num_layers):
+        x = head.get_layer(f"bn_{i}")(head.get_layer(f"dense_{i}")(x))
+        if i < total - 1:
+            x = head.get_layer(f"relu_{i}")(x)
+    return keras.Model(inputs, x, name=f"{encoder.name}_proj{num_layers}")
+
+
 class ContrastiveModel(keras.Model):
     """Encoder + projection head trained with NT-Xent on batches {"view1", "view2", "group_id"}.
 

@@ -163,6 +163,26 @@ class SummaryRow:
     deterministic: bool = True  # every seed pooled here ran deterministically
     # every (test set, metric) column of the page's tables -> its summary
     columns: tuple[tuple[tuple[str, str], TestSetSummary], ...] = ()
+    init: str = "scratch"  # what pretraining started from (`init_label`)
+
+
+_INIT_TITLES = {"simclr_tf2": "ImageNet-SSL", "simclr_tf1": "ImageNet-SSL",
+                "bit_npz": "ImageNet-supervised", "stage": "stage", "keras": "keras"}
+
+
+def init_label(row: dict) -> str:
+    """What a row's run started from: "scratch", or e.g. "ImageNet-SSL <name> (<8 hex of its
+    weights' sha256>)" from `config.init`; rows without it: scratch if they had no
+    init_checkpoint, else "checkpoint <path>"."""
+    config = row.get("config") if isinstance(row.get("config"), dict) else {}
+    init = config.get("init")
+    if not isinstance(init, dict):
+        path = config.get("init_checkpoint")
+        return "scratch" if not path else f"checkpoint {path}"
+    if init.get("kind") == "scratch":
+        return "scratch"
+    title = _INIT_TITLES.get(init.get("kind"), str(init.get("kind")))
+    return f"{title} {init.get('name')} ({str(init.get('fingerprint'))[:8]})"
 
 
 def is_deterministic(row: dict) -> bool:
@@ -394,11 +414,11 @@ def summarise(rows: Iterable[dict], task: TaskInfo) -> list[SummaryRow]:
         if row["task"] != task.name:
             continue
         key = (bool(row["synthetic"]), row["preset"], row["method"], row["eval_mode"],
-               float(row["label_fraction"]))
+               float(row["label_fraction"]), init_label(row))
         groups.setdefault(key, []).append(row)
     lines = []
     for key in sorted(groups):
-        synthetic, preset, method, eval_mode, fraction = key
+        synthetic, preset, method, eval_mode, fraction, init = key
         members = sorted(groups[key], key=lambda r: int(r["seed"]))
         lines.append(SummaryRow(
             method=method, eval_mode=eval_mode, preset=preset, label_fraction=fraction,
@@ -406,7 +426,8 @@ def summarise(rows: Iterable[dict], task: TaskInfo) -> list[SummaryRow]:
             test_sets=tuple((t, _summarise_test_set(members, t, task.primary_metric))
                             for t in task.test_sets),
             deterministic=all(is_deterministic(r) for r in members),
-            columns=tuple((c, _summarise_test_set(members, *c)) for c in columns)))
+            columns=tuple((c, _summarise_test_set(members, *c)) for c in columns),
+            init=init))
     return lines
 
 
@@ -497,7 +518,7 @@ def _column_title(spec: TableSpec, column: tuple[str, str]) -> str:
 
 def _runs_header(spec: TableSpec, synthetic: bool) -> list[str]:
     method = "method (SYNTHETIC data)" if synthetic else "method"
-    cols = [method, "eval mode", "preset", "labels"]
+    cols = [method, "init", "eval mode", "preset", "labels"]
     for c in spec.columns:
         title = _column_title(spec, c)
         cols += [title] if spec.per_class else [title, f"{title} seeds", f"{title} 95% CI"]
@@ -509,7 +530,7 @@ def _runs_cells(spec: TableSpec, line: SummaryRow, escape) -> list[str]:
     method = escape(line.method)
     if not line.deterministic:
         method += f" {NONDETERMINISTIC_MARK}"
-    cells = [method, escape(line.eval_mode), escape(line.preset),
+    cells = [method, escape(line.init), escape(line.eval_mode), escape(line.preset),
              format_fraction(line.label_fraction)]
     stats = dict(line.columns)
     for c in spec.columns:
@@ -701,7 +722,7 @@ def csv_columns(task: TaskInfo) -> list[str]:
     table column (`<test set>_<metric>_mean` ...), then the published-figure fields (blank on our
     rows; run statistics blank on published rows) with `placed_under` = the table key it is shown
     under, or `other`."""
-    cols = ["section", "task", "method", "eval_mode", "preset", "label_fraction", "metric",
+    cols = ["section", "task", "method", "init", "eval_mode", "preset", "label_fraction", "metric",
             "deterministic"]
     for t in task.test_sets:
         cols += [f"{t}_mean", f"{t}_std", f"{t}_n_seeds", f"{t}_ci_low", f"{t}_ci_high"]
@@ -743,7 +764,7 @@ def render_csv(task: TaskInfo, lines: list[SummaryRow], published: list[dict]) -
 
     for section_id, _, section in _sections(lines):
         for l in section:
-            record = {"section": section_id, "task": task.name, "method": l.method,
+            record = {"section": section_id, "task": task.name, "method": l.method, "init": l.init,
                       "eval_mode": l.eval_mode, "preset": l.preset,
                       "label_fraction": f"{l.label_fraction:.6g}", "metric": l.metric,
                       "deterministic": "yes" if l.deterministic else "no"}

@@ -21,6 +21,7 @@ class FinetuneSettings:
     steps_scale: float = 1.0  # applied to a method's own policy (CPU presets shorten BiT-HyperRule)
     epochs: float | None = None  # None: always `steps`
     min_steps: int = 1
+    ft_proj_selector: int = 0  # fine-tune from this projection-head layer (SimCLRv2); 0 = the encoder
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,12 +45,17 @@ flags.DEFINE_string("eval_modes", None, "Comma-separated: finetune, linear (defa
 flags.DEFINE_string("strategy", "default",
                     "default, one_device, mirrored, multi_worker (TF_CONFIG) or tpu.")
 flags.DEFINE_string("tpu_address", None, "TPU address for --strategy=tpu.")
-flags.DEFINE_string("backbone", None, "Backbone override: resnet_v1-<depth>[x<width>][-small] or "
-                    "bit-<depth>[x<width>], e.g. resnet_v1-50x2, resnet_v1-18-small, bit-50.")
+flags.DEFINE_string("backbone", None, "Backbone override: resnet_v1-<depth>[x<width>][-small][-sk0|-sk1] "
+                    "or bit-<depth>[x<width>], e.g. resnet_v1-50x2, resnet_v1-18-small, "
+                    "resnet_v1-50x1-sk1 (SimCLRv2 selective kernels), bit-50.")
 flags.DEFINE_integer("pretrain_steps", None, "Override the preset's pretraining steps.")
 flags.DEFINE_string("uncertainty", "u_ones", "CheXpert uncertainty policy: u_ones, u_zeros, u_ignore.")
 flags.DEFINE_string("init_checkpoint", None,
-                    "Earlier stage's checkpoint dir (or BiT .npz) to start pretraining from.")
+                    "Where pretraining starts: an earlier stage's checkpoint dir, a BiT .npz, a SimCLR "
+                    "TF2 SavedModel dir or a SimCLR TF1 model.ckpt-<step> prefix.")
+flags.DEFINE_integer("ft_proj_selector", None, "Fine-tune/probe from this layer of the pretraining "
+                     "stage's projection head (SimCLRv2's ft_proj_selector; 0 = encoder features; "
+                     "default: the preset's).")
 flags.DEFINE_string("name", None, "The method's name in results and leaderboards (letters, digits, "
                     "._+-); default --method, required for import paths and saved backbones.")
 flags.DEFINE_bool("progress", True, "Show progress bars (only ever on a terminal; --noprogress "
@@ -66,14 +71,17 @@ def parse_backbone(text: str) -> api.BackboneConfig:
     try:
         family, size = parts[0], parts[1]
         depth, _, width = size.partition("x")
-        small = parts[2:] == ["small"]
-        if len(parts) > 3 or (len(parts) == 3 and not small) or family not in ("resnet_v1", "bit"):
+        suffixes = parts[2:]
+        small = "small" in suffixes
+        sk = [s for s in suffixes if s in ("sk0", "sk1")]
+        if (len(set(suffixes)) != len(suffixes) or len(sk) > 1 or len(suffixes) != small + len(sk)
+                or family not in ("resnet_v1", "bit") or (family == "bit" and suffixes)):
             raise ValueError
         config = api.BackboneConfig(family=family, depth=int(depth), width=float(width or 1),
-                                    small_stem=small)
+                                    small_stem=small, sk_ratio=0.0625 if sk == ["sk1"] else 0.0)
     except (IndexError, ValueError):
-        raise ValueError(f"--backbone={text}: expected resnet_v1-<depth>[x<width>][-small] or "
-                         "bit-<depth>[x<width>]") from None
+        raise ValueError(f"--backbone={text}: expected resnet_v1-<depth>[x<width>][-small][-sk0|-sk1] "
+                         "or bit-<depth>[x<width>]") from None
     try:
         backbones.encoder_feature_dim(config)  # a depth and width the family builds
     except ValueError as e:
@@ -151,6 +159,12 @@ def config_from_flags() -> runner.RunConfig:
         changes["eval_modes"] = _modes(FLAGS.eval_modes)
     if FLAGS.backbone is not None:
         changes["backbone"] = parse_backbone(FLAGS.backbone)
+    if FLAGS.ft_proj_selector is not None:
+        if FLAGS.ft_proj_selector < 0:
+            raise ValueError(f"--ft_proj_selector={FLAGS.ft_proj_selector}: expected 0 (encoder "
+                             "features) or a projection-head layer >= 1")
+        changes["finetune"] = dataclasses.replace(preset.finetune,
+                                                  ft_proj_selector=FLAGS.ft_proj_selector)
     if FLAGS.pretrain_steps is not None:
         if FLAGS.pretrain_steps < 1:
             raise ValueError(f"--pretrain_steps={FLAGS.pretrain_steps}: expected a positive integer")
@@ -160,7 +174,8 @@ def config_from_flags() -> runner.RunConfig:
         backbones.encoder_feature_dim(method.backbone(preset.backbone))
     except ValueError as e:
         raise ValueError(f"--method={FLAGS.method} with backbone {preset.backbone}: {e}") from None
-    if FLAGS.init_checkpoint is not None and not tf.io.gfile.exists(FLAGS.init_checkpoint):
+    if FLAGS.init_checkpoint is not None and not (tf.io.gfile.exists(FLAGS.init_checkpoint) or
+                                                  tf.io.gfile.exists(FLAGS.init_checkpoint + ".index")):
         raise ValueError(f"--init_checkpoint={FLAGS.init_checkpoint}: no such file or directory")
     output_dir = FLAGS.output_dir or os.path.join("runs", FLAGS.task)
     _folder("output_dir", output_dir, must_exist=False, writable=True)

@@ -20,7 +20,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from baselines import api, determinism, distribute
+from baselines import api, checkpoint, determinism, distribute
+from baselines.backbones import encoder_feature_dim
+from baselines.simclr import with_head_layers
 from benchmark import data, finetune, protocol, results, scoring
 from benchmark.presets import Preset
 from benchmark.provenance import code_digest, code_version, machine
@@ -89,6 +91,7 @@ def _config_record(cfg: RunConfig, method: api.Method) -> dict:
         "pretrain": dataclasses.asdict(preset.pretrain),
         "finetune": dataclasses.asdict(preset.finetune),
         "strategy": cfg.strategy, "init_checkpoint": cfg.init_checkpoint,
+        "init": checkpoint.describe_init(cfg.init_checkpoint),
         "synthetic": cfg.data.synthetic, "manual_dir": cfg.data.manual_dir,
         "data": {"resolution": cfg.data.resolution, "synthetic_sizes": dict(cfg.data.synthetic_sizes),
                  "synthetic_image_size": cfg.data.synthetic_image_size,
@@ -206,16 +209,31 @@ def _run_locked(cfg: RunConfig, method: api.Method, strategy) -> list[dict]:
                                  validation_fraction=task.options.validation_fraction,
                                  test_fraction=task.options.test_fraction)
         keras.utils.set_random_seed(preset.pretrain.seed)  # for methods that do not seed themselves
+        stage_dir = os.path.join(cfg.output_dir, "pretrain", f"{task.name}_{cfg.method_name}")
         encoder = method.pretrain(
             data.pretrain_groups(builders, task, set(splits.train.group_ids)),
             backbone=method.backbone(preset.backbone),
             config=dataclasses.replace(preset.pretrain, augmentation=task.augmentation),
             strategy=strategy,
-            checkpoint_dir=os.path.join(cfg.output_dir, "pretrain", f"{task.name}_{cfg.method_name}"),
+            checkpoint_dir=stage_dir,
             init_checkpoint=cfg.init_checkpoint)
+        if preset.finetune.ft_proj_selector:
+            encoder = _from_head_layer(encoder, stage_dir, method.backbone(preset.backbone),
+                                       preset.finetune.ft_proj_selector, strategy)
         _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, store)
     return [r for r in store.rows() if r["task"] == task.name and r["method"] == cfg.method_name
             and r["preset"] == preset.name]
+
+
+def _from_head_layer(encoder, stage_dir: str, backbone: api.BackboneConfig, selector: int, strategy):
+    """The encoder extended by the first `selector` layers of its stage's projection head."""
+    with strategy.scope():
+        head = checkpoint.load_head(stage_dir, encoder_feature_dim(backbone))
+        if head is None:
+            raise ValueError(f"--ft_proj_selector={selector}: the pretraining stage {stage_dir} has no "
+                             "projection head (methods with one: simclr, micle, and none from a SimCLR "
+                             "checkpoint with a head)")
+        return with_head_layers(encoder, head, selector)
 
 
 def train_subset(task: Task, splits: data.TaskSplits, fraction: float, seed: int

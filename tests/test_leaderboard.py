@@ -218,11 +218,11 @@ def test_nondeterministic_rows_are_marked_without_changing_values(results_file, 
     leaderboard.regenerate([results_file], tmp_path / "a", PUBLISHED)
     md = (tmp_path / "a" / "derm.md").read_text()
     real, synthetic = md.split("## Our runs: SYNTHETIC")
-    assert "| supervised | finetune |" in real and "†" not in real
-    assert "| simclr † | finetune |" in synthetic
+    assert "| supervised | scratch | finetune |" in real and "†" not in real
+    assert "| simclr † | scratch | finetune |" in synthetic
     assert synthetic.count(leaderboard.escape_markdown(leaderboard.NONDETERMINISTIC_NOTE)) == 1
     cxr_md = (tmp_path / "a" / "cxr.md").read_text()
-    assert "| micle † | linear |" in cxr_md
+    assert "| micle † | scratch | linear |" in cxr_md
     html_text = (tmp_path / "a" / "derm.html").read_text()
     assert "<td>simclr †</td>" in html_text and "<td>supervised</td>" in html_text
     assert html_text.count(leaderboard.escape_html(leaderboard.NONDETERMINISTIC_NOTE)) == 1
