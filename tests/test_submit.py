@@ -308,12 +308,12 @@ def test_good_submission_is_rescored_merged_and_shown(example):
             copied = board / mine["metrics"][test_set]["predictions"]
             assert copied.read_bytes() == (derm / result["predictions"]).read_bytes()
     md = (board / "derm.md").read_text()
-    assert "| example-ssl | finetune | cpu | 10% |" in md
+    assert "| example-ssl | scratch | finetune | cpu | 10% |" in md
     assert json.loads((board / "results_submitters.json").read_text()) == {
         "example-ssl": "example-lab"}
     # The same submitter may add the method on another task; resubmitting a cell is a duplicate.
     submit.submit(example / "submission_cxr", board)
-    assert "| example-ssl | finetune | cpu | 100% |" in (board / "cxr.md").read_text()
+    assert "| example-ssl | scratch | finetune | cpu | 100% |" in (board / "cxr.md").read_text()
     _write(derm, submitted)
     _expect_rejection(derm, board, "duplicate_cell", ["is already on the leaderboard"])
     # Another submitter cannot use the name, even for cells not on the board.
