@@ -4,8 +4,9 @@ Registered methods (importing this package registers them):
   "simclr"      SimCLR on every image of the unlabeled groups        (`baselines.simclr.SimCLR`)
   "micle"       MICLe: pairs of two images of the same patient case  (`baselines.micle.MICLe`)
   "supervised"  BiT ResNetV2 supervised ImageNet baseline            (`baselines.supervised.SupervisedBiT`)
+  "random_init" the requested backbone, no pretraining (random init)  (`baselines.random_init.RandomInit`)
 
 Methods outside this package are named by import path, e.g.
 `baselines.examples.minimal_method:RotationPrediction`. See baselines/README.md.
 """
-from baselines import micle, simclr, supervised  # noqa: F401  (register the reference methods)
+from baselines import micle, random_init, simclr, supervised  # noqa: F401  (register the reference methods)
