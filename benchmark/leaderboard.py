@@ -3,12 +3,15 @@
     python -m benchmark.leaderboard --results=leaderboards/results.jsonl --output_dir=leaderboards/
 
 For every task this writes `<task>.md`, `<task>.csv`, `<task>.html` and `<task>.png`: one line
-per (preset, method, eval_mode, label fraction) with the task's primary metric on the
+per (preset, method, backbone, eval_mode, label fraction) with the task's primary metric on the
 in-distribution and shifted test sets side by side, as the mean ± sample standard deviation over
 seeds, the number of seeds, and a 95% CI that is the MEAN OVER SEEDS OF THE PER-SEED patient-level
 bootstrap bounds (lower bounds averaged, upper bounds averaged). Rows on synthetic data form their
 own section whose every table header says SYNTHETIC; published figures (`published.csv`) form a
-separate section and are never mixed with our runs. Output is byte-for-byte reproducible for the
+separate section and are never mixed with our runs. Rows of different backbones (the row's
+`config.backbone`, written like `--backbone`, e.g. resnet_v1-18x0.25, botnet-50x0.25-small) are
+never pooled; a table whose lines have several backbones shows a `backbone` column (the CSV always
+has it). Output is byte-for-byte reproducible for the
 same rows: sorted order, fixed float formats, no timestamps, PNG written with fixed dpi and no
 metadata. A line pooling any seed that did not run deterministically (`deterministic: false`, or a
 row older than that key) is marked NONDETERMINISTIC_MARK with a footnote, and `no` in the CSV's
@@ -85,7 +88,8 @@ class TestSetSummary:
 
 @dataclasses.dataclass(frozen=True)
 class SummaryRow:
-    """One line of a leaderboard table: a (preset, method, eval_mode, label fraction) over seeds."""
+    """One line of a leaderboard table: a (preset, method, backbone, eval_mode, label fraction) over
+    seeds."""
 
     method: str
     eval_mode: str
@@ -95,6 +99,18 @@ class SummaryRow:
     metric: str
     test_sets: tuple[tuple[str, TestSetSummary], ...]
     deterministic: bool = True  # every seed pooled here ran deterministically
+    backbone: str = ""  # `backbone_name` of the rows' config.backbone
+
+
+def backbone_name(row: dict) -> str:
+    """The backbone a row's encoder had, written like `--backbone` (e.g. resnet_v1-18x0.25,
+    bit-50, botnet-50x0.25-small); "" for a row whose config does not record it."""
+    b = row.get("config", {}).get("backbone")
+    if not isinstance(b, dict) or not {"family", "depth", "width"} <= b.keys():
+        return ""
+    width = "" if float(b["width"]) == 1 else f"x{float(b['width']):g}"
+    small = "-small" if b.get("small_stem") and b["family"] != "bit" else ""
+    return f"{b['family']}-{b['depth']}{width}{small}"
 
 
 def is_deterministic(row: dict) -> bool:
@@ -217,24 +233,24 @@ def _summarise_test_set(rows: list[dict], test_set: str, metric: str) -> TestSet
 
 def summarise(rows: Iterable[dict], task: TaskInfo) -> list[SummaryRow]:
     """Lines of `task`'s table from its result rows, seeds pooled, in sorted order (synthetic last,
-    then preset, method, eval_mode, label fraction)."""
+    then preset, method, backbone, eval_mode, label fraction)."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         if row["task"] != task.name:
             continue
-        key = (bool(row["synthetic"]), row["preset"], row["method"], row["eval_mode"],
+        key = (bool(row["synthetic"]), row["preset"], row["method"], backbone_name(row), row["eval_mode"],
                float(row["label_fraction"]))
         groups.setdefault(key, []).append(row)
     lines = []
     for key in sorted(groups):
-        synthetic, preset, method, eval_mode, fraction = key
+        synthetic, preset, method, backbone, eval_mode, fraction = key
         members = sorted(groups[key], key=lambda r: int(r["seed"]))
         lines.append(SummaryRow(
             method=method, eval_mode=eval_mode, preset=preset, label_fraction=fraction,
             synthetic=synthetic, metric=task.primary_metric,
             test_sets=tuple((t, _summarise_test_set(members, t, task.primary_metric))
                             for t in task.test_sets),
-            deterministic=all(is_deterministic(r) for r in members)))
+            deterministic=all(is_deterministic(r) for r in members), backbone=backbone))
     return lines
 
 
@@ -267,21 +283,27 @@ def _display_cells(s: TestSetSummary) -> tuple[str, str, str]:
     return f"{s.mean:.4f} ± {s.std:.4f}", str(s.n_seeds), ci
 
 
-def _runs_header(task: TaskInfo, synthetic: bool) -> list[str]:
+def _several_backbones(lines: list[SummaryRow]) -> bool:
+    return len({l.backbone for l in lines}) > 1
+
+
+def _runs_header(task: TaskInfo, synthetic: bool, backbone: bool = False) -> list[str]:
     method = "method (SYNTHETIC data)" if synthetic else "method"
-    cols = [method, "eval mode", "preset", "labels"]
+    cols = [method] + (["backbone"] if backbone else []) + ["eval mode", "preset", "labels"]
     for t in task.test_sets:
         title = TEST_SET_TITLES.get(t, t)
         cols += [f"{title} {task.primary_metric}", f"{title} seeds", f"{title} 95% CI"]
     return cols
 
 
-def _runs_cells(line: SummaryRow, escape) -> list[str]:
-    """Table cells of one line; `escape` is applied to the names (numbers are ours)."""
+def _runs_cells(line: SummaryRow, escape, backbone: bool = False) -> list[str]:
+    """Table cells of one line (with its backbone if asked); `escape` is applied to the names
+    (numbers are ours)."""
     method = escape(line.method)
     if not line.deterministic:
         method += f" {NONDETERMINISTIC_MARK}"
-    cells = [method, escape(line.eval_mode), escape(line.preset),
+    cells = [method] + ([escape(line.backbone or "n/a")] if backbone else []) + [
+             escape(line.eval_mode), escape(line.preset),
              format_fraction(line.label_fraction)]
     for _, s in line.test_sets:
         cells += list(_display_cells(s))
@@ -336,8 +358,9 @@ def render_markdown(task: TaskInfo, lines: list[SummaryRow], published: list[dic
     for _, title, section in _sections(lines):
         out += [f"## {title}", ""]
         if section:
-            table(_runs_header(task, section[0].synthetic),
-                  [_runs_cells(l, escape_markdown) for l in section])
+            several = _several_backbones(section)
+            table(_runs_header(task, section[0].synthetic, several),
+                  [_runs_cells(l, escape_markdown, several) for l in section])
             if not all(l.deterministic for l in section):
                 out += [escape_markdown(NONDETERMINISTIC_NOTE), ""]
         else:
@@ -373,8 +396,9 @@ def render_html(task: TaskInfo, lines: list[SummaryRow], published: list[dict]) 
     for section_id, title, section in _sections(lines):
         out.append(f'<h2 id="{section_id}">{escape_html(title)}</h2>')
         if section:
-            table(_runs_header(task, section[0].synthetic),
-                  [_runs_cells(l, escape_html) for l in section])
+            several = _several_backbones(section)
+            table(_runs_header(task, section[0].synthetic, several),
+                  [_runs_cells(l, escape_html, several) for l in section])
             if not all(l.deterministic for l in section):
                 out.append(f"<p>{escape_html(NONDETERMINISTIC_NOTE)}</p>")
         else:
@@ -393,7 +417,7 @@ def csv_columns(task: TaskInfo) -> list[str]:
     """Columns of `<task>.csv`: section, the run identity, whether every seed ran deterministically
     (yes/no), per-test-set statistics, then the published-figure fields (blank on our rows; run
     statistics blank on published rows)."""
-    cols = ["section", "task", "method", "eval_mode", "preset", "label_fraction", "metric",
+    cols = ["section", "task", "method", "backbone", "eval_mode", "preset", "label_fraction", "metric",
             "deterministic"]
     for t in task.test_sets:
         cols += [f"{t}_mean", f"{t}_std", f"{t}_n_seeds", f"{t}_ci_low", f"{t}_ci_high"]
@@ -427,7 +451,7 @@ def render_csv(task: TaskInfo, lines: list[SummaryRow], published: list[dict]) -
     for section_id, _, section in _sections(lines):
         for l in section:
             record = {"section": section_id, "task": task.name, "method": l.method,
-                      "eval_mode": l.eval_mode, "preset": l.preset,
+                      "backbone": l.backbone, "eval_mode": l.eval_mode, "preset": l.preset,
                       "label_fraction": f"{l.label_fraction:.6g}", "metric": l.metric,
                       "deterministic": "yes" if l.deterministic else "no"}
             for t, s in l.test_sets:
@@ -452,7 +476,7 @@ def _plot_text(text: str) -> str:
 
 def render_plot(task: TaskInfo, lines: list[SummaryRow], path: str | os.PathLike) -> None:
     """Writes the label-efficiency PNG of `task`: primary metric vs label fraction (log x), one
-    colour per (method, eval_mode, preset[, synthetic]), in-distribution solid, shifted dashed, CI
+    colour per (method, backbone, eval_mode, preset[, synthetic]), in-distribution solid, shifted dashed, CI
     band shaded."""
     import matplotlib
     from matplotlib.figure import Figure
@@ -461,7 +485,7 @@ def render_plot(task: TaskInfo, lines: list[SummaryRow], path: str | os.PathLike
 
     series: dict[tuple, list[SummaryRow]] = {}
     for l in lines:
-        series.setdefault((l.synthetic, l.method, l.eval_mode, l.preset), []).append(l)
+        series.setdefault((l.synthetic, l.method, l.backbone, l.eval_mode, l.preset), []).append(l)
     styles = {t: ("-" if i == 0 else "--") for i, t in enumerate(task.test_sets)}
     with matplotlib.rc_context(matplotlib.rcParamsDefault):
         fig = Figure(figsize=PLOT_SIZE)
@@ -470,7 +494,7 @@ def render_plot(task: TaskInfo, lines: list[SummaryRow], path: str | os.PathLike
         handles, labels = [], []
         fractions = sorted({l.label_fraction for l in lines})
         for i, (key, points) in enumerate(sorted(series.items())):
-            synthetic, method, eval_mode, preset = key
+            synthetic, method, backbone, eval_mode, preset = key
             colour = colours[i % len(colours)]
             points = sorted(points, key=lambda l: l.label_fraction)
             x = [p.label_fraction for p in points]
@@ -482,7 +506,8 @@ def render_plot(task: TaskInfo, lines: list[SummaryRow], path: str | os.PathLike
                 ax.plot(x, y, linestyle=styles[t], marker="o", color=colour)
                 ax.fill_between(x, lo, hi, color=colour, alpha=0.15, linewidth=0)
             handles.append(Line2D([], [], color=colour, marker="o"))
-            labels.append(_plot_text(f"{method} ({eval_mode}, {preset}"
+            shown = f"{backbone or 'n/a'}, " if _several_backbones(lines) else ""
+            labels.append(_plot_text(f"{method} ({shown}{eval_mode}, {preset}"
                                      f"{', SYNTHETIC' if synthetic else ''})"))
         for t in task.test_sets:
             handles.append(Line2D([], [], color="black", linestyle=styles[t]))
