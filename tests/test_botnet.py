@@ -204,11 +204,17 @@ def test_stage_checkpoint_round_trips_and_refuses_another_image_size(tmp_path):
               "(attention needs at least 2x2); use images of at least 9 px"),
     (None, True, "botnet needs the image size its position tables are built for (BackboneConfig.image_size), "
                  "got None"),
-])
+], ids=["imagenet_stem_32px", "imagenet_stem_16px", "small_stem_8px", "no_image_size"])
 def test_too_small_images_are_refused_with_the_smallest_usable_size(image_size, small_stem, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         build_encoder(BackboneConfig(family="botnet", depth=50, width=0.25, small_stem=small_stem,
                                      image_size=image_size))
+
+
+def test_an_input_shape_of_another_size_is_refused():
+    with pytest.raises(ValueError, match=re.escape("input_shape=(32, 32, 3): a botnet encoder is built for "
+                                                   "BackboneConfig.image_size=16")):
+        build_encoder(SMALL, input_shape=(32, 32, 3))
 
 
 def test_smallest_usable_sizes_build():
@@ -247,7 +253,7 @@ def test_backbone_flag_builds_botnet_for_the_presets_image_size(tmp_path):
     (["--backbone=botnet-50x3"], "--backbone=botnet-50x3: botnet width=3.0: expected one of"),
     (["--backbone=botnet-50-big"], "--backbone=botnet-50-big: expected resnet_v1-<depth>[x<width>][-small] "
                                    "or bit-<depth>[x<width>] or botnet-50[x<width>][-small]"),
-])
+], ids=["imagenet_stem_at_cpu_preset", "depth_101", "width_3", "unknown_suffix"])
 def test_backbone_flag_errors(argv, message, tmp_path):
     with pytest.raises(ValueError, match=re.escape(message)):
         _config_from([*argv, f"--output_dir={tmp_path}"])
