@@ -10,6 +10,7 @@ import tensorflow as tf
 from absl import flags
 
 from baselines import botnet, checkpoint, resnet
+from baselines import api
 from baselines.api import BackboneConfig
 from baselines.backbones import build_encoder, encoder_feature_dim
 import test_results
@@ -242,6 +243,8 @@ def test_backbone_flag_builds_botnet_for_the_presets_image_size(tmp_path):
     assert cfg.preset.backbone == BackboneConfig(family="botnet", depth=50, width=0.25, small_stem=True,
                                                  image_size=32)
     assert run.parse_backbone("botnet-50x2").small_stem is False
+    assert api.backbone_record(cfg.preset.backbone)["image_size"] == 32
+    assert "image_size" not in api.backbone_record(BackboneConfig())  # rows of other families as before
 
 
 @pytest.mark.parametrize("argv,message", [
