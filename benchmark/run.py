@@ -25,7 +25,7 @@ import tensorflow as tf  # noqa: E402
 from baselines import api, backbones, botnet, distribute  # noqa: E402
 from benchmark import cli, data, protocol, report, results, runner  # noqa: E402
 from benchmark.finetune import EVAL_MODES  # noqa: E402
-from benchmark.presets import get_preset  # noqa: E402
+from benchmark.presets import Preset, get_preset  # noqa: E402
 from benchmark.tasks import TaskOptions, get_task  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -83,7 +83,7 @@ def parse_backbone(text: str) -> api.BackboneConfig:
     return config
 
 
-def _sized_botnet(backbone: api.BackboneConfig, preset) -> api.BackboneConfig:
+def _sized_botnet(backbone: api.BackboneConfig, preset: Preset) -> api.BackboneConfig:
     """`backbone` built for the preset's image size; ValueError naming the flag when its attention
     layers would see less than a 2x2 map."""
     try:
