@@ -166,7 +166,10 @@ def test_mirrored_step_on_two_cpus_equals_the_single_device_step(float64):
     assert weights[0].dtype == np.float64
     images = np.random.default_rng(4).random((4, SIZE, SIZE, 3))
     single_loss, single = _sgd_step(tf.distribute.OneDeviceStrategy(devices[0]), weights, images)
-    mirrored_loss, mirrored = _sgd_step(tf.distribute.MirroredStrategy(devices), weights, images)
+    # All-reduces through one device, not collective ops: eager collectives here would reuse the
+    # instance keys of other tests' (float32) collectives in this process and abort.
+    mirrored = tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+    mirrored_loss, mirrored = _sgd_step(mirrored, weights, images)
     assert mirrored_loss == pytest.approx(single_loss, rel=1e-12)
     moved = [not np.array_equal(a, b) for a, b in zip(single, weights)]
     assert sum(moved) > len(weights) // 2  # the step changed the model
