@@ -5,8 +5,9 @@ Registered methods (importing this package registers them):
   "micle"       MICLe: pairs of two images of the same patient case  (`baselines.micle.MICLe`)
   "supervised"  BiT ResNetV2 supervised ImageNet baseline            (`baselines.supervised.SupervisedBiT`)
   "none"        no in-domain pretraining: the --init_checkpoint encoder (`baselines.none.NoPretraining`)
+  "random_init" the requested backbone, no pretraining (random init)  (`baselines.random_init.RandomInit`)
 
 Methods outside this package are named by import path, e.g.
 `baselines.examples.minimal_method:RotationPrediction`. See baselines/README.md.
 """
-from baselines import micle, none, simclr, supervised  # noqa: F401  (register the reference methods)
+from baselines import micle, none, random_init, simclr, supervised  # noqa: F401  (register the reference methods)

@@ -23,14 +23,27 @@ import tensorflow as tf
 
 @dataclasses.dataclass(frozen=True)
 class BackboneConfig:
-    """Which encoder to build: SimCLR ResNet v1 (`resnet_v1`) or BiT ResNetV2 (`bit`)."""
+    """Which encoder to build: SimCLR ResNet v1 (`resnet_v1`), BiT ResNetV2 (`bit`) or BoTNet
+    (`botnet`: resnet_v1 with self-attention in c5)."""
 
     family: str = "resnet_v1"
     depth: int = 18
-    width: float = 1  # SimCLR's 1/2/4; resnet_v1 also takes 0.25/0.5 for CPU-sized runs
+    width: float = 1  # SimCLR's 1/2/4; resnet_v1 and botnet also take 0.25/0.5 for CPU-sized runs
     small_stem: bool = True
     global_bn: bool = False
     sk_ratio: float = 0.0  # resnet_v1 only: selective kernels + ResNet-D (SimCLRv2 "sk1": 0.0625)
+    # The image side the encoder is built for: required by botnet (its position tables depend on
+    # it), None for the other families, which take any size.
+    image_size: int | None = None
+
+
+def backbone_record(config: BackboneConfig) -> dict:
+    """`config` as a JSON-ready dict; `image_size` only when set (records of the families that
+    take any size are as before the field existed)."""
+    record = dataclasses.asdict(config)
+    if record["image_size"] is None:
+        del record["image_size"]
+    return record
 
 
 @dataclasses.dataclass(frozen=True)

@@ -186,6 +186,18 @@ def _same_weights_layout(a: BackboneConfig, b: BackboneConfig) -> bool:
     return dataclasses.replace(a, global_bn=False) == dataclasses.replace(b, global_bn=False)
 
 
+def _layout_mismatch(what: str, stored: BackboneConfig, wanted: BackboneConfig) -> ValueError:
+    """The error for a checkpoint whose encoder is not `wanted`'s; BoTNet weights of another image
+    size are refused (their position tables are tied to it) rather than resized."""
+    if _same_weights_layout(dataclasses.replace(stored, image_size=None),
+                            dataclasses.replace(wanted, image_size=None)):
+        return ValueError(f"{what} holds a {stored.family} encoder built for {stored.image_size}-px images, "
+                          f"this run uses {wanted.image_size} px; its attention position tables are tied to "
+                          "the image size, so its weights are not reused at another size (rerun that stage "
+                          "at this image size)")
+    return ValueError(f"{what} holds backbone {stored}, expected {wanted}")
+
+
 def infer_bit_backbone(path: str) -> BackboneConfig:
     """The BiT BackboneConfig (depth, width) matching the weights in the `.npz` at `path`."""
     if not os.path.exists(path):
@@ -338,7 +350,7 @@ def load_encoder(path: str, backbone: BackboneConfig | None = None) -> keras.Mod
     else:
         stored = _finished_meta(path).backbone
     if backbone is not None and not _same_weights_layout(backbone, stored):
-        raise ValueError(f"checkpoint {path} holds backbone {stored}, expected {backbone}")
+        raise _layout_mismatch(f"checkpoint {path}", stored, backbone)
     encoder = build_encoder(backbone or stored)
     if kind == "npz":
         bit.load_bit_npz(encoder, path)
@@ -376,7 +388,7 @@ def init_encoder(
         return f"BiT encoder from {path}"
     meta = _finished_meta(path)
     if not _same_weights_layout(meta.backbone, backbone):
-        raise ValueError(f"init_checkpoint {path} holds backbone {meta.backbone}, expected {backbone}")
+        raise _layout_mismatch(f"init_checkpoint {path}", meta.backbone, backbone)
     _load_weights(encoder, os.path.join(path, ENCODER_FILE))
     head_file = os.path.join(path, HEAD_FILE)
     if head is not None and meta.head_shapes == variable_shapes(head) and tf.io.gfile.exists(head_file):

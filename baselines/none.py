@@ -1,5 +1,6 @@
 """No in-domain pretraining: the encoder of `--init_checkpoint` as it is (e.g. a published SimCLR
-ImageNet checkpoint, the paper's "ImageNet-SSL only" scenario), or a random encoder without one.
+ImageNet checkpoint, the paper's "ImageNet-SSL only" scenario). Without a checkpoint there is
+nothing to evaluate; the untrained control is `random_init`.
 
 `pretrain` writes that encoder, with the checkpoint's projection head when it has one, to
 `checkpoint_dir` as a finished stage (0 steps), so fine-tuning can start from a head layer
@@ -7,32 +8,32 @@ ImageNet checkpoint, the paper's "ImageNet-SSL only" scenario), or a random enco
 """
 from __future__ import annotations
 
-import keras
-
 from baselines import checkpoint
 from baselines.api import Method, register
 from baselines.backbones import build_encoder, encoder_feature_dim
 
+MISSING_CHECKPOINT = ("--method=none evaluates the --init_checkpoint encoder as it is: give "
+                      "--init_checkpoint, or use --method=random_init for the untrained control")
+
 
 @register("none")
 class NoPretraining(Method):
-    """Fine-tune or probe the initial checkpoint's encoder directly (random init without one)."""
+    """Fine-tune or probe the initial checkpoint's encoder directly."""
 
     def pretrain(self, groups, *, backbone, config, strategy, checkpoint_dir, init_checkpoint=None):
-        del groups
+        del groups, config
+        if not init_checkpoint:
+            raise ValueError(MISSING_CHECKPOINT)
         if checkpoint.has_meta(checkpoint_dir):
             stored = checkpoint.read_meta(checkpoint_dir)
             checkpoint.check_resumable(checkpoint_dir, stored, method=self.name, backbone=backbone,
                                        config=None, init_checkpoint=init_checkpoint)
             with strategy.scope():
                 return checkpoint.load_encoder(checkpoint_dir, backbone)
-        keras.utils.set_random_seed(config.seed)  # the random init, when there is no checkpoint
-        head = None
         with strategy.scope():
             encoder = build_encoder(backbone)
-            if init_checkpoint:
-                checkpoint.init_encoder(init_checkpoint, encoder, backbone=backbone)
-                head = checkpoint.load_head(init_checkpoint, encoder_feature_dim(backbone))
+            checkpoint.init_encoder(init_checkpoint, encoder, backbone=backbone)
+            head = checkpoint.load_head(init_checkpoint, encoder_feature_dim(backbone))
         if strategy.extended.should_checkpoint:
             checkpoint.save_stage(checkpoint_dir, encoder=encoder, method=self.name, backbone=backbone,
                                   config=None, steps_done=0, head=head, init_checkpoint=init_checkpoint)

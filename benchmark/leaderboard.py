@@ -3,12 +3,15 @@
     python -m benchmark.leaderboard --results=leaderboards/results.jsonl --output_dir=leaderboards/
 
 For every task this writes `<task>.md`, `<task>.csv`, `<task>.html` and `<task>.png`: one line
-per (preset, method, eval_mode, label fraction) with the task's primary metric on the
+per (preset, method, backbone, eval_mode, label fraction) with the task's primary metric on the
 in-distribution and shifted test sets side by side, as the mean ± sample standard deviation over
 seeds, the number of seeds, and a 95% CI that is the MEAN OVER SEEDS OF THE PER-SEED patient-level
 bootstrap bounds (lower bounds averaged, upper bounds averaged). Rows on synthetic data form their
 own section whose every table header says SYNTHETIC; published figures (`published.csv`) form a
-separate section and are never mixed with our runs. Output is byte-for-byte reproducible for the
+separate section and are never mixed with our runs. Rows of different backbones (the row's
+`config.backbone`, written like `--backbone`, e.g. resnet_v1-18x0.25, botnet-50x0.25-small) are
+never pooled; a table whose lines have several backbones shows a `backbone` column (the CSV always
+has it). Output is byte-for-byte reproducible for the
 same rows: sorted order, fixed float formats, no timestamps, PNG written with fixed dpi and no
 metadata. A line pooling any seed that did not run deterministically (`deterministic: false`, or a
 row older than that key) is marked NONDETERMINISTIC_MARK with a footnote, and `no` in the CSV's
@@ -151,7 +154,8 @@ class TestSetSummary:
 
 @dataclasses.dataclass(frozen=True)
 class SummaryRow:
-    """One line of a leaderboard table: a (preset, method, eval_mode, label fraction) over seeds."""
+    """One line of a leaderboard table: a (preset, method, backbone, eval_mode, label fraction) over
+    seeds."""
 
     method: str
     eval_mode: str
@@ -164,6 +168,7 @@ class SummaryRow:
     # every (test set, metric) column of the page's tables -> its summary
     columns: tuple[tuple[tuple[str, str], TestSetSummary], ...] = ()
     init: str = "scratch"  # what pretraining started from (`init_label`)
+    backbone: str = ""  # `backbone_name` of the rows' config.backbone
 
 
 _INIT_TITLES = {"simclr_tf2": "ImageNet-SSL", "simclr_tf1": "ImageNet-SSL",
@@ -183,6 +188,17 @@ def init_label(row: dict) -> str:
         return "scratch"
     title = _INIT_TITLES.get(init.get("kind"), str(init.get("kind")))
     return f"{title} {init.get('name')} ({str(init.get('fingerprint'))[:8]})"
+
+
+def backbone_name(row: dict) -> str:
+    """The backbone a row's encoder had, written like `--backbone` (e.g. resnet_v1-18x0.25,
+    bit-50, botnet-50x0.25-small); "" for a row whose config does not record it."""
+    b = row.get("config", {}).get("backbone")
+    if not isinstance(b, dict) or not {"family", "depth", "width"} <= b.keys():
+        return ""
+    width = "" if float(b["width"]) == 1 else f"x{float(b['width']):g}"
+    small = "-small" if b.get("small_stem") and b["family"] != "bit" else ""
+    return f"{b['family']}-{b['depth']}{width}{small}"
 
 
 def is_deterministic(row: dict) -> bool:
@@ -406,19 +422,19 @@ def _summarise_test_set(rows: list[dict], test_set: str, metric: str) -> TestSet
 
 def summarise(rows: Iterable[dict], task: TaskInfo) -> list[SummaryRow]:
     """Lines of `task`'s tables from its result rows, seeds pooled, in sorted order (synthetic
-    last, then preset, method, eval_mode, label fraction); every column of `table_specs(task)` is
-    summarised."""
+    last, then preset, method, backbone, eval_mode, label fraction, init); every column of
+    `table_specs(task)` is summarised."""
     columns = list(dict.fromkeys(c for spec in table_specs(task) for c in spec.columns))
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         if row["task"] != task.name:
             continue
-        key = (bool(row["synthetic"]), row["preset"], row["method"], row["eval_mode"],
-               float(row["label_fraction"]), init_label(row))
+        key = (bool(row["synthetic"]), row["preset"], row["method"], backbone_name(row),
+               row["eval_mode"], float(row["label_fraction"]), init_label(row))
         groups.setdefault(key, []).append(row)
     lines = []
     for key in sorted(groups):
-        synthetic, preset, method, eval_mode, fraction, init = key
+        synthetic, preset, method, backbone, eval_mode, fraction, init = key
         members = sorted(groups[key], key=lambda r: int(r["seed"]))
         lines.append(SummaryRow(
             method=method, eval_mode=eval_mode, preset=preset, label_fraction=fraction,
@@ -427,7 +443,7 @@ def summarise(rows: Iterable[dict], task: TaskInfo) -> list[SummaryRow]:
                             for t in task.test_sets),
             deterministic=all(is_deterministic(r) for r in members),
             columns=tuple((c, _summarise_test_set(members, *c)) for c in columns),
-            init=init))
+            init=init, backbone=backbone))
     return lines
 
 
@@ -516,21 +532,27 @@ def _column_title(spec: TableSpec, column: tuple[str, str]) -> str:
     return f"{TEST_SET_TITLES.get(test_set, test_set)} {metric}"
 
 
-def _runs_header(spec: TableSpec, synthetic: bool) -> list[str]:
+def _several_backbones(lines: list[SummaryRow]) -> bool:
+    return len({l.backbone for l in lines}) > 1
+
+
+def _runs_header(spec: TableSpec, synthetic: bool, backbone: bool = False) -> list[str]:
     method = "method (SYNTHETIC data)" if synthetic else "method"
-    cols = [method, "init", "eval mode", "preset", "labels"]
+    cols = [method] + (["backbone"] if backbone else []) + ["init", "eval mode", "preset", "labels"]
     for c in spec.columns:
         title = _column_title(spec, c)
         cols += [title] if spec.per_class else [title, f"{title} seeds", f"{title} 95% CI"]
     return cols
 
 
-def _runs_cells(spec: TableSpec, line: SummaryRow, escape) -> list[str]:
-    """Table cells of one line; `escape` is applied to the names (numbers are ours)."""
+def _runs_cells(spec: TableSpec, line: SummaryRow, escape, backbone: bool = False) -> list[str]:
+    """Table cells of one line (with its backbone if asked); `escape` is applied to the names
+    (numbers are ours)."""
     method = escape(line.method)
     if not line.deterministic:
         method += f" {NONDETERMINISTIC_MARK}"
-    cells = [method, escape(line.init), escape(line.eval_mode), escape(line.preset),
+    cells = [method] + ([escape(line.backbone or "n/a")] if backbone else []) + [
+             escape(line.init), escape(line.eval_mode), escape(line.preset),
              format_fraction(line.label_fraction)]
     stats = dict(line.columns)
     for c in spec.columns:
@@ -637,8 +659,9 @@ def _page(task: TaskInfo, lines: list[SummaryRow], published: list[dict], headin
             anchor = f"{section_id}_{spec.key}".replace("/", "_")
             heading(3, spec.title, anchor)
             if section:
-                table(_runs_header(spec, section[0].synthetic),
-                      [_runs_cells(spec, l, escape) for l in section])
+                several = _several_backbones(section)
+                table(_runs_header(spec, section[0].synthetic, several),
+                      [_runs_cells(spec, l, escape, several) for l in section])
             else:
                 paragraph("No runs yet.")
             if section_id == SECTION_REAL and placed[spec.key]:
@@ -720,17 +743,16 @@ def csv_columns(task: TaskInfo) -> list[str]:
     """Columns of `<task>.csv`: section, the run identity, whether every seed ran deterministically
     (yes/no), per-test-set statistics of the primary metric, the same statistics of every other
     table column (`<test set>_<metric>_mean` ...), then the published-figure fields (blank on our
-    rows; run statistics blank on published rows) with `placed_under` = the table key it is shown
-    under, or `other`."""
-    cols = ["section", "task", "method", "init", "eval_mode", "preset", "label_fraction", "metric",
-            "deterministic"]
+    rows; run statistics blank on published rows; `backbone` is filled on both) with `placed_under`
+    = the table key it is shown under, or `other`."""
+    cols = ["section", "task", "method", "backbone", "init", "eval_mode", "preset", "label_fraction",
+            "metric", "deterministic"]
     for t in task.test_sets:
         cols += [f"{t}_mean", f"{t}_std", f"{t}_n_seeds", f"{t}_ci_low", f"{t}_ci_high"]
     for t, m in _extra_columns(task):
         cols += [f"{t}_{m}_{s}" for s in ("mean", "std", "n_seeds", "ci_low", "ci_high")]
     return cols + ["value", "citation", "url_or_doi", "dataset", "split", "protocol",
-                   "protocol_matches_ours", "note", "backbone", "test_set", "class",
-                   "placed_under"]
+                   "protocol_matches_ours", "note", "test_set", "class", "placed_under"]
 
 
 def csv_cell(text: str) -> str:
@@ -764,8 +786,9 @@ def render_csv(task: TaskInfo, lines: list[SummaryRow], published: list[dict]) -
 
     for section_id, _, section in _sections(lines):
         for l in section:
-            record = {"section": section_id, "task": task.name, "method": l.method, "init": l.init,
-                      "eval_mode": l.eval_mode, "preset": l.preset,
+            record = {"section": section_id, "task": task.name, "method": l.method,
+                      "backbone": l.backbone, "init": l.init, "eval_mode": l.eval_mode,
+                      "preset": l.preset,
                       "label_fraction": f"{l.label_fraction:.6g}", "metric": l.metric,
                       "deterministic": "yes" if l.deterministic else "no"}
             for t, s in l.test_sets:
@@ -813,7 +836,7 @@ def published_curves(task: TaskInfo, published: list[dict]
 def render_plot(task: TaskInfo, lines: list[SummaryRow], path: str | os.PathLike,
                 published: list[dict] = ()) -> None:
     """Writes the label-efficiency PNG of `task`: primary metric vs label fraction (log x), one
-    colour per (method, eval_mode, preset[, synthetic]), in-distribution solid, shifted dashed, CI
+    colour per (method, backbone, eval_mode, preset[, synthetic]), in-distribution solid, shifted dashed, CI
     band shaded; published label-fraction curves (`published_curves`) as labelled grey markers,
     never in our colours."""
     import matplotlib
@@ -823,7 +846,7 @@ def render_plot(task: TaskInfo, lines: list[SummaryRow], path: str | os.PathLike
 
     series: dict[tuple, list[SummaryRow]] = {}
     for l in lines:
-        series.setdefault((l.synthetic, l.method, l.eval_mode, l.preset), []).append(l)
+        series.setdefault((l.synthetic, l.method, l.backbone, l.eval_mode, l.preset), []).append(l)
     styles = {t: ("-" if i == 0 else "--") for i, t in enumerate(task.test_sets)}
     with matplotlib.rc_context(matplotlib.rcParamsDefault):
         fig = Figure(figsize=PLOT_SIZE)
@@ -833,7 +856,7 @@ def render_plot(task: TaskInfo, lines: list[SummaryRow], path: str | os.PathLike
         handles, labels = [], []
         fractions = sorted({l.label_fraction for l in lines})
         for i, (key, points) in enumerate(sorted(series.items())):
-            synthetic, method, eval_mode, preset = key
+            synthetic, method, backbone, eval_mode, preset = key
             colour = colours[i % len(colours)]
             points = sorted(points, key=lambda l: l.label_fraction)
             x = [p.label_fraction for p in points]
@@ -845,7 +868,8 @@ def render_plot(task: TaskInfo, lines: list[SummaryRow], path: str | os.PathLike
                 ax.plot(x, y, linestyle=styles[t], marker="o", color=colour)
                 ax.fill_between(x, lo, hi, color=colour, alpha=0.15, linewidth=0)
             handles.append(Line2D([], [], color=colour, marker="o"))
-            labels.append(_plot_text(f"{method} ({eval_mode}, {preset}"
+            shown = f"{backbone or 'n/a'}, " if _several_backbones(lines) else ""
+            labels.append(_plot_text(f"{method} ({shown}{eval_mode}, {preset}"
                                      f"{', SYNTHETIC' if synthetic else ''})"))
         curves = published_curves(task, list(published))
         for label, t, points in curves:

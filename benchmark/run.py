@@ -22,10 +22,10 @@ from absl import app, flags, logging  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 
-from baselines import api, backbones, distribute  # noqa: E402
+from baselines import api, backbones, botnet, distribute, none  # noqa: E402
 from benchmark import cli, data, protocol, report, results, runner  # noqa: E402
 from benchmark.finetune import EVAL_MODES  # noqa: E402
-from benchmark.presets import get_preset  # noqa: E402
+from benchmark.presets import Preset, get_preset  # noqa: E402
 from benchmark.tasks import TaskOptions, get_task  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -45,9 +45,10 @@ flags.DEFINE_string("eval_modes", None, "Comma-separated: finetune, linear (defa
 flags.DEFINE_string("strategy", "default",
                     "default, one_device, mirrored, multi_worker (TF_CONFIG) or tpu.")
 flags.DEFINE_string("tpu_address", None, "TPU address for --strategy=tpu.")
-flags.DEFINE_string("backbone", None, "Backbone override: resnet_v1-<depth>[x<width>][-small][-sk0|-sk1] "
-                    "or bit-<depth>[x<width>], e.g. resnet_v1-50x2, resnet_v1-18-small, "
-                    "resnet_v1-50x1-sk1 (SimCLRv2 selective kernels), bit-50.")
+flags.DEFINE_string("backbone", None, "Backbone override: resnet_v1-<depth>[x<width>][-small][-sk0|-sk1], "
+                    "bit-<depth>[x<width>] or botnet-50[x<width>][-small], e.g. resnet_v1-50x2, "
+                    "resnet_v1-18-small, resnet_v1-50x1-sk1 (SimCLRv2 selective kernels), bit-50, "
+                    "botnet-50x0.25-small.")
 flags.DEFINE_integer("pretrain_steps", None, "Override the preset's pretraining steps.")
 flags.DEFINE_string("uncertainty", "u_ones", "CheXpert uncertainty policy: u_ones, u_zeros, u_ignore.")
 flags.DEFINE_string("init_checkpoint", None,
@@ -66,7 +67,8 @@ flags.DEFINE_bool("nondeterministic", False, "Fastest pipeline instead of reprod
 
 
 def parse_backbone(text: str) -> api.BackboneConfig:
-    """Parses --backbone, e.g. resnet_v1-50x2, resnet_v1-18-small, bit-101x3."""
+    """Parses --backbone, e.g. resnet_v1-50x2, resnet_v1-18-small, bit-101x3, botnet-50x0.25-small
+    (a botnet's image size is set from the preset by `config_from_flags`)."""
     parts = text.split("-")
     try:
         family, size = parts[0], parts[1]
@@ -75,18 +77,30 @@ def parse_backbone(text: str) -> api.BackboneConfig:
         small = "small" in suffixes
         sk = [s for s in suffixes if s in ("sk0", "sk1")]
         if (len(set(suffixes)) != len(suffixes) or len(sk) > 1 or len(suffixes) != small + len(sk)
-                or family not in ("resnet_v1", "bit") or (family == "bit" and suffixes)):
+                or family not in backbones.FAMILIES or (family == "bit" and suffixes)
+                or (family != "resnet_v1" and sk)):
             raise ValueError
         config = api.BackboneConfig(family=family, depth=int(depth), width=float(width or 1),
                                     small_stem=small, sk_ratio=0.0625 if sk == ["sk1"] else 0.0)
     except (IndexError, ValueError):
-        raise ValueError(f"--backbone={text}: expected resnet_v1-<depth>[x<width>][-small][-sk0|-sk1] "
-                         "or bit-<depth>[x<width>]") from None
+        raise ValueError(f"--backbone={text}: expected resnet_v1-<depth>[x<width>][-small][-sk0|-sk1], "
+                         "bit-<depth>[x<width>] or botnet-50[x<width>][-small]") from None
     try:
         backbones.encoder_feature_dim(config)  # a depth and width the family builds
     except ValueError as e:
         raise ValueError(f"--backbone={text}: {e}") from None
     return config
+
+
+def _sized_botnet(backbone: api.BackboneConfig, preset: Preset) -> api.BackboneConfig:
+    """`backbone` built for the preset's image size; ValueError naming the flag when its attention
+    layers would see less than a 2x2 map."""
+    try:
+        botnet.check_image_size(preset.image_size, backbone.small_stem)
+    except ValueError as e:
+        flag = f"--backbone={FLAGS.backbone}" if FLAGS.backbone is not None else "--backbone"
+        raise ValueError(f"{flag} with --preset={preset.name}: {e}") from None
+    return dataclasses.replace(backbone, image_size=preset.image_size)
 
 
 def _items(text: str, flag: str) -> list[str]:
@@ -170,6 +184,8 @@ def config_from_flags() -> runner.RunConfig:
             raise ValueError(f"--pretrain_steps={FLAGS.pretrain_steps}: expected a positive integer")
         changes["pretrain"] = dataclasses.replace(preset.pretrain, steps=FLAGS.pretrain_steps)
     preset = dataclasses.replace(preset, **changes)
+    if preset.backbone.family == "botnet":
+        preset = dataclasses.replace(preset, backbone=_sized_botnet(preset.backbone, preset))
     try:
         backbones.encoder_feature_dim(method.backbone(preset.backbone))
     except ValueError as e:
@@ -177,6 +193,8 @@ def config_from_flags() -> runner.RunConfig:
     if FLAGS.init_checkpoint is not None and not (tf.io.gfile.exists(FLAGS.init_checkpoint) or
                                                   tf.io.gfile.exists(FLAGS.init_checkpoint + ".index")):
         raise ValueError(f"--init_checkpoint={FLAGS.init_checkpoint}: no such file or directory")
+    if FLAGS.method == "none" and FLAGS.init_checkpoint is None:
+        raise ValueError(none.MISSING_CHECKPOINT)
     output_dir = FLAGS.output_dir or os.path.join("runs", FLAGS.task)
     _folder("output_dir", output_dir, must_exist=False, writable=True)
     _folder("data_dir", FLAGS.data_dir, must_exist=False, writable=False)

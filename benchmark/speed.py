@@ -1,6 +1,6 @@
 """Throughput of the SimCLR and MICLe pretraining steps and of their input pipelines.
 
-    python -m benchmark.speed [--steps=5] [--repeats=3] [--warmup=2] [--batch_size=N] [--configs=r50_64,r18_32]
+    python -m benchmark.speed [--steps=5] [--repeats=3] [--warmup=2] [--batch_size=N] [--configs=r50_64,bot50_64,r18_32]
         [--modes=nondeterministic,deterministic]
 
 On synthetic random patient groups held in memory (no dataset build), for each configuration and
@@ -40,6 +40,8 @@ from benchmark import cli  # noqa: E402
 CONFIGS: dict[str, tuple[BackboneConfig, int, int]] = {
     # name: (backbone, image size, batch size)
     "r50_64": (BackboneConfig(family="resnet_v1", depth=50, width=1, small_stem=False), 64, 32),
+    # BoT50 beside R50 at the same image size and batch: c5 attends at 4x4, then at 2x2.
+    "bot50_64": (BackboneConfig(family="botnet", depth=50, width=1, small_stem=False, image_size=64), 64, 32),
     "r18_32": (BackboneConfig(family="resnet_v1", depth=18, width=1, small_stem=True), 32, 64),
 }
 PAIR_FNS = {"simclr": simclr_pairs, "micle": micle_pairs}
@@ -128,7 +130,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("steps", 5, "Timed steps (and pipeline batches) per timing.")
 flags.DEFINE_integer("repeats", 3, "Timings per measurement; the median is printed.")
 flags.DEFINE_integer("warmup", 2, "Untimed steps before timing (tracing, autotuning).")
-flags.DEFINE_integer("batch_size", None, "Pairs per batch; default: 32 for r50_64, 64 for r18_32.")
+flags.DEFINE_integer("batch_size", None, "Pairs per batch; default: 32 for r50_64 and bot50_64, 64 for r18_32.")
 flags.DEFINE_list("configs", list(CONFIGS), f"Configurations among {list(CONFIGS)}.")
 flags.DEFINE_list("methods", list(PAIR_FNS), f"Methods among {list(PAIR_FNS)}.")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the per-replica train step.")

@@ -56,6 +56,8 @@ def paths(tmp_path):
 
 
 BAD_FLAGS = [
+    ("--method=none", "--method=none evaluates the --init_checkpoint encoder as it is: give "
+                      "--init_checkpoint, or use --method=random_init for the untrained control"),
     ("--seeds=-1", "--seeds=-1: seeds must be >= 0"),
     ("--seeds=0,-2", "--seeds=0,-2: seeds must be >= 0"),
     ("--seeds=", "--seeds=: empty; give comma-separated values or leave the flag out for the preset's"),
@@ -443,9 +445,9 @@ def test_data_check_and_speed_turn_a_full_disk_into_one_line(entry, monkeypatch)
     ("--batch_size=0", "--batch_size=0: expected a positive integer"),
     ("--configs=", "--configs= --methods=simclr,micle --modes=nondeterministic,deterministic: "
                    "expected at least one of each"),
-    ("--methods=", "--configs=r50_64,r18_32 --methods= --modes=nondeterministic,deterministic: "
+    ("--methods=", "--configs=r50_64,bot50_64,r18_32 --methods= --modes=nondeterministic,deterministic: "
                    "expected at least one of each"),
-    ("--modes=", "--configs=r50_64,r18_32 --methods=simclr,micle --modes=: "
+    ("--modes=", "--configs=r50_64,bot50_64,r18_32 --methods=simclr,micle --modes=: "
                  "expected at least one of each"),
 ], ids=["--batch_size=0", "--configs=", "--methods=", "--modes="])
 def test_bad_speed_flags_are_usage_errors(arg, message, monkeypatch):
