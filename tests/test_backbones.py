@@ -124,7 +124,8 @@ def test_build_encoder_passes_the_config_through(monkeypatch):
     assert build_encoder(cfg, input_shape=(64, 64, 3)) == "r"
     assert build_encoder(BackboneConfig(family="bit", depth=101, width=3), (32, 32, 3)) == "b"
     assert calls == [
-        ("resnet_v1", (34, 2), {"small_stem": False, "global_bn": True, "input_shape": (64, 64, 3)}),
+        ("resnet_v1", (34, 2), {"small_stem": False, "global_bn": True, "input_shape": (64, 64, 3),
+                                "sk_ratio": 0.0}),
         ("bit", (101, 3), {"input_shape": (32, 32, 3)}),
     ]
     assert encoder_feature_dim(cfg) == 1024
@@ -139,7 +140,7 @@ def test_build_encoder_builds_a_working_encoder():
 @pytest.mark.parametrize("cfg,match", [
     (BackboneConfig(family="vit"), "family='vit'"),
     (BackboneConfig(depth=20), "depth=20"),
-    (BackboneConfig(width=3), "width=3"),
+    (BackboneConfig(width=5), "width=5"),
     (BackboneConfig(family="bit", depth=18), "depth=18"),
     (BackboneConfig(family="bit", depth=50, width=0), "width=0"),
 ])

@@ -256,10 +256,10 @@ def test_backbone_flag_builds_botnet_for_the_presets_image_size(tmp_path):
      "input, so its last blocks attend over 1x1 (attention needs at least 2x2); use images of at least "
      "33 px, or the small stem (-small) from 9 px"),
     (["--backbone=botnet-101"], "--backbone=botnet-101: botnet depth=101: expected one of [50]"),
-    (["--backbone=botnet-50x3"], "--backbone=botnet-50x3: botnet width=3.0: expected one of"),
-    (["--backbone=botnet-50-big"], "--backbone=botnet-50-big: expected resnet_v1-<depth>[x<width>][-small] "
-                                   "or bit-<depth>[x<width>] or botnet-50[x<width>][-small]"),
-], ids=["imagenet_stem_at_cpu_preset", "depth_101", "width_3", "unknown_suffix"])
+    (["--backbone=botnet-50x5"], "--backbone=botnet-50x5: botnet width=5.0: expected one of"),
+    (["--backbone=botnet-50-big"], "--backbone=botnet-50-big: expected resnet_v1-<depth>[x<width>][-small][-sk0|-sk1], "
+                                   "bit-<depth>[x<width>] or botnet-50[x<width>][-small]"),
+], ids=["imagenet_stem_at_cpu_preset", "depth_101", "width_5", "unknown_suffix"])
 def test_backbone_flag_errors(argv, message, tmp_path):
     with pytest.raises(ValueError, match=re.escape(message)):
         _config_from([*argv, f"--output_dir={tmp_path}"])
@@ -283,12 +283,12 @@ def test_leaderboard_never_pools_backbones_and_shows_them_where_they_meet():
         ("botnet-50x0.25-small", 1), ("resnet_v1-18x0.25", 2)]
     assert dict(lines[1].test_sets)["in_distribution"].mean == pytest.approx(0.7)
     markdown = leaderboard.render_markdown(task, lines, [])
-    assert "| method (SYNTHETIC data) | backbone | eval mode |" in markdown
-    assert "| micle | botnet-50x0.25-small | finetune | cpu | 10% | 0.9000 ± 0.0000 |" in markdown
+    assert "| method (SYNTHETIC data) | backbone | init | eval mode |" in markdown
+    assert "| micle | botnet-50x0.25-small | scratch | finetune | cpu | 10% | 0.9000 ± 0.0000 |" in markdown
     assert "<th>backbone</th>" in leaderboard.render_html(task, lines, [])
     one_backbone = leaderboard.summarise(rows[:2], task)
     assert "backbone" not in leaderboard.render_markdown(task, one_backbone, [])
     csv_text = leaderboard.render_csv(task, one_backbone, [])
-    assert csv_text.splitlines()[0].startswith("section,task,method,backbone,eval_mode,")
-    assert ",micle,resnet_v1-18x0.25,finetune," in csv_text
+    assert csv_text.splitlines()[0].startswith("section,task,method,backbone,init,eval_mode,")
+    assert ",micle,resnet_v1-18x0.25,scratch,finetune," in csv_text
     assert leaderboard.backbone_name({"config": {}}) == ""  # a row that does not record it

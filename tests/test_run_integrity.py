@@ -17,6 +17,7 @@ from absl import flags
 
 from baselines import checkpoint
 from baselines.api import BackboneConfig, PretrainConfig, get_method
+from baselines.backbones import build_encoder
 from baselines.simclr import SimCLR
 from benchmark import cli, results, run, runner
 from test_methods import Recorder, Stop, groups, options
@@ -74,7 +75,7 @@ BAD_FLAGS = [
     ("--backbone=resnet_v1-7", "--backbone=resnet_v1-7: resnet_v1 depth=7: expected one of "
                                "[18, 34, 50, 101, 152]"),
     ("--backbone=resnet_v1-18x0", "--backbone=resnet_v1-18x0: resnet_v1 width=0.0: expected one of"),
-    ("--backbone=resnet_v1-18x3", "--backbone=resnet_v1-18x3: resnet_v1 width=3.0: expected one of"),
+    ("--backbone=resnet_v1-18x5", "--backbone=resnet_v1-18x5: resnet_v1 width=5.0: expected one of"),
     ("--backbone=resnet_v1-18x-1", "--backbone=resnet_v1-18x-1: expected resnet_v1-<depth>"),
     ("--backbone=bit-7", "--backbone=bit-7: bit_resnet_v2 depth=7: expected one of"),
     ("--backbone=bit-50x0.3", "--backbone=bit-50x0.3: bit_resnet_v2 width=0.3"),
@@ -232,14 +233,19 @@ def test_stored_cell_of_another_method_or_config_is_an_error_not_a_hit(tmp_path,
                   f"--data_dir={tmp_path}/data"], monkeypatch, work_allowed=True)
     assert code.startswith(f"error: {cfg.output_dir}/results.jsonl:1: cell (") and "method_spec" in code
     # Same method, other settings: named by their dotted keys.
-    other = dataclasses.replace(cfg, preset=dataclasses.replace(
-        cfg.preset, pretrain=dataclasses.replace(cfg.preset.pretrain, steps=7)), init_checkpoint="/ckpt")
+    stage = str(tmp_path / "stage")
+    checkpoint.save_stage(stage, encoder=build_encoder(cfg.preset.backbone), method="simclr",
+                          backbone=cfg.preset.backbone, config=None, steps_done=0)
     shutil.rmtree(cfg.output_dir)
     _store_grid(cfg, "simclr")
     assert len(runner.run(cfg)) == 2  # same configuration: a hit, nothing computed
-    with pytest.raises(ValueError, match=r"init_checkpoint: stored None != this run '/ckpt'; "
-                                         r"pretrain.steps: stored 4 != this run 7\)"):
-        runner.run(other)
+    steps = dataclasses.replace(cfg, preset=dataclasses.replace(
+        cfg.preset, pretrain=dataclasses.replace(cfg.preset.pretrain, steps=7)))
+    with pytest.raises(ValueError, match=r"\(pretrain.steps: stored 4 != this run 7\)"):
+        runner.run(steps)
+    with pytest.raises(ValueError, match=r"\(init.fingerprint: stored .*; init.kind: stored 'scratch' != "
+                                         r"this run 'stage'; init.name: stored .*\)"):
+        runner.run(dataclasses.replace(cfg, init_checkpoint=stage))
 
 
 B = BackboneConfig(family="resnet_v1", depth=18, width=0.25, small_stem=True)
