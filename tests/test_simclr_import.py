@@ -164,3 +164,23 @@ def test_leaderboard_never_pools_different_inits():
         ("scratch", 2), ("ImageNet-SSL simclrv2/pretrained/r50_1x_sk1 (abababab)", 1),
         ("ImageNet-SSL simclrv2/pretrained/r50_1x_sk1 (cdcdcdcd)", 1), ("checkpoint /x/stage", 1)])
     assert "| init |" in leaderboard.render_markdown(task, lines, [])
+
+
+def test_imagenet_ssl_only_scenario_runs_through_the_harness(small, tmp_path):
+    """Scenario (a): `--method=none` evaluates the imported encoder as it is, here from its first
+    projection-head layer; the rows record the init and the selector."""
+    import dataclasses
+
+    from test_run import _config
+
+    from benchmark import runner
+
+    path, _ = small
+    cfg = _config(tmp_path, "derm", "none", eval_modes=("linear",), label_fractions=(100.0,))
+    preset = dataclasses.replace(cfg.preset, finetune=dataclasses.replace(cfg.preset.finetune,
+                                                                           ft_proj_selector=1))
+    (row,) = runner.run(dataclasses.replace(cfg, preset=preset, init_checkpoint=path))
+    assert row["config"]["init"]["kind"] == "simclr_tf2" and len(row["config"]["init"]["fingerprint"]) == 64
+    assert row["config"]["finetune"]["ft_proj_selector"] == 1
+    with pytest.raises(ValueError, match="--method=none evaluates the --init_checkpoint encoder"):
+        runner.run(dataclasses.replace(cfg, output_dir=str(tmp_path / "other")))
