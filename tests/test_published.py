@@ -2,13 +2,13 @@
 each one under the table with its task, test set and metric (never among our runs)."""
 import collections
 import csv
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
 
 from benchmark import leaderboard
+from test_leaderboard import _builder
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO / "leaderboards" / "published.csv"
@@ -65,14 +65,6 @@ def test_every_published_row_is_a_checked_citable_figure():
     assert counts == {("cxr", "in_distribution"): 65, ("cxr", "shifted"): 68,
                       ("derm", "in_distribution"): 44, ("derm", "shifted"): 26,
                       ("derm", "other"): 1}
-
-
-def _builder():
-    path = Path(__file__).parent / "data" / "submission_example" / "build_example.py"
-    spec = importlib.util.spec_from_file_location("build_example", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
