@@ -28,7 +28,7 @@ def _rows():
 
 def _expected_table(row) -> str:
     """The key of the table a row belongs under, from the row alone."""
-    task, metric, test_set = row["task"], row["metric"], row["test_set"]
+    metric, test_set = row["metric"], row["test_set"]
     if test_set == "other" or metric.startswith("delta_"):
         return "other"
     if row["class"]:

@@ -5,7 +5,6 @@ SavedModels / TF1 checkpoints do and computes the forward pass with plain tf.nn 
 """
 import os
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
