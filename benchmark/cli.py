@@ -60,6 +60,18 @@ def quiet_tensorflow(argv: list[str]) -> None:
         os.close(null)
 
 
+def quiet_logs() -> None:
+    """For a user who did not pass --verbosity: absl logs from WARNING up (TFDS logs every file it
+    writes at INFO), and TensorFlow's Python logger only errors (its retracing warnings are about
+    its own function caches, not about the run)."""
+    from absl import logging
+
+    import tensorflow as tf
+
+    logging.set_verbosity(logging.WARNING)
+    tf.get_logger().setLevel("ERROR")
+
+
 def progress_enabled(requested: bool) -> bool:
     """Whether to draw progress bars: when `requested` (--progress) and stderr is a terminal.
     Otherwise also turns off TFDS's build bars (tqdm's own are off from `quiet_start`)."""

@@ -29,7 +29,7 @@ if __name__ == "__main__":
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 import tfds_builders  # noqa: F401, E402  (registers the builders)
 from benchmark import cli, tasks  # noqa: E402
@@ -288,7 +288,7 @@ def main(argv):
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}; every setting is a --flag")
     if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+        cli.quiet_logs()
     tfds.disable_progress_bar()
     try:
         check_flags()

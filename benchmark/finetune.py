@@ -131,7 +131,7 @@ def finetune(encoder: keras.Model, train: tf.data.Dataset, config: FinetuneConfi
         model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
     callbacks = [_Progress(config.policy.steps, f"{config.mode}")] if config.progress else []
     model.fit(train_input(train, config), steps_per_epoch=config.policy.steps, epochs=1, verbose=0,
-              callbacks=callbacks)
+              callbacks=callbacks, shuffle=False)  # the input pipeline shuffles, seeded
     return model
 
 

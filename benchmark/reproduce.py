@@ -28,7 +28,7 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from baselines import distribute  # noqa: E402
 from baselines.api import BackboneConfig, PretrainConfig  # noqa: E402
@@ -254,7 +254,7 @@ def main(argv):
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}; every setting is a --flag")
     if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+        cli.quiet_logs()
     if not FLAGS.results:
         sys.exit("error: --results: required (the results.jsonl holding the row)")
     try:

@@ -18,7 +18,7 @@ if __name__ == "__main__":
 
     cli.quiet_start(sys.argv)
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 
@@ -220,7 +220,7 @@ def main(argv):
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}; every setting is a --flag")
     if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # TFDS logs every file it writes at INFO
+        cli.quiet_logs()
     try:
         cfg = config_from_flags()
         cfg = dataclasses.replace(cfg, progress=cli.progress_enabled(cfg.progress))
