@@ -48,7 +48,9 @@ def test_reproduces_committed_smoke_row_byte_for_byte(tmp_path, data_dir):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[-1] == "reproduced"
-    assert sum("identical" in line and "NOT" not in line for line in lines) == len(row["metrics"])
+    verdicts = {line.split()[0]: line.split()[1] for line in lines if line.split()[:1] in (
+        [name] for name in row["metrics"])}
+    assert verdicts == {name: "identical" for name in row["metrics"]}
     assert "row: identical apart from created, wall_seconds" in proc.stdout
     assert "Traceback" not in proc.stderr
 
@@ -69,7 +71,7 @@ def test_refuses_other_code_before_any_work(tmp_path):
 @pytest.mark.parametrize("change, message", [
     (lambda r: r.update(data_fingerprint="1" * 64), "its training examples"),
     (lambda r: r["metrics"]["shifted"].update(fingerprint="2" * 64), "its shifted test set"),
-    (lambda r: r["data_build"].update({k: "3" * 64 for k in r["data_build"]}), "another build of"),
+    (lambda r: r["data_build"].update({k: "3" * 64 for k in r["data_build"]}), "computed on another build of"),
 ])
 def test_refuses_other_data(tmp_path, data_dir, change, message):
     row = copy.deepcopy(_committed_row())
@@ -122,7 +124,7 @@ def test_select_row_by_cell_and_preset(tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     (lambda r: r.update(schema=1), "cannot be re-run: result row: schema 1"),
-    (lambda r: r["config"].pop("requested_backbone"), "its config lacks requested_backbone"),
+    (lambda r: r["config"].pop("requested_backbone"), "cannot be re-run: its config lacks requested_backbone"),
     (lambda r: r.update(preset="huge"), "cannot be re-run: result row: preset 'huge' is not registered"),
     (lambda r: r["config"]["pretrain"].update(warp_speed=9), "cannot be re-run with this code: .*warp_speed"),
 ])
