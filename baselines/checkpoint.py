@@ -425,6 +425,36 @@ def load_head(path: str, input_dim: int) -> keras.Model | None:
     return head
 
 
+def untrained_stage(
+    checkpoint_dir: str,
+    *,
+    method: str,
+    backbone: BackboneConfig,
+    strategy: tf.distribute.Strategy,
+    seed: int,
+    init_checkpoint: str | None = None,
+    method_options: dict[str, Any] | None = None,
+) -> keras.Model:
+    """The encoder of a stage that trains nothing: the finished stage in `checkpoint_dir` (which
+    must have been made with the same settings), else one built after
+    `keras.utils.set_random_seed(seed)`, initialised from `init_checkpoint` if given, and saved to
+    `checkpoint_dir` as a finished 0-step stage."""
+    if has_meta(checkpoint_dir):
+        check_resumable(checkpoint_dir, read_meta(checkpoint_dir), method=method, backbone=backbone,
+                        config=None, method_options=method_options, init_checkpoint=init_checkpoint)
+        with strategy.scope():
+            return load_encoder(checkpoint_dir, backbone)
+    keras.utils.set_random_seed(seed)
+    with strategy.scope():
+        encoder = build_encoder(backbone)
+        if init_checkpoint:
+            init_encoder(init_checkpoint, encoder, backbone=backbone)
+    if strategy.extended.should_checkpoint:
+        save_stage(checkpoint_dir, encoder=encoder, method=method, backbone=backbone, config=None,
+                   steps_done=0, method_options=method_options, init_checkpoint=init_checkpoint)
+    return encoder
+
+
 def state_manager(checkpoint_dir: str, checkpoint: tf.train.Checkpoint, *,
                   is_chief: bool = True) -> tf.train.CheckpointManager:
     """The manager of the resumable training state under `checkpoint_dir/state/` (two kept).

@@ -12,7 +12,6 @@ import tensorflow as tf
 
 from baselines import checkpoint
 from baselines.api import BackboneConfig, Method, PretrainConfig, register
-from baselines.backbones import build_encoder
 
 
 @register("random_init")
@@ -33,17 +32,6 @@ class RandomInit(Method):
         if init_checkpoint:
             raise ValueError(f"method 'random_init' starts from random weights; init_checkpoint="
                              f"{init_checkpoint} would make it another method (use no --init_checkpoint)")
-        options = {"seed": config.seed}
-        if checkpoint.has_meta(checkpoint_dir):
-            stored = checkpoint.read_meta(checkpoint_dir)
-            checkpoint.check_resumable(checkpoint_dir, stored, method=self.name, backbone=backbone, config=None,
-                                       method_options=options)
-            with strategy.scope():
-                return checkpoint.load_encoder(checkpoint_dir, backbone)
-        keras.utils.set_random_seed(config.seed)
-        with strategy.scope():
-            encoder = build_encoder(backbone)
-        if strategy.extended.should_checkpoint:
-            checkpoint.save_stage(checkpoint_dir, encoder=encoder, method=self.name, backbone=backbone,
-                                  config=None, steps_done=0, method_options=options)
-        return encoder
+        return checkpoint.untrained_stage(checkpoint_dir, method=self.name, backbone=backbone,
+                                          strategy=strategy, seed=config.seed,
+                                          method_options={"seed": config.seed})

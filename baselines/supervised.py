@@ -11,7 +11,6 @@ import tensorflow as tf
 
 from baselines import bit, bit_hyperrule, checkpoint
 from baselines.api import BackboneConfig, FinetunePolicy, Method, PretrainConfig, register
-from baselines.backbones import build_encoder
 
 
 @register("supervised")
@@ -50,18 +49,6 @@ class SupervisedBiT(Method):
         if backbone.family != "bit":
             raise ValueError(f"method 'supervised' needs a BiT backbone (family='bit'), got {backbone}")
         self._from_weights = bool(init_checkpoint)
-        if checkpoint.has_meta(checkpoint_dir):
-            stored = checkpoint.read_meta(checkpoint_dir)
-            checkpoint.check_resumable(checkpoint_dir, stored, method=self.name, backbone=backbone, config=None,
-                                       init_checkpoint=init_checkpoint)
-            with strategy.scope():
-                return checkpoint.load_encoder(checkpoint_dir, backbone)
-        keras.utils.set_random_seed(config.seed)  # the random init, when there are no weights
-        with strategy.scope():
-            encoder = build_encoder(backbone)
-            if init_checkpoint:
-                checkpoint.init_encoder(init_checkpoint, encoder, backbone=backbone)
-        if strategy.extended.should_checkpoint:
-            checkpoint.save_stage(checkpoint_dir, encoder=encoder, method=self.name, backbone=backbone,
-                                  config=None, steps_done=0, init_checkpoint=init_checkpoint)
-        return encoder
+        return checkpoint.untrained_stage(checkpoint_dir, method=self.name, backbone=backbone,
+                                          strategy=strategy, seed=config.seed,
+                                          init_checkpoint=init_checkpoint)
