@@ -310,25 +310,55 @@ def labelled_dataset(builders, sources: tuple[Source, ...] | Source,
     return out
 
 
+_FRONTAL = 0  # cxr_chexpert's `view` ClassLabel: frontal, lateral
+
+
+def _bags(ds: tf.data.Dataset, bag: str, key: str) -> tf.data.Dataset:
+    """Cases {key, "images": {"image", ["study_id", "view"]}} -> bags {"group_id", "images"} (see
+    `tasks.BAGS`); a bag id is the case id, or the study id (".../patientNNNNN/studyN") for a
+    per-study bag; cases left with no image are dropped."""
+    def frontal_only(ex):
+        keep = tf.equal(ex["images"]["view"], _FRONTAL)
+        return {**ex, "images": {k: tf.boolean_mask(v, keep) for k, v in ex["images"].items()}}
+
+    def by_study(ex):
+        studies, index = tf.unique(ex["images"]["study_id"])
+
+        def study(k):
+            members = tf.where(tf.equal(index, tf.cast(k, index.dtype)))[:, 0]
+            return {key: studies[k],
+                    "images": {n: tf.gather(v, members) for n, v in ex["images"].items()}}
+
+        return tf.data.Dataset.range(tf.cast(tf.size(studies), tf.int64)).map(study)
+
+    if bag == "frontal":
+        ds = ds.map(frontal_only, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.filter(lambda ex: tf.size(ex["images"]["image"]) > 0)
+    elif bag == "study":
+        ds = ds.flat_map(by_study)
+    return ds.map(lambda ex: {"group_id": ex[key], "images": ex["images"]["image"]},
+                  num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def pretrain_groups(builders, task: Task, group_ids: set[str] | None) -> tf.data.Dataset:
-    """The grouped pretraining source as {"group_id", "images": uint8 [n, H, W, 3]}, restricted to
-    `group_ids` (the task's training groups) when given."""
+    """The grouped pretraining source as bags {"group_id", "images": uint8 [n, H, W, 3]} formed by
+    `task.options.bag` (see `tasks.BAGS`), restricted to the cases in `group_ids` (the task's
+    training groups) when given."""
     ds = builders["pretrain"].as_dataset(split="train", shuffle_files=False)
     key = task.pretrain_group_key
-
-    def convert(ex):
-        images = ex["images"]["image"]
-        if images.shape[-1] == 1:
-            images = tf.tile(images, [1, 1, 1, 3])
-        return {"group_id": ex[key], "images": images}
-
-    ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
     if group_ids is not None:
         keys = tf.constant(sorted(group_ids), tf.string)
         table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(keys, tf.ones_like(keys, tf.int32)), 0)
-        ds = ds.filter(lambda ex: table.lookup(ex["group_id"]) > 0)
-    return ds
+        ds = ds.filter(lambda ex: table.lookup(ex[key]) > 0)
+
+    def to_rgb(ex):
+        images = ex["images"]
+        if images.shape[-1] == 1:
+            images = tf.tile(images, [1, 1, 1, 3])
+        return {**ex, "images": images}
+
+    return _bags(ds, task.options.bag, key).map(to_rgb, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 @dataclasses.dataclass(frozen=True)

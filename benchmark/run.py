@@ -51,6 +51,9 @@ flags.DEFINE_string("backbone", None, "Backbone override: resnet_v1-<depth>[x<wi
                     "botnet-50x0.25-small.")
 flags.DEFINE_integer("pretrain_steps", None, "Override the preset's pretraining steps.")
 flags.DEFINE_string("uncertainty", "u_ones", "CheXpert uncertainty policy: u_ones, u_zeros, u_ignore.")
+flags.DEFINE_string("bag", None, "Which images of a case form a pretraining bag (a MICLe pair is two "
+                    "images of one bag): case (all of the patient's / lesion's), study, frontal or "
+                    "study_frontal (cxr only); default: the task's (see benchmark/tasks.py).")
 flags.DEFINE_string("init_checkpoint", None,
                     "Where pretraining starts: an earlier stage's checkpoint dir, a BiT .npz, a SimCLR "
                     "TF2 SavedModel dir or a SimCLR TF1 model.ckpt-<step> prefix.")
@@ -156,7 +159,7 @@ def config_from_flags() -> runner.RunConfig:
     """Builds and validates the run configuration from the command-line flags; touches no data
     and does no TensorFlow work."""
     preset = get_preset(FLAGS.preset)
-    task = get_task(FLAGS.task, TaskOptions(uncertainty=FLAGS.uncertainty))
+    task = get_task(FLAGS.task, TaskOptions(uncertainty=FLAGS.uncertainty, bag=FLAGS.bag))
     method = api.get_method(FLAGS.method)  # fail fast on an unknown method
     name = FLAGS.name or FLAGS.method
     if not results.METHOD_NAME_PATTERN.fullmatch(name):

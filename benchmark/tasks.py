@@ -29,6 +29,12 @@ import numpy as np
 import tensorflow as tf
 
 UNCERTAINTY_POLICIES = ("u_ones", "u_zeros", "u_ignore")
+# Which images of the grouped pretraining source form one bag (a MICLe positive pair is two images
+# of one bag; the bags' images are also every method's pretraining images):
+#   case     all images of the case (a CheXpert patient, a HAM10000 lesion)
+#   study    the images of one CheXpert study (a patient with k studies gives k bags)
+#   frontal  the frontal images of a CheXpert patient (lateral images are not used)
+BAGS = ("case", "study", "frontal")
 
 CXR_CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 _CXR_KEYS = ("atelectasis", "cardiomegaly", "consolidation", "edema", "pleural_effusion")
@@ -50,10 +56,13 @@ class TaskOptions:
     uncertainty: str = "u_ones"
     validation_fraction: float = 0.1
     test_fraction: float = 0.2  # derm only: HAM10000 has no official test split
+    bag: str | None = None  # pretraining bag (see BAGS); None = the task's default
 
     def __post_init__(self):
         if self.uncertainty not in UNCERTAINTY_POLICIES:
             raise ValueError(f"--uncertainty={self.uncertainty}: expected one of {UNCERTAINTY_POLICIES}")
+        if self.bag is not None and self.bag not in BAGS:
+            raise ValueError(f"--bag={self.bag}: expected one of {BAGS}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +87,7 @@ class Task:
     pretrain_grouped_config_prefix: str  # "patients_" or "lesions_"
     pretrain_group_key: str
     train: Source  # hashed into train/validation (and test for derm) by group id
+    bags: tuple[str, ...]  # the BAGS the grouped source supports; options.bag is one of them
     test_sources: dict[str, tuple[Source, ...]]
     holdout_test_from_train: bool  # derm: in-distribution test is a hashed part of `train`
     augmentation: str  # pretraining view preset
@@ -176,6 +186,7 @@ def cxr(options: TaskOptions) -> Task:
         pretrain_grouped_config_prefix="patients_",
         pretrain_group_key="patient_id",
         train=Source("cxr_chexpert", "train", chexpert),
+        bags=BAGS,
         test_sources={
             "in_distribution": (Source("cxr_chexpert", "validation", chexpert),
                                 Source("cxr_chexpert", "test", chexpert)),
@@ -201,6 +212,7 @@ def derm(options: TaskOptions) -> Task:
         pretrain_grouped_config_prefix="lesions_",
         pretrain_group_key="lesion_id",
         train=Source("derm_ham10000", "train", ham_meta, ham_keep),
+        bags=("case",),  # HAM10000 images carry no study or view
         test_sources={"shifted": (Source("derm_pad_ufes20", "train", pad_meta, pad_keep),)},
         holdout_test_from_train=True,
         augmentation="simclr",
@@ -211,8 +223,18 @@ def derm(options: TaskOptions) -> Task:
 TASKS: dict[str, Callable[[TaskOptions], Task]] = {"cxr": cxr, "derm": derm}
 
 
+DEFAULT_BAGS = {"cxr": "case", "derm": "case"}
+
+
 def get_task(name: str, options: TaskOptions | None = None) -> Task:
-    """Returns the task registered under `name`."""
+    """Returns the task registered under `name`, its options' bag resolved (None -> the task's
+    default, `DEFAULT_BAGS`)."""
     if name not in TASKS:
         raise ValueError(f"--task={name}: unknown task; expected one of {sorted(TASKS)}")
-    return TASKS[name](options or TaskOptions())
+    options = options or TaskOptions()
+    if options.bag is None:
+        options = dataclasses.replace(options, bag=DEFAULT_BAGS[name])
+    task = TASKS[name](options)
+    if options.bag not in task.bags:
+        raise ValueError(f"--bag={options.bag} with --task={name}: expected one of {task.bags}")
+    return task
