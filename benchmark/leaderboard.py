@@ -270,7 +270,8 @@ def complete_metrics(row: dict, task, roots: Sequence[Path], where: str = "row")
             raise ValueError(f"{found[0]}:1: classes {list(names)}; task {task.name} has "
                              f"{list(task.class_names)}")
         scored = scoring.score_task(task, test_set, ids, labels, scores, groups,
-                                    bootstrap_samples=_bootstrap_samples(row), seed=int(row["seed"]))
+                                    bootstrap_samples=scoring.row_bootstrap_samples(row),
+                                    seed=int(row["seed"]))
         if completed is None:
             completed = {**row, "metrics": {t: {**r, "values": dict(r["values"]),
                                                 "ci95": dict(r["ci95"])}
@@ -279,16 +280,6 @@ def complete_metrics(row: dict, task, roots: Sequence[Path], where: str = "row")
             completed["metrics"][test_set]["values"][m] = scored["values"][m]
             completed["metrics"][test_set]["ci95"][m] = scored["ci95"][m]
     return row if completed is None else completed
-
-
-def _bootstrap_samples(row: dict) -> int:
-    """The bootstrap size a row was scored with: its config's, else its preset's."""
-    configured = row.get("config", {}).get("bootstrap_samples")
-    if isinstance(configured, int) and not isinstance(configured, bool) and configured > 0:
-        return configured
-    from benchmark.presets import get_preset
-
-    return get_preset(row["preset"]).bootstrap_samples
 
 
 def load_published(path: str | os.PathLike) -> list[dict]:
