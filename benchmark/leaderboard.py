@@ -78,7 +78,7 @@ NO_CONTROL = "—"
 CONTROL_SELF = "control"
 DIFFERENCE_RULE = (f"Δ vs {CONTROL_METHOD}: the line's mean minus the mean of {CONTROL_METHOD} on "
                    "the same backbone, task, preset, eval mode and label fraction, over the seeds "
-                   "both ran (pairs = seeds), with a 95% CI from a paired patient-level bootstrap "
+                   "both ran (n = seeds paired), with a 95% CI from a paired patient-level bootstrap "
                    "of the stored per-example predictions (each replicate resamples the test "
                    "patients once for both methods and all seeds; test-sample uncertainty only, "
                    f"the ± column shows the spread over seeds); {NO_CONTROL} = no such "
@@ -630,7 +630,7 @@ def _difference_cell(line: SummaryRow, test_set: str) -> str:
     d = dict(line.differences).get(test_set)
     if d is None:
         return NO_CONTROL
-    return f"{d.value:+.4f} [{d.ci_low:+.4f}, {d.ci_high:+.4f}] ({d.pairs} seeds)"
+    return f"{d.value:+.4f} [{d.ci_low:+.4f}, {d.ci_high:+.4f}] (n={d.pairs})"
 
 
 def _runs_cells(spec: TableSpec, line: SummaryRow, escape, backbone: bool = False,
