@@ -475,6 +475,11 @@ def test_lines_show_their_paired_difference_to_random_init_on_the_same_backbone_
     assert [c.strip() for c in cells[(" random\\_init ", " 100% ")][-2:]] == ["control"] * 2
     assert re.fullmatch(r" [+-]0\.\d{4} \[[+-]0\.\d{4}, [+-]0\.\d{4}\] \(n=1\) ",
                         cells[(" simclr ", " 10% ")][-2])
+    control_file = next(r for r in rows if r["method"] == "random_init")["metrics"]["shifted"]
+    (tmp_path / control_file["predictions"]).unlink()
+    with pytest.raises(ValueError, match=r"results.jsonl:\d+: prediction file predictions/derm_"
+                                         r"random_init_.* of metrics.shifted is not in "):
+        leaderboard.regenerate([tmp_path / "results.jsonl"], tmp_path / "again", PUBLISHED)
 
 
 def test_summary_table_shows_the_control_and_the_paired_difference(tmp_path):
