@@ -11,7 +11,14 @@ own section whose every table header says SYNTHETIC; published figures (`publish
 separate section and are never mixed with our runs. Rows of different backbones (the row's
 `config.backbone`, written like `--backbone`, e.g. resnet_v1-18x0.25, botnet-50x0.25-small) are
 never pooled; a table whose lines have several backbones shows a `backbone` column (the CSV always
-has it). Output is byte-for-byte reproducible for the
+has it). Every line of the primary-metric table also shows, per test set, its difference to the
+control `random_init` (the same backbone without pretraining; `is_control`) of the same task,
+preset, backbone, eval mode, label fraction and data kind: the mean over the seeds both ran of the
+method minus the control, with a 95% CI from a paired patient-level bootstrap computed from the
+stored prediction files (`scoring.control_difference`); "—" where no such control row exists (a
+line whose backbone is not recorded never matches), "control" on the control's own lines. The
+plot has a second panel with these differences and their CIs as error bars. Output is
+byte-for-byte reproducible for the
 same rows: sorted order, fixed float formats, no timestamps, PNG written with fixed dpi and no
 metadata. A line pooling any seed that did not run deterministically (`deterministic: false`, or a
 row older than that key) is marked NONDETERMINISTIC_MARK with a footnote, and `no` in the CSV's
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import html
 import io
 import math
@@ -33,7 +41,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypeVar
 
-from benchmark import metrics, results
+from benchmark import metrics, results, scoring
 
 LEGACY_PUBLISHED_COLUMNS = ("citation", "url_or_doi", "dataset", "split", "task", "metric",
                             "method", "label_fraction", "value", "protocol",
@@ -65,6 +73,16 @@ SECTION_PUBLISHED = "published"
 TEST_SET_TITLES = {"in_distribution": "in-distribution", "shifted": "shifted"}
 CI_RULE = ("95% CI: mean over seeds of each seed's patient-level bootstrap interval "
            "(lower and upper bounds averaged separately)")
+CONTROL_METHOD = "random_init"  # the untrained control every line is compared with
+NO_CONTROL = "—"
+CONTROL_SELF = "control"
+DIFFERENCE_RULE = (f"Δ vs {CONTROL_METHOD}: the line's mean minus the mean of {CONTROL_METHOD} on "
+                   "the same backbone, task, preset, eval mode and label fraction, over the seeds "
+                   "both ran (n = seeds paired), with a 95% CI from a paired patient-level bootstrap "
+                   "of the stored per-example predictions (each replicate resamples the test "
+                   "patients once for both methods and all seeds; test-sample uncertainty only, "
+                   f"the ± column shows the spread over seeds); {NO_CONTROL} = no such "
+                   f"{CONTROL_METHOD} rows (never taken from another backbone)")
 PLOT_DPI = 100
 PUBLISHED_GREY = "#8c8c8c"  # published curves on the plot; no colour of our runs is grey
 PLOT_SIZE = (7.5, 4.8)
@@ -169,6 +187,10 @@ class SummaryRow:
     columns: tuple[tuple[tuple[str, str], TestSetSummary], ...] = ()
     init: str = "scratch"  # what pretraining started from (`init_label`)
     backbone: str = ""  # `backbone_name` of the rows' config.backbone
+    is_control: bool = False  # the line is the control's own (`is_control`)
+    control: str = ""  # the control method the differences are to ("" when none matched)
+    # test set -> primary metric minus the control's (None: no matching control rows)
+    differences: tuple[tuple[str, metrics.PairedDifference | None], ...] = ()
 
 
 _INIT_TITLES = {"simclr_tf2": "ImageNet-SSL", "simclr_tf1": "ImageNet-SSL",
@@ -201,6 +223,16 @@ def backbone_name(row: dict) -> str:
     return f"{b['family']}-{b['depth']}{width}{small}"
 
 
+def is_control(row: dict) -> bool:
+    """Whether a row is of the `random_init` control: its config's `method_spec`, else (rows whose
+    config does not record it) its method name, `random_init` or `random_init-<backbone>`."""
+    config = row.get("config") if isinstance(row.get("config"), dict) else {}
+    spec = config.get("method_spec")
+    if spec is not None:
+        return spec == CONTROL_METHOD
+    return row["method"] == CONTROL_METHOD or row["method"].startswith(f"{CONTROL_METHOD}-")
+
+
 def is_deterministic(row: dict) -> bool:
     """Whether a row records a deterministic run (rows without the key predate it: no)."""
     return row.get("deterministic") is True
@@ -213,9 +245,18 @@ def load_rows(paths: Sequence[str | os.PathLike],
     their results file, then in `prediction_dirs`); raises ValueError naming the file and line for
     a malformed or invalid row or a cell present twice. A truncated last line is skipped with a
     `results.TruncatedLineWarning` (as `results.ResultsStore` does)."""
+    return _load_rows(paths, prediction_dirs)[0]
+
+
+PredictionReader = Callable[[dict, str], tuple]
+
+
+def _load_rows(paths, prediction_dirs) -> tuple[list[dict], PredictionReader]:
+    """`load_rows`, and a reader of a row's prediction file for a test set (looked up beside the
+    row's results file, then in `prediction_dirs`; ValueError naming the row when it is missing)."""
     from benchmark import tasks
 
-    rows, seen = [], {}
+    rows, seen, roots_of = [], {}, {}
     for path in paths:
         if not Path(path).exists():
             raise FileNotFoundError(f"--results: {path}: no such file")
@@ -239,8 +280,24 @@ def load_rows(paths: Sequence[str | os.PathLike],
                 raise ValueError(f"{where}: cell {key} already read from {seen[key]}")
             seen[key] = where
             roots = [Path(path).parent, *map(Path, prediction_dirs)]
+            roots_of[key] = (roots, where)
             rows.append(complete_metrics(row, tasks.get_task(row["task"]), roots, where))
-    return rows
+
+    @functools.lru_cache(maxsize=None)
+    def read_file(file: Path) -> tuple:
+        return results.read_predictions(file)
+
+    def read(row: dict, test_set: str) -> tuple:
+        roots, where = roots_of[results.cell_key(row)]
+        rel = row["metrics"][test_set]["predictions"]
+        found = [Path(r) / rel for r in roots if (Path(r) / rel).is_file()]
+        if not found:
+            raise ValueError(f"{where}: prediction file {rel} of metrics.{test_set} is not in "
+                             f"{', '.join(map(str, roots))}; expected it there to compute the "
+                             f"difference to {CONTROL_METHOD}")
+        return read_file(found[0])
+
+    return rows, read
 
 
 def complete_metrics(row: dict, task, roots: Sequence[Path], where: str = "row") -> dict:
@@ -270,7 +327,8 @@ def complete_metrics(row: dict, task, roots: Sequence[Path], where: str = "row")
             raise ValueError(f"{found[0]}:1: classes {list(names)}; task {task.name} has "
                              f"{list(task.class_names)}")
         scored = scoring.score_task(task, test_set, ids, labels, scores, groups,
-                                    bootstrap_samples=_bootstrap_samples(row), seed=int(row["seed"]))
+                                    bootstrap_samples=scoring.row_bootstrap_samples(row),
+                                    seed=int(row["seed"]))
         if completed is None:
             completed = {**row, "metrics": {t: {**r, "values": dict(r["values"]),
                                                 "ci95": dict(r["ci95"])}
@@ -279,16 +337,6 @@ def complete_metrics(row: dict, task, roots: Sequence[Path], where: str = "row")
             completed["metrics"][test_set]["values"][m] = scored["values"][m]
             completed["metrics"][test_set]["ci95"][m] = scored["ci95"][m]
     return row if completed is None else completed
-
-
-def _bootstrap_samples(row: dict) -> int:
-    """The bootstrap size a row was scored with: its config's, else its preset's."""
-    configured = row.get("config", {}).get("bootstrap_samples")
-    if isinstance(configured, int) and not isinstance(configured, bool) and configured > 0:
-        return configured
-    from benchmark.presets import get_preset
-
-    return get_preset(row["preset"]).bootstrap_samples
 
 
 def load_published(path: str | os.PathLike) -> list[dict]:
@@ -420,10 +468,12 @@ def _summarise_test_set(rows: list[dict], test_set: str, metric: str) -> TestSet
     return TestSetSummary(mean, std, len(values), _mean_or_none(lows), _mean_or_none(highs))
 
 
-def summarise(rows: Iterable[dict], task: TaskInfo) -> list[SummaryRow]:
+def summarise(rows: Iterable[dict], task: TaskInfo,
+              predictions: PredictionReader | None = None) -> list[SummaryRow]:
     """Lines of `task`'s tables from its result rows, seeds pooled, in sorted order (synthetic
     last, then preset, method, backbone, eval_mode, label fraction, init); every column of
-    `table_specs(task)` is summarised."""
+    `table_specs(task)` is summarised. With `predictions` (a reader of a row's prediction set for
+    a test set), each line that is not the control's gets its `differences` to the control."""
     columns = list(dict.fromkeys(c for spec in table_specs(task) for c in spec.columns))
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
@@ -436,6 +486,7 @@ def summarise(rows: Iterable[dict], task: TaskInfo) -> list[SummaryRow]:
     for key in sorted(groups):
         synthetic, preset, method, backbone, eval_mode, fraction, init = key
         members = sorted(groups[key], key=lambda r: int(r["seed"]))
+        control, differences = _control_differences(task, key, members, groups, predictions)
         lines.append(SummaryRow(
             method=method, eval_mode=eval_mode, preset=preset, label_fraction=fraction,
             synthetic=synthetic, metric=task.primary_metric,
@@ -443,8 +494,33 @@ def summarise(rows: Iterable[dict], task: TaskInfo) -> list[SummaryRow]:
                             for t in task.test_sets),
             deterministic=all(is_deterministic(r) for r in members),
             columns=tuple((c, _summarise_test_set(members, *c)) for c in columns),
-            init=init, backbone=backbone))
+            init=init, backbone=backbone, is_control=all(is_control(r) for r in members),
+            control=control, differences=differences))
     return lines
+
+
+def _control_differences(task: TaskInfo, key: tuple, members: list[dict],
+                         groups: dict[tuple, list[dict]], predictions: PredictionReader | None
+                         ) -> tuple[str, tuple[tuple[str, metrics.PairedDifference | None], ...]]:
+    """(control method, differences per test set) of the line `key` (`summarise`'s group key):
+    against the control rows of the same data kind, preset, backbone, eval mode and fraction (the
+    first control method by name when several ran there); no control for a control's line, a line
+    without a recorded backbone, or without `predictions`."""
+    synthetic, preset, _, backbone, eval_mode, fraction, _ = key
+    none = tuple((t, None) for t in task.test_sets)
+    if predictions is None or not backbone or all(is_control(r) for r in members):
+        return "", none
+    candidates = sorted(
+        (k for k, rs in groups.items() if (k[0], k[1], k[3], k[4], k[5]) ==
+         (synthetic, preset, backbone, eval_mode, fraction) and all(is_control(r) for r in rs)),
+        key=lambda k: (k[2], k[6]))
+    if not candidates:
+        return "", none
+    controls = groups[candidates[0]]
+    found = tuple((t, scoring.control_difference(
+        task.kind, task.class_names, task.primary_metric, t, members, controls, predictions,
+        bootstrap_samples=scoring.row_bootstrap_samples(members[0]))) for t in task.test_sets)
+    return (candidates[0][2], found) if any(d is not None for _, d in found) else ("", none)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -536,18 +612,31 @@ def _several_backbones(lines: list[SummaryRow]) -> bool:
     return len({l.backbone for l in lines}) > 1
 
 
-def _runs_header(spec: TableSpec, synthetic: bool, backbone: bool = False) -> list[str]:
+def _runs_header(spec: TableSpec, synthetic: bool, backbone: bool = False,
+                 differences: tuple[str, ...] = ()) -> list[str]:
     method = "method (SYNTHETIC data)" if synthetic else "method"
     cols = [method] + (["backbone"] if backbone else []) + ["init", "eval mode", "preset", "labels"]
     for c in spec.columns:
         title = _column_title(spec, c)
         cols += [title] if spec.per_class else [title, f"{title} seeds", f"{title} 95% CI"]
-    return cols
+    return cols + [f"{TEST_SET_TITLES.get(t, t)} Δ vs {CONTROL_METHOD} (paired 95% CI)"
+                   for t in differences]
 
 
-def _runs_cells(spec: TableSpec, line: SummaryRow, escape, backbone: bool = False) -> list[str]:
-    """Table cells of one line (with its backbone if asked); `escape` is applied to the names
-    (numbers are ours)."""
+def _difference_cell(line: SummaryRow, test_set: str) -> str:
+    """A line's difference to the control on `test_set` as shown in Markdown/HTML."""
+    if line.is_control:
+        return CONTROL_SELF
+    d = dict(line.differences).get(test_set)
+    if d is None:
+        return NO_CONTROL
+    return f"{d.value:+.4f} [{d.ci_low:+.4f}, {d.ci_high:+.4f}] (n={d.pairs})"
+
+
+def _runs_cells(spec: TableSpec, line: SummaryRow, escape, backbone: bool = False,
+                differences: tuple[str, ...] = ()) -> list[str]:
+    """Table cells of one line (with its backbone, and its differences to the control on the
+    test sets `differences`, if asked); `escape` is applied to the names (numbers are ours)."""
     method = escape(line.method)
     if not line.deterministic:
         method += f" {NONDETERMINISTIC_MARK}"
@@ -558,7 +647,7 @@ def _runs_cells(spec: TableSpec, line: SummaryRow, escape, backbone: bool = Fals
     for c in spec.columns:
         shown = _display_cells(stats[c])
         cells += [shown[0]] if spec.per_class else list(shown)
-    return cells
+    return cells + [_difference_cell(line, t) for t in differences]
 
 
 def _published_labels(row: dict) -> str:
@@ -624,6 +713,8 @@ def _preamble(task: TaskInfo) -> list[str]:
             f"(ddof=1; 0 for one seed). {CI_RULE}. Labels = fraction of the labelled training "
             "patients/lesions used for fine-tuning.",
             "",
+            f"{DIFFERENCE_RULE}.",
+            "",
             "Published figures stand under the real-data table with the same test set and metric, "
             "sorted by how closely their protocol matches ours (yes, partial, no); they are "
             "quoted as their authors report them, never re-run, averaged with or ranked among our "
@@ -660,8 +751,9 @@ def _page(task: TaskInfo, lines: list[SummaryRow], published: list[dict], headin
             heading(3, spec.title, anchor)
             if section:
                 several = _several_backbones(section)
-                table(_runs_header(spec, section[0].synthetic, several),
-                      [_runs_cells(spec, l, escape, several) for l in section])
+                diffs = task.test_sets if spec.key == task.primary_metric else ()
+                table(_runs_header(spec, section[0].synthetic, several, diffs),
+                      [_runs_cells(spec, l, escape, several, diffs) for l in section])
             else:
                 paragraph("No runs yet.")
             if section_id == SECTION_REAL and placed[spec.key]:
@@ -741,7 +833,9 @@ def _extra_columns(task: TaskInfo) -> list[tuple[str, str]]:
 
 def csv_columns(task: TaskInfo) -> list[str]:
     """Columns of `<task>.csv`: section, the run identity, whether every seed ran deterministically
-    (yes/no), per-test-set statistics of the primary metric, the same statistics of every other
+    (yes/no), per-test-set statistics of the primary metric, whether the line is the control's
+    (yes/no), the control its differences are to and per test set the difference, its paired CI
+    and the number of seeds paired (blank without a control), the same statistics of every other
     table column (`<test set>_<metric>_mean` ...), then the published-figure fields (blank on our
     rows; run statistics blank on published rows; `backbone` is filled on both) with `placed_under`
     = the table key it is shown under, or `other`."""
@@ -749,6 +843,9 @@ def csv_columns(task: TaskInfo) -> list[str]:
             "metric", "deterministic"]
     for t in task.test_sets:
         cols += [f"{t}_mean", f"{t}_std", f"{t}_n_seeds", f"{t}_ci_low", f"{t}_ci_high"]
+    cols += ["is_control", "control"]
+    for t in task.test_sets:
+        cols += [f"{t}_diff", f"{t}_diff_ci_low", f"{t}_diff_ci_high", f"{t}_diff_n_seeds"]
     for t, m in _extra_columns(task):
         cols += [f"{t}_{m}_{s}" for s in ("mean", "std", "n_seeds", "ci_low", "ci_high")]
     return cols + ["value", "citation", "url_or_doi", "dataset", "split", "protocol",
@@ -793,6 +890,13 @@ def render_csv(task: TaskInfo, lines: list[SummaryRow], published: list[dict]) -
                       "deterministic": "yes" if l.deterministic else "no"}
             for t, s in l.test_sets:
                 record.update(_stat_fields(f"{t}_", s))
+            record.update(is_control="yes" if l.is_control else "no", control=l.control)
+            for t, d in l.differences:
+                if d is not None:
+                    record.update({f"{t}_diff": _fmt(d.value, 6),
+                                   f"{t}_diff_ci_low": _fmt(d.ci_low, 6),
+                                   f"{t}_diff_ci_high": _fmt(d.ci_high, 6),
+                                   f"{t}_diff_n_seeds": str(d.pairs)})
             stats = dict(l.columns)
             for t, m in _extra_columns(task):
                 record.update(_stat_fields(f"{t}_{m}_", stats[(t, m)]))
@@ -838,7 +942,9 @@ def render_plot(task: TaskInfo, lines: list[SummaryRow], path: str | os.PathLike
     """Writes the label-efficiency PNG of `task`: primary metric vs label fraction (log x), one
     colour per (method, backbone, eval_mode, preset[, synthetic]), in-distribution solid, shifted dashed, CI
     band shaded; published label-fraction curves (`published_curves`) as labelled grey markers,
-    never in our colours."""
+    never in our colours. A second panel below shows each line's difference to the control
+    (`SummaryRow.differences`) in the same colour and line style, with its paired 95% CI as error
+    bars (series shifted slightly along x so that their bars do not hide each other)."""
     import matplotlib
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -849,8 +955,8 @@ def render_plot(task: TaskInfo, lines: list[SummaryRow], path: str | os.PathLike
         series.setdefault((l.synthetic, l.method, l.backbone, l.eval_mode, l.preset), []).append(l)
     styles = {t: ("-" if i == 0 else "--") for i, t in enumerate(task.test_sets)}
     with matplotlib.rc_context(matplotlib.rcParamsDefault):
-        fig = Figure(figsize=PLOT_SIZE)
-        ax = fig.add_subplot()
+        fig = Figure(figsize=(PLOT_SIZE[0], PLOT_SIZE[1] * 1.7))
+        ax, dax = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 2]})
         colours = [c for c in matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
                    if matplotlib.colors.to_hex(c) != "#7f7f7f"]  # grey: published curves
         handles, labels = [], []
@@ -867,6 +973,7 @@ def render_plot(task: TaskInfo, lines: list[SummaryRow], path: str | os.PathLike
                 hi = [math.nan if s.ci_high is None else s.ci_high for s in stats]
                 ax.plot(x, y, linestyle=styles[t], marker="o", color=colour)
                 ax.fill_between(x, lo, hi, color=colour, alpha=0.15, linewidth=0)
+            _plot_differences(dax, task, points, colour, styles, shift=1.04 ** (i % 5 - 2))
             handles.append(Line2D([], [], color=colour, marker="o"))
             shown = f"{backbone or 'n/a'}, " if _several_backbones(lines) else ""
             labels.append(_plot_text(f"{method} ({shown}{eval_mode}, {preset}"
@@ -902,12 +1009,44 @@ def render_plot(task: TaskInfo, lines: list[SummaryRow], path: str | os.PathLike
                                 f"{synthetic_note}"))
         ax.grid(True, alpha=0.3)
         ax.legend(handles, labels, fontsize="small", loc="best")
+        dax.set_xscale("log")
+        dax.set_xlim(ax.get_xlim())
+        dax.xaxis.set_major_locator(FixedLocator(fractions or [0.01, 0.1, 1.0]))
+        dax.set_xticklabels([format_fraction(f) for f in (fractions or [0.01, 0.1, 1.0])])
+        dax.xaxis.set_minor_locator(NullLocator())
+        dax.axhline(0.0, color="black", linewidth=0.8)
+        if not any(d is not None for l in lines for _, d in l.differences):
+            dax.text(0.5, 0.5, f"no {CONTROL_METHOD} rows on the same backbone and cells",
+                     transform=dax.transAxes, ha="center", va="center")
+        dax.set_xlabel("label fraction (log scale)")
+        dax.set_ylabel(_plot_text(f"Δ {task.primary_metric} vs {CONTROL_METHOD}"))
+        dax.set_title(_plot_text(f"difference to {CONTROL_METHOD} (same backbone; paired 95% CI, "
+                                 "seeds paired)"), fontsize="medium")
+        dax.grid(True, alpha=0.3)
         fig.tight_layout()
         png = io.BytesIO()
         fig.savefig(png, format="png", dpi=PLOT_DPI,
                     metadata={"Software": None, "Title": None, "Author": None,
                               "Description": None})
     _write_bytes(Path(path), png.getvalue())
+
+
+def _plot_differences(ax, task: TaskInfo, points: list[SummaryRow], colour, styles: dict,
+                      shift: float) -> None:
+    """One series' differences to the control on `ax`: per test set, the points that have one,
+    with their CI as error bars, at x multiplied by `shift` (and by 1.02 per test set)."""
+    for j, t in enumerate(task.test_sets):
+        found = [(p.label_fraction * shift * 1.02 ** j, dict(p.differences).get(t))
+                 for p in points]
+        found = [(x, d) for x, d in found if d is not None]
+        if not found:
+            continue
+        x = [x for x, _ in found]
+        y = [d.value for _, d in found]
+        below = [max(0.0, d.value - d.ci_low) for _, d in found]
+        above = [max(0.0, d.ci_high - d.value) for _, d in found]
+        ax.errorbar(x, y, yerr=[below, above], linestyle=styles[t], marker="o", markersize=4,
+                    color=colour, capsize=3, linewidth=1)
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -928,15 +1067,16 @@ def output_directory(path: str | os.PathLike, flag: str) -> Path:
 
 
 def write_leaderboards(rows: list[dict], published: list[dict], output_dir: str | os.PathLike,
-                       *, info=task_info) -> list[Path]:
+                       *, info=task_info, predictions: PredictionReader | None = None) -> list[Path]:
     """Writes `<task>.md/.csv/.html/.png` for every task with rows or published figures; returns
-    the written paths in order."""
+    the written paths in order. Differences to the control are computed from `predictions`
+    (see `summarise`)."""
     out = output_directory(output_dir, "--output_dir")
     names = sorted({r["task"] for r in rows} | {p["task"] for p in published})
     written = []
     for name in names:
         task = info(name)
-        lines = summarise(rows, task)
+        lines = summarise(rows, task, predictions)
         pub = [p for p in published if p["task"] == name]
         for suffix, text in ((".md", render_markdown(task, lines, pub)),
                              (".csv", render_csv(task, lines, pub)),
@@ -958,7 +1098,8 @@ def regenerate(results_paths: Sequence[str | os.PathLike], output_dir: str | os.
         default = Path(output_dir) / "published.csv"
         published_path = default if default.is_file() else None
     published = load_published(published_path) if published_path else []
-    return write_leaderboards(load_rows(results_paths, prediction_dirs), published, output_dir)
+    rows, predictions = _load_rows(results_paths, prediction_dirs)
+    return write_leaderboards(rows, published, output_dir, predictions=predictions)
 
 
 def run_entry_point(action: Callable[[], T]) -> tuple[int, T | None]:

@@ -8,6 +8,7 @@ defined (nan when there is none).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -165,32 +166,136 @@ def bootstrap_ci(metric_fn: MetricFn, labels, scores, group_ids, *, num_samples:
         raise ValueError(f"bootstrap_ci: expected {n} > 0 labels, scores and group_ids, got "
                          f"{len(labels)}, {len(scores)} and {n}")
     _, group_index = np.unique(groups, return_inverse=True)
-    num_groups = int(group_index.max()) + 1
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, num_groups, size=(num_samples, num_groups))
-    weighted = getattr(metric_fn, "weighted", None)
-    chunk = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // n)
     samples: dict[str, list[np.ndarray]] = {}
+    for weights in _resample_weights(group_index, num_samples, seed, n):
+        for name, v in _resampled(metric_fn, labels, scores, weights).items():
+            samples.setdefault(name, []).append(v)
+    return {name: _percentile_interval(np.concatenate(chunks), level)
+            for name, chunks in samples.items()}
+
+
+def _resample_weights(group_index: np.ndarray, num_samples: int, seed: int, n: int):
+    """Example multiplicities [B, N] of the bootstrap resamples, in chunks: resample b draws
+    `num_groups` groups with replacement, row b of
+    `np.random.default_rng(seed).integers(0, num_groups, size=(num_samples, num_groups))`
+    (groups numbered in sorted order of their ids)."""
+    num_groups = int(group_index.max()) + 1
+    draws = np.random.default_rng(seed).integers(0, num_groups, size=(num_samples, num_groups))
+    chunk = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // n)
     for start in range(0, num_samples, chunk):
         group_counts = _row_bincount(draws[start:start + chunk], num_groups)
-        weights = group_counts[:, group_index].astype(np.float64)
-        if weighted is not None:
-            values = weighted(labels, scores, weights)
-        else:
-            values = _per_resample(metric_fn, labels, scores, weights)
-        for name, v in values.items():
-            samples.setdefault(name, []).append(v)
+        yield group_counts[:, group_index].astype(np.float64)
+
+
+def _resampled(metric_fn: MetricFn, labels, scores, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """`metric_fn` on each resample (row of `weights`), vectorised when it can be."""
+    weighted = getattr(metric_fn, "weighted", None)
+    if weighted is not None:
+        return weighted(labels, scores, weights)
+    return _per_resample(metric_fn, labels, scores, weights)
+
+
+def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    """Percentile interval of the defined (non-nan) `values`; (nan, nan) when there is none."""
+    v = values[~np.isnan(values)]
+    if v.size == 0:
+        return float("nan"), float("nan")
     alpha = (1.0 - level) / 2.0
-    intervals = {}
-    for name, chunks in samples.items():
-        v = np.concatenate(chunks)
-        v = v[~np.isnan(v)]
-        if v.size == 0:
-            intervals[name] = (float("nan"), float("nan"))
-        else:
-            lo, hi = np.quantile(v, [alpha, 1.0 - alpha])
-            intervals[name] = (float(lo), float(hi))
-    return intervals
+    lo, hi = np.quantile(v, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedDifference:
+    """A metric's difference between two methods scored on the same examples."""
+
+    value: float  # mean over pairs of method a's metric - mean over pairs of method b's
+    ci_low: float
+    ci_high: float
+    pairs: int  # number of (a, b) prediction-set pairs (seeds) averaged
+
+
+def paired_bootstrap_difference(metric_fn: MetricFn, sets_a: Sequence, sets_b: Sequence, *,
+                                num_samples: int = 1000, seed: int = 0, level: float = 0.95
+                                ) -> dict[str, PairedDifference]:
+    """Difference a - b of every metric `metric_fn(labels, scores)` returns, with a paired
+    patient-level percentile bootstrap CI, for prediction sets `(example_ids, group_ids, labels,
+    scores)` where `sets_a[i]` and `sets_b[i]` are one pair (e.g. one seed of each method).
+
+    Every set must hold the same examples (ids), with the same labels and groups; they are
+    aligned by example id. The point difference is the mean of a's metric over the pairs minus
+    the mean of b's. Each bootstrap replicate draws patients (groups) with replacement ONCE (as
+    `bootstrap_ci` draws them for the same `seed`) and evaluates every set of both methods on that
+    same resample, so the CI covers the uncertainty from the finite test sample, with what the two
+    methods get right or wrong on the same patients cancelling out; it does not cover the spread
+    between seeds (report that separately). A replicate where a metric is undefined for any set
+    is skipped for that metric. Raises ValueError (one line) when the sets are not over the same
+    examples and labels, or when the numbers of pairs differ or are zero."""
+    if num_samples < 1:
+        raise ValueError(f"paired_bootstrap_difference: num_samples must be >= 1, got {num_samples}")
+    if not 0 < level < 1:
+        raise ValueError(f"paired_bootstrap_difference: level must be in (0, 1), got {level}")
+    if len(sets_a) != len(sets_b) or not sets_a:
+        raise ValueError(f"paired_bootstrap_difference: expected as many prediction sets of a as "
+                         f"of b, at least one, got {len(sets_a)} and {len(sets_b)}")
+    aligned = [_aligned(s) for s in (*sets_a, *sets_b)]
+    ids, groups, labels, _ = aligned[0]
+    for i, (other_ids, other_groups, other_labels, _) in enumerate(aligned[1:], start=1):
+        which = f"prediction set {i} ({'a' if i < len(sets_a) else 'b'})"
+        if not np.array_equal(other_ids, ids):
+            missing = sorted(set(ids) ^ set(other_ids))
+            raise ValueError(f"paired_bootstrap_difference: {which} is over other examples than "
+                             f"set 0 (e.g. {missing[0] if missing else 'another count'!s}); a "
+                             "paired difference needs the same test examples")
+        if not _same_labels(other_labels, labels):
+            raise ValueError(f"paired_bootstrap_difference: {which} has other labels than set 0 "
+                             "for the same example ids; a paired difference needs the same test "
+                             "set")
+        if not np.array_equal(other_groups, groups):
+            raise ValueError(f"paired_bootstrap_difference: {which} puts the same examples in other "
+                             "groups (patients) than set 0")
+    scores_a = [s for _, _, _, s in aligned[:len(sets_a)]]
+    scores_b = [s for _, _, _, s in aligned[len(sets_a):]]
+
+    def mean_difference(weights):
+        per_set = [_resampled(metric_fn, labels, s, weights) for s in (*scores_a, *scores_b)]
+        return {name: np.mean([v[name] for v in per_set[:len(scores_a)]], axis=0)
+                - np.mean([v[name] for v in per_set[len(scores_a):]], axis=0)
+                for name in per_set[0]}
+
+    point = mean_difference(np.ones((1, len(ids))))
+    _, group_index = np.unique(groups, return_inverse=True)
+    samples: dict[str, list[np.ndarray]] = {}
+    for weights in _resample_weights(group_index, num_samples, seed, len(ids)):
+        for name, v in mean_difference(weights).items():
+            samples.setdefault(name, []).append(v)
+    return {name: PairedDifference(float(point[name][0]),
+                                   *_percentile_interval(np.concatenate(chunks), level),
+                                   pairs=len(scores_a))
+            for name, chunks in samples.items()}
+
+
+def _aligned(prediction_set) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(example ids, group ids, labels, scores) of a prediction set, sorted by example id."""
+    example_ids, group_ids, labels, scores = prediction_set
+    ids = np.asarray([str(x) for x in example_ids], dtype=object)
+    n = len(ids)
+    if len(group_ids) != n or len(labels) != n or len(scores) != n or n == 0:
+        raise ValueError(f"paired_bootstrap_difference: expected {n} > 0 group ids, labels and "
+                         f"scores, got {len(group_ids)}, {len(labels)} and {len(scores)}")
+    if len(set(ids)) != n:
+        raise ValueError("paired_bootstrap_difference: example ids must be unique within a set")
+    order = np.argsort(ids, kind="stable")
+    groups = np.asarray([str(g) for g in group_ids], dtype=object)
+    return ids[order], groups[order], np.asarray(labels)[order], np.asarray(scores)[order]
+
+
+def _same_labels(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.shape != b.shape:
+        return False
+    if a.dtype.kind == "f" or b.dtype.kind == "f":
+        return bool(np.array_equal(a.astype(np.float64), b.astype(np.float64), equal_nan=True))
+    return bool(np.array_equal(a, b))
 
 
 def _row_bincount(draws: np.ndarray, num_groups: int) -> np.ndarray:

@@ -1,32 +1,79 @@
-"""The result table a run prints: primary metric per eval mode × label fraction, mean ± std over
-seeds, in-distribution and shifted side by side."""
+"""The result table a run prints: primary metric per eval mode × label fraction × test set, mean ±
+std over seeds, beside the control's (`random_init`: same backbone, no pretraining) and the
+method's difference to it with a paired patient-level bootstrap 95% CI."""
 from __future__ import annotations
 
 import collections
+import os
 
-from benchmark import metrics
+from benchmark import metrics, results, scoring
+
+NO_CONTROL = "—"
+DIFFERENCE_NOTE = ("difference = method - control, mean over the seeds both ran (n); 95% CI from a "
+                   "paired patient-level bootstrap\n(each replicate resamples the test patients "
+                   "once for both methods and all seeds): test-sample uncertainty only; the ± "
+                   "columns show the spread over seeds")
 
 
-def summary_table(rows: list[dict]) -> str:
-    """A plain-text table of `rows` (one task and method)."""
-    cells = collections.defaultdict(lambda: collections.defaultdict(list))
+def summary_table(rows: list[dict], control_rows: list[dict] = (), *,
+                  predictions_dir: str = ".") -> str:
+    """A plain-text table of `rows` (one task and method) beside `control_rows` (its control's rows
+    of the same grid; none: "—"); prediction files are read under `predictions_dir`."""
+    cells = collections.defaultdict(list)
     for row in rows:
-        for test_set, result in row["metrics"].items():
-            value = result["values"].get(result["primary"])
-            if value is not None:
-                cells[(row["task"], row["method"], row["eval_mode"], row["label_fraction"])][
-                    (test_set, result["primary"])].append(value)
-    lines = [f"{'task':<6} {'method':<12} {'eval':<9} {'labels':>7}  "
-             f"{'in-distribution':<26} {'shifted':<26}"]
-    for (task, method, mode, fraction), by_set in sorted(cells.items()):
-        shown = []
+        cells[(row["task"], row["method"], row["eval_mode"], row["label_fraction"])].append(row)
+    controls = collections.defaultdict(list)
+    for row in control_rows:
+        controls[(row["task"], row["eval_mode"], row["label_fraction"])].append(row)
+    control_names = sorted({r["method"] for r in control_rows})
+    lines = [f"{'task':<6} {'method':<12} {'eval':<9} {'labels':>7}  {'test set':<16} "
+             f"{'metric':<10} {'method':<21} {'control':<21} difference [paired 95% CI]"]
+    for (task, method, mode, fraction), members in sorted(cells.items()):
+        others = controls.get((task, mode, fraction), [])
         for test_set in ("in_distribution", "shifted"):
-            found = [(name, v) for (s, name), v in by_set.items() if s == test_set]
-            if not found:
-                shown.append(f"{'-':<26}")
+            results_of = [r["metrics"][test_set] for r in members if test_set in r["metrics"]]
+            if not results_of:
                 continue
-            name, values = found[0]
-            mean, std = metrics.summarise_seeds(values)
-            shown.append(f"{name} {mean:.3f} ± {std:.3f} (n={len(values)})".ljust(26))
-        lines.append(f"{task:<6} {method[:12]:<12} {mode:<9} {fraction * 100:>6g}%  {shown[0]} {shown[1]}")
+            primary = results_of[0]["primary"]
+            difference = _difference(task, primary, test_set, members, others, predictions_dir)
+            lines.append(
+                f"{task:<6} {method[:12]:<12} {mode:<9} {fraction * 100:>6g}%  {test_set:<16} "
+                f"{primary[:10]:<10} {_seed_summary(members, test_set, primary):<21} "
+                f"{_seed_summary(others, test_set, primary):<21} {_shown(difference)}")
+    if control_names:
+        lines += ["", f"control: {', '.join(control_names)} (the same backbone, no pretraining)",
+                  DIFFERENCE_NOTE]
     return "\n".join(lines)
+
+
+def _seed_summary(rows: list[dict], test_set: str, metric: str) -> str:
+    values = [r["metrics"][test_set]["values"].get(metric) for r in rows
+              if test_set in r["metrics"]]
+    values = [v for v in values if v is not None]
+    if not values:
+        return NO_CONTROL
+    mean, std = metrics.summarise_seeds(values)
+    return f"{mean:.3f} ± {std:.3f} (n={len(values)})"
+
+
+def _difference(task_name: str, metric: str, test_set: str, rows: list[dict],
+                control_rows: list[dict], predictions_dir: str) -> metrics.PairedDifference | None:
+    from benchmark.tasks import get_task  # imports TensorFlow: only when there is a table
+
+    if not control_rows:
+        return None
+    task = get_task(task_name)
+
+    def read(row: dict, name: str) -> tuple:
+        return results.read_predictions(os.path.join(predictions_dir,
+                                                     row["metrics"][name]["predictions"]))
+
+    return scoring.control_difference(task.kind, task.class_names, metric, test_set, rows,
+                                      control_rows, read,
+                                      bootstrap_samples=scoring.row_bootstrap_samples(rows[0]))
+
+
+def _shown(d: metrics.PairedDifference | None) -> str:
+    if d is None:
+        return NO_CONTROL
+    return f"{d.value:+.3f} [{d.ci_low:+.3f}, {d.ci_high:+.3f}] (n={d.pairs})"

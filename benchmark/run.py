@@ -62,6 +62,9 @@ flags.DEFINE_integer("ft_proj_selector", None, "Fine-tune/probe from this layer 
                      "default: the preset's).")
 flags.DEFINE_string("name", None, "The method's name in results and leaderboards (letters, digits, "
                     "._+-); default --method, required for import paths and saved backbones.")
+flags.DEFINE_string("control", "random_init", "Control method also run on the same grid and "
+                    "backbone into the same --output_dir (finished cells skipped), so the summary "
+                    "shows each cell's difference to it: random_init, or none.")
 flags.DEFINE_bool("progress", True, "Show progress bars (only ever on a terminal; --noprogress "
                   "also silences the TFDS build bars).")
 flags.DEFINE_bool("nondeterministic", False, "Fastest pipeline instead of reproducible results: op "
@@ -198,6 +201,8 @@ def config_from_flags() -> runner.RunConfig:
         raise ValueError(f"--init_checkpoint={FLAGS.init_checkpoint}: no such file or directory")
     if FLAGS.method == "none" and FLAGS.init_checkpoint is None:
         raise ValueError(none.MISSING_CHECKPOINT)
+    if FLAGS.control != "none" and FLAGS.control not in runner.CONTROLS:
+        raise ValueError(f"--control={FLAGS.control}: expected one of {runner.CONTROLS} or none")
     output_dir = FLAGS.output_dir or os.path.join("runs", FLAGS.task)
     _folder("output_dir", output_dir, must_exist=False, writable=True)
     _folder("data_dir", FLAGS.data_dir, must_exist=False, writable=False)
@@ -211,7 +216,8 @@ def config_from_flags() -> runner.RunConfig:
                             output_dir=output_dir,
                             strategy=FLAGS.strategy, tpu_address=FLAGS.tpu_address,
                             init_checkpoint=FLAGS.init_checkpoint, progress=FLAGS.progress,
-                            name=name, deterministic=not FLAGS.nondeterministic)
+                            name=name, deterministic=not FLAGS.nondeterministic,
+                            control=None if FLAGS.control == "none" else FLAGS.control)
 
 
 # Input and environment errors: one line, no traceback (tf.errors.OpError: e.g. a full disk
@@ -230,9 +236,10 @@ def main(argv):
         # Multi-worker and TPU strategies must exist before any other TensorFlow op.
         strategy = distribute.get_strategy(FLAGS.strategy, tpu_address=FLAGS.tpu_address)
         rows = runner.run(cfg, strategy)
+        controls = runner.control_rows(cfg)
     except _USER_ERRORS as e:
         cli.exit_on_error(e)
-    print(report.summary_table(rows))
+    print(report.summary_table(rows, controls, predictions_dir=cfg.output_dir))
     print(f"\nresults: {os.path.join(cfg.output_dir, 'results.jsonl')}")
 
 

@@ -3,6 +3,11 @@ scores on the in-distribution and shifted test sets → one results row per cell
 
 Resumable: finished cells (by `results.cell_key`) are skipped, and pretraining resumes from its
 checkpoint under `output_dir/pretrain/`.
+
+The control: after the method's cells, a run also computes the cells of the same grid for its
+control method (`RunConfig.control`, e.g. `random_init`: the same backbone without pretraining)
+into the same output dir, so every cell can be compared with it on the same test examples (see
+`control_config` for what the control shares with the method and how it is named).
 """
 from __future__ import annotations
 
@@ -44,6 +49,7 @@ class RunConfig:
     progress: bool = True
     name: str | None = None  # the method's name in results; default `method`
     deterministic: bool = True  # op determinism on (see baselines.determinism); False = fastest
+    control: str | None = None  # control method also run on the grid (see control_config); None = none
 
     @property
     def method_name(self) -> str:
@@ -178,9 +184,77 @@ def run(cfg: RunConfig, strategy: tf.distribute.Strategy | None = None) -> list[
     computed with this configuration (else ValueError)."""
     method = api.get_method(cfg.method)
     _check_grid(cfg.preset)
+    control_config(cfg)  # a bad control or a --name that is the control's: before any work
     os.makedirs(cfg.output_dir, exist_ok=True)
     with hold_output_dir(cfg.output_dir):
-        return _run_locked(cfg, method, strategy)
+        rows = _run_locked(cfg, method, strategy)
+        _run_control(cfg, strategy)
+        return rows
+
+
+CONTROLS = ("random_init",)  # methods `RunConfig.control` may name
+
+
+def backbone_tag(backbone: api.BackboneConfig) -> str:
+    """`backbone` written like `--backbone`, e.g. resnet_v1-50x2, resnet_v1-18-small-sk1, bit-50,
+    botnet-50x0.25-small."""
+    width = "" if float(backbone.width) == 1 else f"x{float(backbone.width):g}"
+    small = "-small" if backbone.small_stem and backbone.family != "bit" else ""
+    sk = "-sk1" if backbone.sk_ratio else ""
+    return f"{backbone.family}-{backbone.depth}{width}{small}{sk}"
+
+
+def control_config(cfg: RunConfig) -> RunConfig | None:
+    """The run of `cfg`'s control cells, or None when there is no control (`cfg.control` None) or
+    the method is the control itself.
+
+    The control runs the same grid (task, preset, eval modes, label fractions, seeds, data,
+    strategy, determinism) on the backbone the method trains (`Method.backbone`), from no
+    checkpoint. It does not pretrain, so settings that only shape pretraining do not make it
+    another control: it records the preset's own pretraining steps (a `--pretrain_steps` of the
+    method is not applied to it), and it fine-tunes from the encoder features (a
+    `--ft_proj_selector` needs a projection head, which it has none of). Its name in results is
+    the control's (e.g. `random_init`) when that backbone is the preset's default, else
+    `<control>-<backbone_tag>` (e.g. `random_init-bit-50x0.25`): cell keys do not hold the
+    backbone, so controls on different backbones never share cells."""
+    if cfg.control is None or cfg.method == cfg.control:
+        return None
+    if cfg.control not in CONTROLS:
+        raise ValueError(f"--control={cfg.control}: expected one of {CONTROLS} or none")
+    from benchmark.presets import PRESETS
+
+    preset = cfg.preset
+    backbone = api.get_method(cfg.method).backbone(preset.backbone)
+    default = PRESETS.get(preset.name)
+    registered_steps = default.pretrain.steps if default else preset.pretrain.steps
+    name = (cfg.control if default is not None and backbone == default.backbone
+            else f"{cfg.control}-{backbone_tag(backbone)}")
+    if cfg.method_name == name:
+        raise ValueError(f"--name={name}: the control's rows are named {name}; choose another "
+                         "--name, or run without the control (--control=none)")
+    preset = dataclasses.replace(
+        preset, backbone=backbone,
+        pretrain=dataclasses.replace(preset.pretrain, steps=registered_steps),
+        finetune=dataclasses.replace(preset.finetune, ft_proj_selector=0))
+    return dataclasses.replace(cfg, method=cfg.control, name=name, preset=preset,
+                               init_checkpoint=None, control=None)
+
+
+def _run_control(cfg: RunConfig, strategy) -> None:
+    """Runs the unfinished cells of `cfg`'s control (`control_config`) under the held lock."""
+    control = control_config(cfg)
+    if control is not None:
+        _run_locked(control, api.get_method(control.method), strategy)
+
+
+def control_rows(cfg: RunConfig) -> list[dict]:
+    """The stored rows of `cfg`'s control on its grid's task and preset (empty without one)."""
+    control = control_config(cfg)
+    if control is None:
+        return []
+    store = results.ResultsStore(os.path.join(cfg.output_dir, "results.jsonl"))
+    return [r for r in store.rows() if (r["task"], r["method"], r["preset"])
+            == (control.task.name, control.method_name, control.preset.name)]
 
 
 def _run_locked(cfg: RunConfig, method: api.Method, strategy) -> list[dict]:

@@ -7,8 +7,14 @@ by their mean, and the multi-label metrics of the study-level predictions are re
 names `study_max/<metric>` and `study_mean/<metric>` (e.g. `study_max/mean_auc`,
 `study_mean/auc/Edema`) beside the image-level ones. The images of a study must carry the same
 labels and patient; the bootstrap still resamples patients.
+
+Differences to a control (`control_difference`): a method's image-level metric minus the control
+method's (e.g. `random_init`, the same backbone without pretraining) on the same test examples, over
+the seeds both ran, with a paired patient-level bootstrap CI (`metrics.paired_bootstrap_difference`).
 """
 from __future__ import annotations
+
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -123,3 +129,62 @@ def aggregate_studies(study_ids, labels, scores, group_ids, how: str):
         np.add.at(agg, index, s)
         agg /= np.bincount(index, minlength=len(names))[:, None]
     return y[first], agg, groups[first]
+
+
+def row_bootstrap_samples(row: dict) -> int:
+    """The bootstrap size a result row was scored with: its config's, else its preset's."""
+    configured = row.get("config", {}).get("bootstrap_samples")
+    if isinstance(configured, int) and not isinstance(configured, bool) and configured > 0:
+        return configured
+    from benchmark.presets import get_preset  # imports TensorFlow: only when needed
+
+    return get_preset(row["preset"]).bootstrap_samples
+
+
+def paired_difference(kind: str, class_names, metric: str, method_sets: Sequence,
+                      control_sets: Sequence, *, bootstrap_samples: int,
+                      seed: int = 0) -> metrics.PairedDifference:
+    """Image-level `metric` of the method minus the control's, with its paired bootstrap CI, from
+    prediction sets as `results.read_predictions` returns them (example ids, group ids, labels
+    [N, K], scores [N, K], class names); `method_sets[i]` pairs with `control_sets[i]` (one seed).
+    ValueError (one line) when a set has other classes than the task or the sets are not over the
+    same examples and labels."""
+    names = tuple(class_names)
+    if metric not in base_metric_names(kind, names):
+        raise ValueError(f"paired_difference: {metric!r} is not an image-level metric of a {kind} "
+                         "task")
+    converted = []
+    for ids, groups, labels, scores, set_names in (*method_sets, *control_sets):
+        if tuple(set_names) != names:
+            raise ValueError(f"paired_difference: predictions of classes {list(set_names)}; "
+                             f"expected {list(names)}")
+        labels = np.asarray(labels, dtype=np.float64)
+        if kind == "multiclass":
+            labels = np.argmax(labels, axis=1)
+        converted.append((ids, groups, labels, np.asarray(scores, dtype=np.float64)))
+    found = metrics.paired_bootstrap_difference(
+        metric_fn(kind, names), converted[:len(method_sets)], converted[len(method_sets):],
+        num_samples=bootstrap_samples, seed=seed)
+    return found[metric]
+
+
+def control_difference(kind: str, class_names, metric: str, test_set: str, rows: Sequence[dict],
+                       control_rows: Sequence[dict], read: Callable[[dict, str], tuple], *,
+                       bootstrap_samples: int) -> metrics.PairedDifference | None:
+    """`paired_difference` of the result rows of one cell (one row per seed) against the control's
+    rows of the same cell on `test_set`, pairing the seeds both have a row for on the same test
+    examples (equal `metrics.<test_set>.fingerprint`); `read(row, test_set)` returns a row's
+    prediction set. The bootstrap uses seed 0. None when no seed pairs up."""
+    control_of = {int(r["seed"]): r for r in control_rows}
+    pairs = []
+    for row in sorted(rows, key=lambda r: int(r["seed"])):
+        control = control_of.get(int(row["seed"]))
+        mine = row["metrics"].get(test_set)
+        theirs = None if control is None else control["metrics"].get(test_set)
+        if mine is not None and theirs is not None and mine["fingerprint"] == theirs["fingerprint"]:
+            pairs.append((row, control))
+    if not pairs:
+        return None
+    return paired_difference(kind, class_names, metric, [read(r, test_set) for r, _ in pairs],
+                             [read(c, test_set) for _, c in pairs],
+                             bootstrap_samples=bootstrap_samples)

@@ -287,7 +287,7 @@ def test_leaderboard_never_pools_backbones_and_shows_them_where_they_meet():
     assert "| micle | botnet-50x0.25-small | scratch | finetune | cpu | 10% | 0.9000 ± 0.0000 |" in markdown
     assert "<th>backbone</th>" in leaderboard.render_html(task, lines, [])
     one_backbone = leaderboard.summarise(rows[:2], task)
-    assert "backbone" not in leaderboard.render_markdown(task, one_backbone, [])
+    assert "| backbone |" not in leaderboard.render_markdown(task, one_backbone, [])  # no column
     csv_text = leaderboard.render_csv(task, one_backbone, [])
     assert csv_text.splitlines()[0].startswith("section,task,method,backbone,init,eval_mode,")
     assert ",micle,resnet_v1-18x0.25,scratch,finetune," in csv_text

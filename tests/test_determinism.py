@@ -176,7 +176,7 @@ def test_a_grid_is_not_continued_in_the_other_mode(tmp_path):
 def _cli(data_dir, output_dir, *extra):
     argv = [sys.executable, "-m", "benchmark.run", "--method=micle", "--task=cxr", "--preset=smoke",
             "--seeds=0", "--label_fractions=100", "--eval_modes=finetune,linear", "--verbosity=0",
-            "--noprogress", f"--data_dir={data_dir}", f"--output_dir={output_dir}", *extra]
+            "--noprogress", "--control=none", f"--data_dir={data_dir}", f"--output_dir={output_dir}", *extra]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
 

@@ -429,3 +429,74 @@ def test_cli_process_exits_non_zero_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: {bad}:1: result row: missing key 'code_digest'")
+
+
+R18 = {"family": "resnet_v1", "depth": 18, "width": 0.25, "small_stem": False}
+BIT = {"family": "bit", "depth": 50, "width": 0.25, "small_stem": False}
+
+
+def test_lines_show_their_paired_difference_to_random_init_on_the_same_backbone_only(tmp_path):
+    build = _builder()
+    rows = []
+    for method, backbone, skill in (("simclr", R18, 1.3), ("random_init", R18, 1.0),
+                                    ("supervised", BIT, 1.1)):
+        for row in build.make_grid("derm", method, tmp_path, skill=skill):
+            if method == "random_init" and row["label_fraction"] == 0.1 and row["seed"] == 1:
+                continue  # one seed of the control missing: only seed 0 pairs up there
+            row["config"] = {"backbone": backbone}
+            rows.append(row)
+    build.write_rows(tmp_path / "results.jsonl", rows)
+    leaderboard.regenerate([tmp_path / "results.jsonl"], tmp_path / "out", PUBLISHED)
+    lines = {(r["method"], r["label_fraction"]): r
+             for r in _csv_rows((tmp_path / "out" / "derm.csv").read_text()) if r["method"]
+             and r["section"] == "ours_synthetic"}
+
+    def top1(method, fraction, test_set, seeds):
+        return np.mean([r["metrics"][test_set]["values"]["top1"] for r in rows
+                        if (r["method"], r["label_fraction"]) == (method, fraction)
+                        and r["seed"] in seeds])
+
+    for fraction, seeds in ((0.1, (0,)), (1.0, (0, 1))):
+        line = lines[("simclr", f"{fraction:g}")]
+        assert (line["is_control"], line["control"]) == ("no", "random_init")
+        for t in ("in_distribution", "shifted"):
+            expected = top1("simclr", fraction, t, seeds) - top1("random_init", fraction, t, seeds)
+            assert float(line[f"{t}_diff"]) == pytest.approx(expected, abs=1e-6)
+            assert float(line[f"{t}_diff_ci_low"]) <= expected <= float(line[f"{t}_diff_ci_high"])
+            assert line[f"{t}_diff_n_seeds"] == str(len(seeds))
+    for fraction in ("0.1", "1"):
+        other = lines[("supervised", fraction)]  # bit-50x0.25: no random_init on that backbone
+        assert (other["control"], other["in_distribution_diff"], other["shifted_diff"]) == ("", "", "")
+        assert lines[("random_init", fraction)]["is_control"] == "yes"
+    md = (tmp_path / "out" / "derm.md").read_text()
+    table = md.split("## Our runs: SYNTHETIC")[1].split("### balanced")[0]
+    cells = {(c[0], c[5]): c for c in map(_cells, table.splitlines()[4:]) if len(c) > 6}
+    assert [c.strip() for c in cells[(" supervised ", " 10% ")][-2:]] == ["—", "—"]
+    assert [c.strip() for c in cells[(" random\\_init ", " 100% ")][-2:]] == ["control"] * 2
+    assert re.fullmatch(r" [+-]0\.\d{4} \[[+-]0\.\d{4}, [+-]0\.\d{4}\] \(n=1\) ",
+                        cells[(" simclr ", " 10% ")][-2])
+    control_file = next(r for r in rows if r["method"] == "random_init")["metrics"]["shifted"]
+    (tmp_path / control_file["predictions"]).unlink()
+    with pytest.raises(ValueError, match=r"results.jsonl:\d+: prediction file predictions/derm_"
+                                         r"random_init_.* of metrics.shifted is not in "):
+        leaderboard.regenerate([tmp_path / "results.jsonl"], tmp_path / "again", PUBLISHED)
+
+
+def test_summary_table_shows_the_control_and_the_paired_difference(tmp_path):
+    from benchmark import report
+
+    build = _builder()
+    rows = build.make_grid("derm", "simclr", tmp_path, skill=1.3)
+    control = build.make_grid("derm", "random_init", tmp_path)
+    shown = report.summary_table(rows, control, predictions_dir=str(tmp_path))
+    header, first = shown.splitlines()[:2]
+    assert "control" in header and "difference [paired 95% CI]" in header
+    values = [[r["metrics"]["in_distribution"]["values"]["top1"] for r in rs
+               if r["label_fraction"] == 0.1] for rs in (rows, control)]
+    assert first.startswith("derm   simclr       finetune      10%  in_distribution  top1")
+    assert (f"{np.mean(values[0]):.3f} ± {np.std(values[0], ddof=1):.3f} (n=2)" in first
+            and f"{np.mean(values[1]):.3f} ± {np.std(values[1], ddof=1):.3f} (n=2)" in first)
+    assert f"{np.mean(values[0]) - np.mean(values[1]):+.3f} [" in first
+    assert "control: random_init" in shown and "paired patient-level bootstrap" in shown
+    alone = report.summary_table(rows).splitlines()[1]
+    assert alone.split()[-2:] == ["—", "—"] and "control:" not in report.summary_table(rows)

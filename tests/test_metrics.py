@@ -190,3 +190,90 @@ def test_summarise_seeds():
         metrics.summarise_seeds([])
     with pytest.raises(ValueError, match="nan"):
         metrics.summarise_seeds([0.5, float("nan")])
+
+
+def _pairwise_auc(y, s):
+    """Brute-force AUC: the fraction of (positive, negative) pairs ranked right, ties one half."""
+    pos, neg = s[y == 1], s[y == 0]
+    if not len(pos) or not len(neg):
+        return np.nan
+    return float(np.mean((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])))
+
+
+def _paired_data(rng, n=90, patients=30, seeds=2, noise=0.3):
+    """One binary test set (shuffled order) and per-seed scores of two correlated methods."""
+    groups = np.array([f"p{i % patients:02d}" for i in range(n)], dtype=object)
+    ids = np.array([f"img{i:03d}" for i in range(n)], dtype=object)
+    labels = (rng.random(n) < 0.4).astype(float)
+    shared = rng.normal(size=n) + labels  # what both methods see alike
+    a = [np.round(shared + noise * rng.normal(size=n) + 0.3 * labels, 2) for _ in range(seeds)]
+    b = [np.round(shared + noise * rng.normal(size=n), 2) for _ in range(seeds)]
+    return ids, groups, labels[:, None], [x[:, None] for x in a], [x[:, None] for x in b]
+
+
+def test_paired_difference_matches_a_brute_force_oracle_over_seeds():
+    rng = np.random.default_rng(7)
+    ids, groups, labels, a, b = _paired_data(rng)
+    shuffle = rng.permutation(len(ids))  # sets are aligned by example id, whatever their order
+    sets_a = [(ids, groups, labels, s) for s in a]
+    sets_b = [(ids[shuffle], groups[shuffle], labels[shuffle], s[shuffle]) for s in b]
+    got = metrics.paired_bootstrap_difference(metrics.multilabel_metric_fn(["x"]), sets_a, sets_b,
+                                              num_samples=150, seed=4)["auc/x"]
+
+    order = np.argsort(ids)  # the oracle: explicit resampled index lists, pairwise AUCs
+    y, g = labels[order, 0], groups[order]
+    sa, sb = [s[order, 0] for s in a], [s[order, 0] for s in b]
+    patients = np.unique(g)
+    draws = np.random.default_rng(4).integers(0, len(patients), size=(150, len(patients)))
+    replicates = []
+    for row in draws:
+        idx = np.concatenate([np.flatnonzero(g == patients[p]) for p in row])
+        replicates.append(np.mean([_pairwise_auc(y[idx], s[idx]) for s in sa])
+                          - np.mean([_pairwise_auc(y[idx], s[idx]) for s in sb]))
+    point = (np.mean([_pairwise_auc(y, s) for s in sa])
+             - np.mean([_pairwise_auc(y, s) for s in sb]))
+    assert got.pairs == 2
+    assert got.value == pytest.approx(point, abs=1e-12)
+    assert (got.ci_low, got.ci_high) == pytest.approx(
+        tuple(np.quantile(replicates, [0.025, 0.975])), abs=1e-12)
+
+
+def test_pairing_narrows_the_interval_when_scores_are_correlated():
+    ids, groups, labels, a, b = _paired_data(np.random.default_rng(3), n=300, patients=100,
+                                             seeds=1, noise=0.2)
+    fn = metrics.multilabel_metric_fn(["x"])
+    paired = metrics.paired_bootstrap_difference(fn, [(ids, groups, labels, a[0])],
+                                                 [(ids, groups, labels, b[0])],
+                                                 num_samples=300)["auc/x"]
+    # Unpaired: each method on its own independent patient resample.
+    _, index = np.unique(groups, return_inverse=True)
+    draws = [np.random.default_rng(s).integers(0, 100, size=(300, 100)) for s in (1, 2)]
+    counts = [np.stack([np.bincount(d, minlength=100)[index] for d in dr]) for dr in draws]
+    unpaired = (fn.weighted(labels, a[0], counts[0].astype(float))["auc/x"]
+                - fn.weighted(labels, b[0], counts[1].astype(float))["auc/x"])
+    lo, hi = np.quantile(unpaired, [0.025, 0.975])
+    assert paired.ci_low <= paired.value <= paired.ci_high
+    assert paired.ci_high - paired.ci_low < 0.5 * (hi - lo)
+
+
+@pytest.mark.parametrize("change, message", [
+    ("ids", "over other examples than set 0"),
+    ("labels", "other labels than set 0"),
+    ("groups", "other groups"),
+    ("count", "as many prediction sets"),
+])
+def test_paired_difference_refuses_sets_over_other_examples(change, message):
+    ids, groups, labels, a, b = _paired_data(np.random.default_rng(0), n=20, patients=10,
+                                             seeds=1)
+    other_ids, other_groups, other_labels = ids.copy(), groups.copy(), labels.copy()
+    if change == "ids":
+        other_ids[3] = "img999"
+    elif change == "labels":
+        other_labels[3] = 1 - other_labels[3]
+    elif change == "groups":
+        other_groups[3] = "p99"
+    sets_b = [(other_ids, other_groups, other_labels, b[0])] * (2 if change == "count" else 1)
+    with pytest.raises(ValueError, match=message) as e:
+        metrics.paired_bootstrap_difference(metrics.multilabel_metric_fn(["x"]),
+                                            [(ids, groups, labels, a[0])], sets_b)
+    assert "\n" not in str(e.value)

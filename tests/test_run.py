@@ -2,6 +2,9 @@
 import dataclasses
 import json
 import os
+from pathlib import Path
+
+import pytest
 
 from benchmark import data, results, runner
 from benchmark.presets import get_preset
@@ -77,7 +80,7 @@ def test_cli_run_killed_mid_pretraining_resumes(tmp_path):
 
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "benchmark.run", "--method=simclr", "--task=cxr", "--preset=smoke",
-            "--pretrain_steps=200", "--seeds=0", "--label_fractions=100", "--verbosity=0",
+            "--pretrain_steps=200", "--seeds=0", "--label_fractions=100", "--verbosity=0", "--control=none",
             f"--data_dir={tmp_path / 'data'}", f"--output_dir={out}", "--noprogress"]
     meta_file = out / "pretrain" / "cxr_simclr" / "meta.json"
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -115,3 +118,57 @@ def test_cli_run_killed_mid_pretraining_resumes(tmp_path):
     volatile = ("created", "wall_seconds")
     assert ({k: v for k, v in row.items() if k not in volatile}
             == {k: v for k, v in whole_row.items() if k not in volatile})
+
+
+def _fail(*args, **kwargs):
+    raise AssertionError("a finished grid prepared data again")
+
+
+def test_the_control_runs_once_beside_the_method_and_not_with_control_none(tmp_path, monkeypatch):
+    from benchmark import report
+
+    cfg = dataclasses.replace(_config(tmp_path, "derm", "simclr", label_fractions=(100.0,)),
+                              control="random_init")
+    rows = runner.run(cfg)
+    store = results.ResultsStore(os.path.join(cfg.output_dir, "results.jsonl"))
+    assert [(r["method"], r["seed"]) for r in store.rows()] == [("simclr", 0), ("random_init", 0)]
+    [control] = runner.control_rows(cfg)
+    assert control["config"]["backbone"] == rows[0]["config"]["backbone"]
+    assert control["config"]["method_spec"] == "random_init"
+    _check_rows([control], cfg, "top1")
+    table = report.summary_table(rows, [control], predictions_dir=cfg.output_dir)
+    lines = [l for l in table.splitlines() if l.startswith("derm   simclr")]
+    assert len(lines) == 2 and all("(n=1)" in l and "—" not in l for l in lines)
+    assert "control: random_init" in table and "paired patient-level bootstrap" in table
+
+    monkeypatch.setattr(runner.data, "prepare", _fail)  # a rerun computes nothing
+    assert runner.run(cfg) == rows
+    assert len(store.rows()) == 2
+    monkeypatch.undo()
+    more = dataclasses.replace(cfg, control=None,
+                               preset=dataclasses.replace(cfg.preset, seeds=(0, 1)))
+    runner.run(more)
+    assert [(r["method"], r["seed"]) for r in store.rows()] == [
+        ("simclr", 0), ("random_init", 0), ("simclr", 1)]
+
+
+def test_the_control_is_named_by_its_backbone_unless_it_is_the_presets():
+    from baselines.api import BackboneConfig
+
+    base = dataclasses.replace(_config(Path("/nonexistent"), "cxr", "micle"), control="random_init")
+    same = runner.control_config(base)
+    assert (same.method, same.name, same.preset.backbone) == ("random_init", "random_init",
+                                                              SMOKE.backbone)
+    assert same.control is None and same.init_checkpoint is None
+    wider = BackboneConfig(family="resnet_v1", depth=18, width=0.5, small_stem=False)
+    other = runner.control_config(dataclasses.replace(
+        base, preset=dataclasses.replace(base.preset, backbone=wider,
+                                         pretrain=dataclasses.replace(SMOKE.pretrain, steps=9))))
+    assert other.name == "random_init-resnet_v1-18x0.5" and other.preset.backbone == wider
+    assert other.preset.pretrain == SMOKE.pretrain  # pretraining settings are not the control's
+    bit = runner.control_config(dataclasses.replace(base, method="supervised"))
+    assert bit.name.startswith("random_init-bit-") and bit.preset.backbone.family == "bit"
+    assert runner.control_config(dataclasses.replace(base, method="random_init")) is None
+    assert runner.control_config(dataclasses.replace(base, control=None)) is None
+    with pytest.raises(ValueError, match="--name=random_init: the control's rows are named"):
+        runner.control_config(dataclasses.replace(base, name="random_init"))
