@@ -13,7 +13,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
-ARGS = ["--method=simclr", "--task=derm", "--preset=smoke", "--eval_modes=finetune",
+ARGS = ["--control=none", "--method=simclr", "--task=derm", "--preset=smoke", "--eval_modes=finetune",
         "--label_fractions=100", "--seeds=0", "--noprogress"]
 
 
