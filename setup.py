@@ -21,6 +21,7 @@ setuptools.setup(
         "pandas",
         "pillow",
         "scikit-learn>=1.8",  # the linear probe (benchmark.linear_probe)
+        "threadpoolctl",
         "matplotlib",
         "tqdm",
     ],

@@ -28,18 +28,22 @@ One cell (`fit_probe`):
   stronger regularisation. The model fitted with it scores the test sets.
 - Scores are probabilities: the sigmoid of each label's model, or the softmax over classes.
 
-Everything is deterministic: L-BFGS uses no random state, and the same features, labels and grid
-give byte-identical scores.
+Everything is deterministic: L-BFGS uses no random state, and fitting and scoring run on one
+BLAS/OpenMP thread (`threadpoolctl`), so the same features, labels and grid give byte-identical
+scores whatever the number of cores (one thread is also several times faster at these sizes than
+threads competing for a few shared cores).
 """
 from __future__ import annotations
 
 import dataclasses
 import warnings
 
+import keras
 import numpy as np
 import tensorflow as tf
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from baselines import augment
 from benchmark import metrics
@@ -64,17 +68,17 @@ class Features:
         return Features(self.example_id[keep], self.group_id[keep], self.label[keep], self.x[keep])
 
 
-def extract_features(encoder, ds: tf.data.Dataset, *, image_size: int,
+def extract_features(encoder: keras.Model, ds: tf.data.Dataset, *, image_size: int,
                      batch_size: int = 128) -> Features:
-    """The encoder's features (inference mode) of the centre view of every {"image", "label",
-    "example_id", "group_id"} example of `ds`."""
+    """The encoder's features (inference mode: `predict_on_batch`) of the centre view of every
+    {"image", "label", "example_id", "group_id"} example of `ds`."""
 
     def view(ex):
         return {**ex, "image": augment.eval_view(ex["image"], image_size)}
 
     ids, groups, labels, xs = [], [], [], []
     for batch in ds.map(view, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2):
-        xs.append(np.asarray(encoder(batch["image"], training=False), dtype=np.float64))
+        xs.append(np.asarray(encoder.predict_on_batch(batch["image"]), dtype=np.float64))
         labels.append(batch["label"].numpy())
         ids += [x.decode() for x in batch["example_id"].numpy()]
         groups += [x.decode() for x in batch["group_id"].numpy()]
@@ -97,8 +101,9 @@ class Probe:
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         """Probabilities [N, K] for features `x` [N, D]."""
-        return _head_scores(self.heads, (np.asarray(x, np.float64) - self.mean) / self.scale,
-                            self.kind, self.num_classes)
+        with threadpool_limits(1):
+            return _head_scores(self.heads, (np.asarray(x, np.float64) - self.mean) / self.scale,
+                                self.kind, self.num_classes)
 
 
 def _fit(x: np.ndarray, y: np.ndarray, c: float) -> LogisticRegression:
@@ -145,6 +150,22 @@ def _metric(kind: str, metric: str, labels: np.ndarray, scores: np.ndarray, clas
     return metrics.multilabel_metrics(labels, scores, class_names)[metric]
 
 
+def _search(xt, train_y, xv, val_y, kind, class_names, metric, grid):
+    """(validation score per C, C values that hit MAX_ITER, chosen C, its heads) over `grid`."""
+    validation, unconverged = {}, []
+    best = best_score = None
+    for c in grid:
+        heads = _fit_heads(xt, train_y, kind, c)
+        if any(isinstance(h, LogisticRegression) and np.any(h.n_iter_ >= MAX_ITER) for h in heads):
+            unconverged.append(c)
+        scores = _head_scores(heads, xv, kind, train_y.shape[1])
+        score = _metric(kind, metric, val_y, scores, class_names)
+        validation[str(c)] = None if np.isnan(score) else float(score)
+        if best is None or (not np.isnan(score) and (np.isnan(best_score) or score > best_score)):
+            best, best_score = (c, heads), score
+    return validation, unconverged, *best
+
+
 def fit_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, *,
               kind: str, class_names, metric: str, grid) -> Probe:
     """Fits the probe of one cell (see the module doc): features [N, D] and labels [N, K] (0/1/nan
@@ -162,17 +183,9 @@ def fit_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y
     xt = (train_x - mean) / scale
     xv = (np.asarray(val_x, np.float64) - mean) / scale
     num_classes = train_y.shape[1]
-    validation, unconverged = {}, []
-    best = best_score = None
-    for c in grid:
-        heads = _fit_heads(xt, train_y, kind, c)
-        if any(isinstance(h, LogisticRegression) and np.any(h.n_iter_ >= MAX_ITER) for h in heads):
-            unconverged.append(c)
-        score = _metric(kind, metric, val_y, _head_scores(heads, xv, kind, num_classes), class_names)
-        validation[str(c)] = None if np.isnan(score) else float(score)
-        if best is None or (not np.isnan(score) and (np.isnan(best_score) or score > best_score)):
-            best, best_score = (c, heads), score
-    chosen, heads = best
+    with threadpool_limits(1):
+        validation, unconverged, chosen, heads = _search(xt, train_y, xv, val_y, kind, class_names,
+                                                         metric, grid)
     names = [str(n) for n in class_names]
     constant = [names[k] for k, h in enumerate(heads) if not isinstance(h, LogisticRegression)]
     if kind == "multiclass" and constant:

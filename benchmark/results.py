@@ -179,7 +179,7 @@ def validate_row(row: dict, *, new: bool = False) -> None:
         _fail("wall_seconds", "a finite number >= 0", w)
     if not isinstance(row["deterministic"], (bool, np.bool_)):
         _fail("deterministic", "a bool", row["deterministic"])
-    for key in sorted(_OPTIONAL_ROW_KEYS & row.keys()):
+    for key in sorted({"n_train_examples", "n_train_groups"} & row.keys()):
         v = row[key]
         upper = row[key] if key == "n_train_examples" else row.get("n_train_examples", math.inf)
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or not 1 <= v <= upper:
