@@ -207,6 +207,8 @@ def _run_locked(cfg: RunConfig, method: api.Method, strategy) -> list[dict]:
         splits = data.split_task(builders, task,
                                  validation_fraction=task.options.validation_fraction,
                                  test_fraction=task.options.test_fraction)
+        if any(mode == "linear" for mode, _, _ in todo):
+            _check_probe_validation(task, splits)
         keras.utils.set_random_seed(preset.pretrain.seed)  # for methods that do not seed themselves
         stage_dir = os.path.join(cfg.output_dir, "pretrain", f"{task.name}_{cfg.method_name}")
         encoder = method.pretrain(
@@ -323,14 +325,17 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
 _PROBE_TRAIN, _PROBE_VALIDATION = "<train>", "<validation>"  # beside the test set names
 
 
-def _probe_features(encoder, builders, task: Task, splits: data.TaskSplits, test_data: dict,
-                    image_size: int) -> dict[str, linear_probe.Features]:
-    """The encoder's features of the training split, the validation split and each test set.
-    Raises ValueError if the validation split is empty (the probe chooses its C there)."""
+def _check_probe_validation(task: Task, splits: data.TaskSplits) -> None:
+    """Raises ValueError if the validation split is empty: the linear probe chooses its C there."""
     if not len(splits.validation.example_ids):
         raise ValueError(f"task {task.name}: its validation split holds no patients "
                          f"(validation_fraction={task.options.validation_fraction}), and the linear "
                          "probe chooses its C there; use more data, or --eval_modes=finetune")
+
+
+def _probe_features(encoder, builders, task: Task, splits: data.TaskSplits, test_data: dict,
+                    image_size: int) -> dict[str, linear_probe.Features]:
+    """The encoder's features of the training split, the validation split and each test set."""
     sets = {_PROBE_TRAIN: data.labelled_dataset(builders, task.train, splits.train.example_ids),
             _PROBE_VALIDATION: data.labelled_dataset(builders, task.train,
                                                      splits.validation.example_ids),

@@ -177,16 +177,55 @@ def test_runner_computes_features_once_per_encoder_and_rows_carry_the_probe(tmp_
             assert probe["validation"][str(probe["C"])] == max(defined.values())
 
 
-def test_an_empty_validation_split_is_refused_before_any_work():
-    from benchmark.tasks import get_task
+def test_an_empty_validation_split_is_refused_before_pretraining(tmp_path, monkeypatch):
+    from test_run import _config
 
-    meta = data.Meta(np.array(["x1"]), np.array(["p1"]), np.ones((1, 5), np.float32))
-    splits = data.TaskSplits(train=meta, validation=meta.subset(np.array([False])), tests={})
+    from baselines.random_init import RandomInit
+
+    real_split = data.split_task
+
+    def no_validation(*args, **kwargs):
+        splits = real_split(*args, **kwargs)
+        none = np.zeros(len(splits.validation.example_ids), bool)
+        return dataclasses.replace(splits, validation=splits.validation.subset(none))
+
+    def no_pretraining(*args, **kwargs):
+        raise AssertionError("pretrained before the check")
+
+    monkeypatch.setattr(data, "split_task", no_validation)
+    monkeypatch.setattr(RandomInit, "pretrain", no_pretraining)
+    cfg = _config(tmp_path, "derm", "random_init", eval_modes=("linear",))
     with pytest.raises(ValueError, match=r"^task derm: its validation split holds no patients "
                                          r"\(validation_fraction=0.1\), and the linear probe "
                                          r"chooses its C there; use more data, or "
                                          r"--eval_modes=finetune$"):
-        runner._probe_features(None, None, get_task("derm"), splits, {}, 32)
+        runner.run(cfg)
+    assert not os.path.exists(os.path.join(cfg.output_dir, "results.jsonl"))
+
+
+def test_unconverged_fits_are_recorded_without_warnings(monkeypatch):
+    import warnings
+
+    monkeypatch.setattr(linear_probe, "MAX_ITER", 1)
+    rng = np.random.default_rng(9)
+    (tx, ty), (vx, vy) = _multiclass(rng, 80), _multiclass(rng, 40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        probe = linear_probe.fit_probe(tx, ty, vx, vy, kind="multiclass", class_names=NAMES,
+                                       metric="top1", grid=GRID)
+    assert probe.record["unconverged"] == list(GRID) and probe.record["max_iter"] == 1
+
+
+def test_a_row_of_the_removed_sgd_linear_settings_cannot_be_rerun(tmp_path):
+    from benchmark import reproduce
+
+    with open(os.path.join(os.path.dirname(__file__), "data", "reproduce_smoke", "results.jsonl"),
+              encoding="utf-8") as f:
+        row = json.loads(f.readline())
+    row["config"]["finetune"].update(linear_steps=None, linear_learning_rate=0.5)
+    with pytest.raises(ValueError, match=r"^r.jsonl:1: cannot be re-run with this code: .*"
+                                         r"unexpected keyword argument 'linear_(steps|learning_rate)'"):
+        reproduce.rerun_config("r.jsonl:1", row, data_dir=str(tmp_path), scratch_dir=str(tmp_path))
 
 
 def test_validate_row_requires_the_probe_record_of_new_linear_rows():
