@@ -16,7 +16,8 @@ One cell (`fit_probe`):
   Multi-class tasks: one multinomial (softmax) model over the classes present in the training
   examples (a class absent from them scores 0; with exactly two classes present scikit-learn fits
   the equivalent binary model). Multi-label tasks: one binary model per label, fitted on the
-  examples whose label is known (not nan).
+  examples whose label is known (not nan). C values at which a fit stopped at `MAX_ITER` are listed
+  in `Probe.record["unconverged"]` (no warning is printed).
 - A label whose known training labels are all one class (or that has none), and a multi-class
   training set with a single class, get a constant score instead of a model (a logistic regression
   is undefined there): the class frequencies among the training labels, i.e. 1 for the class present
