@@ -20,10 +20,12 @@ setuptools.setup(
         "numpy",
         "pandas",
         "pillow",
+        "scikit-learn>=1.8",  # the linear probe (benchmark.linear_probe)
+        "threadpoolctl",
         "matplotlib",
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest", "scikit-learn", "dill", "importlib_resources"],
+        "test": ["pytest", "dill", "importlib_resources"],
     },
 )

@@ -1,5 +1,5 @@
-"""Supervised stage of the protocol: full fine-tuning or linear evaluation of a pretrained encoder,
-then per-example predictions on a test set."""
+"""Supervised stage of the protocol: full fine-tuning of a pretrained encoder, then per-example
+predictions on a test set (the linear eval mode is `benchmark.linear_probe`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,15 +13,13 @@ from tqdm.auto import tqdm
 from baselines import augment, schedules
 from baselines.api import FinetunePolicy
 
-EVAL_MODES = ("finetune", "linear")
 _VIEW_STREAM, _MIXUP_STREAM = 1, 2  # augment.element_seed streams of a fine-tuning cell's seed
 
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
-    """One supervised run: mode, input size, schedule and seed."""
+    """One fine-tuning run: task kind, input size, schedule and seed."""
 
-    mode: str  # "finetune" (all weights) or "linear" (frozen encoder, trained head)
     kind: str  # "multilabel" or "multiclass"
     num_classes: int
     image_size: int
@@ -29,10 +27,6 @@ class FinetuneConfig:
     weight_decay: float = 0.0
     seed: int = 0
     progress: bool = True
-
-    def __post_init__(self):
-        if self.mode not in EVAL_MODES:
-            raise ValueError(f"--eval_modes: unknown mode {self.mode!r}; expected one of {EVAL_MODES}")
 
 
 class MaskedBinaryCrossentropy(keras.losses.Loss):
@@ -50,20 +44,15 @@ class MaskedBinaryCrossentropy(keras.losses.Loss):
 
 
 class Classifier(keras.Model):
-    """Encoder + zero-initialised linear head producing logits; the encoder is frozen (and kept in
-    inference mode) for linear evaluation."""
+    """Encoder + zero-initialised linear head producing logits."""
 
-    def __init__(self, encoder: keras.Model, num_classes: int, linear: bool, **kwargs):
+    def __init__(self, encoder: keras.Model, num_classes: int, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
-        self.linear = linear
         self.head = keras.layers.Dense(num_classes, kernel_initializer="zeros", name="head")
-        if linear:
-            self.encoder.trainable = False
 
     def call(self, images, training=False):
-        features = self.encoder(images, training=training and not self.linear)
-        return self.head(features)
+        return self.head(self.encoder(images, training=training))
 
 
 def _train_view(image_size: int):
@@ -122,14 +111,14 @@ def finetune(encoder: keras.Model, train: tf.data.Dataset, config: FinetuneConfi
     """Trains a classifier on `train` ({"image", "label", ...} examples) and returns it."""
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
-        model = Classifier(encoder, config.num_classes, linear=config.mode == "linear")
+        model = Classifier(encoder, config.num_classes)
         loss = (MaskedBinaryCrossentropy() if config.kind == "multilabel"
                 else keras.losses.CategoricalCrossentropy(from_logits=True))
         optimizer = keras.optimizers.SGD(
             learning_rate=schedules.piecewise_warmup(config.policy), momentum=0.9,
             weight_decay=config.weight_decay or None)
         model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
-    callbacks = [_Progress(config.policy.steps, f"{config.mode}")] if config.progress else []
+    callbacks = [_Progress(config.policy.steps, "finetune")] if config.progress else []
     model.fit(train_input(train, config), steps_per_epoch=config.policy.steps, epochs=1, verbose=0,
               callbacks=callbacks, shuffle=False)  # the input pipeline shuffles, seeded
     return model

@@ -9,19 +9,22 @@ from baselines.api import BackboneConfig, PretrainConfig
 @dataclasses.dataclass(frozen=True)
 class FinetuneSettings:
     """Default supervised schedule of a preset (a method's own policy, e.g. BiT-HyperRule, wins):
-    `epochs` passes over the labelled examples, clipped to [min_steps, steps]."""
+    `epochs` passes over the labelled examples, clipped to [min_steps, steps]; and the grid of
+    inverse L2 strengths C searched by the linear probe (`benchmark.linear_probe`)."""
 
     steps: int
     batch_size: int
     learning_rate: float
     warmup_fraction: float = 0.1
     weight_decay: float = 0.0
-    linear_steps: int | None = None  # linear evaluation schedule; None = same as `steps`
-    linear_learning_rate: float | None = None
     steps_scale: float = 1.0  # applied to a method's own policy (CPU presets shorten BiT-HyperRule)
     epochs: float | None = None  # None: always `steps`
     min_steps: int = 1
     ft_proj_selector: int = 0  # fine-tune from this projection-head layer (SimCLRv2); 0 = the encoder
+    probe_grid: tuple[float, ...] = tuple(10.0 ** k for k in range(-4, 5))  # linear probe's C values
+
+    def __post_init__(self):  # a tuple of floats also when rebuilt from a row's JSON lists
+        object.__setattr__(self, "probe_grid", tuple(float(c) for c in self.probe_grid))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,9 +53,8 @@ PRESETS: dict[str, Preset] = {
         backbone=BackboneConfig(family="resnet_v1", depth=18, width=0.25, small_stem=False),
         pretrain=PretrainConfig(image_size=32, batch_size=128, steps=200, base_learning_rate=1.0,
                                 warmup_fraction=0.1, temperature=0.2, checkpoint_every=50),
-        finetune=FinetuneSettings(steps=400, batch_size=64, learning_rate=0.1,
-                                  linear_learning_rate=0.5, steps_scale=0.3, epochs=30,
-                                  min_steps=100),
+        finetune=FinetuneSettings(steps=400, batch_size=64, learning_rate=0.1, steps_scale=0.3,
+                                  epochs=30, min_steps=100),
         label_fractions=(10.0, 100.0),
         seeds=(0, 1),
         eval_modes=("finetune", "linear"),
@@ -68,7 +70,8 @@ PRESETS: dict[str, Preset] = {
         backbone=BackboneConfig(family="resnet_v1", depth=18, width=0.25, small_stem=False),
         pretrain=PretrainConfig(image_size=32, batch_size=16, steps=4, base_learning_rate=1.0,
                                 warmup_fraction=0.25, checkpoint_every=2),
-        finetune=FinetuneSettings(steps=4, batch_size=16, learning_rate=0.05, steps_scale=0.01),
+        finetune=FinetuneSettings(steps=4, batch_size=16, learning_rate=0.05, steps_scale=0.01,
+                                  probe_grid=(0.01, 1.0, 100.0)),
         label_fractions=(50.0, 100.0),
         seeds=(0,),
         eval_modes=("finetune",),
@@ -87,7 +90,7 @@ PRESETS: dict[str, Preset] = {
                                 base_learning_rate=0.3, temperature=0.1, projection_layers=3,
                                 checkpoint_every=5_000),
         finetune=FinetuneSettings(steps=30_000, batch_size=64, learning_rate=0.1,
-                                  linear_steps=30_000, linear_learning_rate=1.0),
+                                  probe_grid=tuple(10.0 ** k for k in range(-6, 7))),
         label_fractions=(1.0, 10.0, 100.0),
         seeds=(0, 1, 2, 3, 4),
         eval_modes=("finetune", "linear"),

@@ -35,14 +35,17 @@ CELL_KEY_FIELDS = ("task", "method", "preset", "eval_mode", "label_fraction", "s
 _ROW_KEYS = frozenset(CELL_KEY_FIELDS + (
     "schema", "metrics", "config", "code_version", "code_digest", "machine", "packages",
     "data_fingerprint", "data_build", "deterministic", "synthetic", "created", "wall_seconds"))
-_OPTIONAL_ROW_KEYS = frozenset(("n_train_examples", "n_train_groups"))
+_OPTIONAL_ROW_KEYS = frozenset(("n_train_examples", "n_train_groups", "linear_probe"))
+# A linear row's record of its probe (benchmark.linear_probe.fit_probe)
+_LINEAR_PROBE_KEYS = frozenset(("C", "grid", "validation", "metric", "standardised", "solver",
+                                "max_iter", "unconverged", "constant", "n_validation_examples"))
 _TEST_SET_KEYS = frozenset(("primary", "values", "ci95", "n_examples", "n_groups", "fingerprint",
                             "predictions"))
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-_PACKAGES = ("tensorflow", "keras", "tensorflow-datasets", "numpy", "pandas")
+_PACKAGES = ("tensorflow", "keras", "tensorflow-datasets", "numpy", "pandas", "scikit-learn")
 _PACKAGE_MODULES = {"tensorflow": "tensorflow", "keras": "keras",
                     "tensorflow-datasets": "tensorflow_datasets", "numpy": "numpy",
-                    "pandas": "pandas"}
+                    "pandas": "pandas", "scikit-learn": "sklearn"}
 
 
 # Method (and submitter) names as they may appear in results, tables and file names.
@@ -119,9 +122,11 @@ def _fail(key: str, expected: str, value) -> None:
     raise ValueError(f"result row: {key!r} must be {expected}, got {value!r}")
 
 
-def validate_row(row: dict) -> None:
+def validate_row(row: dict, *, new: bool = False) -> None:
     """Checks a result row against the schema (see the harness contract); raises ValueError naming
-    the first bad key."""
+    the first bad key. `linear_probe` (the record of a linear row's probe: chosen C, grid,
+    validation score per C, ...) appears only on linear rows; it is required of `new` rows (those
+    this code writes, `ResultsStore.append`), while rows read back may predate it."""
     if not isinstance(row, dict):
         raise ValueError(f"result row: expected a JSON object, got {type(row).__name__}")
     if row.get("schema") != SCHEMA_VERSION or isinstance(row.get("schema"), bool):
@@ -174,16 +179,39 @@ def validate_row(row: dict) -> None:
         _fail("wall_seconds", "a finite number >= 0", w)
     if not isinstance(row["deterministic"], (bool, np.bool_)):
         _fail("deterministic", "a bool", row["deterministic"])
-    for key in sorted(_OPTIONAL_ROW_KEYS & row.keys()):
+    for key in sorted({"n_train_examples", "n_train_groups"} & row.keys()):
         v = row[key]
         upper = row[key] if key == "n_train_examples" else row.get("n_train_examples", math.inf)
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or not 1 <= v <= upper:
             _fail(key, "an int >= 1 (n_train_groups <= n_train_examples)", v)
+    if row["eval_mode"] == "linear" and (new or "linear_probe" in row):
+        _check_linear_probe(row.get("linear_probe"))
+    elif "linear_probe" in row:
+        _fail("linear_probe", "absent from a finetune row", row["linear_probe"])
     metrics = row["metrics"]
     if not (isinstance(metrics, dict) and metrics):
         _fail("metrics", "a non-empty object of test set -> results", metrics)
     for test_set, result in metrics.items():
         _check_test_set(f"metrics.{test_set}", result)
+
+
+def _check_linear_probe(probe) -> None:
+    if not (isinstance(probe, dict) and probe.keys() == _LINEAR_PROBE_KEYS):
+        _fail("linear_probe", f"an object with the keys {sorted(_LINEAR_PROBE_KEYS)}", probe)
+    grid = probe["grid"]
+    if not (isinstance(grid, list) and grid and all(_is_number(c) and c > 0 for c in grid)):
+        _fail("linear_probe.grid", "a non-empty list of numbers > 0", grid)
+    if probe["C"] not in grid:
+        _fail("linear_probe.C", f"one of the grid {grid}", probe["C"])
+    validation = probe["validation"]
+    if not (isinstance(validation, dict) and set(validation) == {str(float(c)) for c in grid}
+            and all(_is_metric(v) for v in validation.values())):
+        _fail("linear_probe.validation", "an object of str(C) -> score (null when undefined) for "
+              "every C of the grid", validation)
+    if not (isinstance(probe["metric"], str) and probe["metric"]):
+        _fail("linear_probe.metric", "a metric name", probe["metric"])
+    if not isinstance(probe["standardised"], bool):
+        _fail("linear_probe.standardised", "a bool", probe["standardised"])
 
 
 def _check_created(created) -> None:
@@ -371,7 +399,7 @@ class ResultsStore:
         pending = dict(files or {})
         try:
             row = _jsonable(row)
-            validate_row(row)
+            validate_row(row, new=True)
             line = json.dumps(row, sort_keys=True, allow_nan=False, ensure_ascii=False)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:

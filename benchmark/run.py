@@ -24,7 +24,7 @@ import tensorflow as tf  # noqa: E402
 
 from baselines import api, backbones, botnet, distribute, none  # noqa: E402
 from benchmark import cli, data, protocol, report, results, runner  # noqa: E402
-from benchmark.finetune import EVAL_MODES  # noqa: E402
+from benchmark.results import EVAL_MODES  # noqa: E402
 from benchmark.presets import Preset, get_preset  # noqa: E402
 from benchmark.tasks import TaskOptions, get_task  # noqa: E402
 

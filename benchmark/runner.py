@@ -28,7 +28,7 @@ import tensorflow as tf
 from baselines import api, checkpoint, determinism, distribute
 from baselines.backbones import encoder_feature_dim
 from baselines.simclr import with_head_layers
-from benchmark import data, finetune, protocol, results, scoring
+from benchmark import data, finetune, linear_probe, protocol, results, scoring
 from benchmark.presets import Preset
 from benchmark.provenance import code_digest, code_version, machine
 from benchmark.tasks import Task
@@ -56,10 +56,10 @@ class RunConfig:
         return self.name or self.method
 
 
-def _policy(method: api.Method, preset: Preset, mode: str, num_examples: int) -> api.FinetunePolicy:
+def _policy(method: api.Method, preset: Preset, num_examples: int) -> api.FinetunePolicy:
     """The method's own fine-tuning policy (shortened by the preset) or the preset's default."""
     settings = preset.finetune
-    own = method.finetune_policy(num_examples) if mode == "finetune" else None
+    own = method.finetune_policy(num_examples)
     if own is not None:
         scale = settings.steps_scale
         steps = max(1, math.ceil(own.steps * scale))
@@ -67,13 +67,12 @@ def _policy(method: api.Method, preset: Preset, mode: str, num_examples: int) ->
             own, steps=steps, batch_size=min(own.batch_size, settings.batch_size),
             warmup_steps=max(0, math.ceil(own.warmup_steps * scale)),
             decay_boundaries=tuple(math.ceil(b * scale) for b in own.decay_boundaries))
-    steps = settings.linear_steps if mode == "linear" and settings.linear_steps else settings.steps
+    steps = settings.steps
     if settings.epochs is not None:
         wanted = math.ceil(settings.epochs * num_examples / settings.batch_size)
         steps = min(steps, max(settings.min_steps, wanted))
-    lr = (settings.linear_learning_rate if mode == "linear" and settings.linear_learning_rate
-          else settings.learning_rate)
-    return api.FinetunePolicy(steps=steps, learning_rate=lr, batch_size=settings.batch_size,
+    return api.FinetunePolicy(steps=steps, learning_rate=settings.learning_rate,
+                              batch_size=settings.batch_size,
                               warmup_steps=math.ceil(steps * settings.warmup_fraction),
                               decay_boundaries=(int(steps * 0.6), int(steps * 0.85)))
 
@@ -282,6 +281,8 @@ def _run_locked(cfg: RunConfig, method: api.Method, strategy) -> list[dict]:
         splits = data.split_task(builders, task,
                                  validation_fraction=task.options.validation_fraction,
                                  test_fraction=task.options.test_fraction)
+        if any(mode == "linear" for mode, _, _ in todo):
+            _check_probe_validation(task, splits)
         keras.utils.set_random_seed(preset.pretrain.seed)  # for methods that do not seed themselves
         stage_dir = os.path.join(cfg.output_dir, "pretrain", f"{task.name}_{cfg.method_name}")
         encoder = method.pretrain(
@@ -341,20 +342,30 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
               "code_digest": code_digest(), "machine": machine(),
               "packages": results.package_versions(), "synthetic": cfg.data.synthetic,
               "data_build": data.build_fingerprints(builders)}
+    features = None  # the frozen encoder's features, computed at the first linear cell
     for mode, fraction, seed in todo:
         start = time.time()
         chosen, groups = train_subset(task, splits, fraction, seed)
-        train_ds = data.labelled_dataset(builders, task.train, chosen.example_ids)
-        config = finetune.FinetuneConfig(
-            mode=mode, kind=task.kind, num_classes=len(task.class_names),
-            image_size=preset.image_size,
-            policy=_policy(method, preset, mode, len(chosen.example_ids)),
-            weight_decay=preset.finetune.weight_decay, seed=seed, progress=cfg.progress)
-        model = finetune.finetune(_copy_encoder(encoder, strategy), train_ds, config, strategy)
+        extra = {}
+        if mode == "linear":
+            features = features or _probe_features(encoder, builders, task, splits, test_data,
+                                                   preset.image_size)
+            probe = _fit_cell_probe(features, chosen, task, preset)
+            extra["linear_probe"] = probe.record
+        else:
+            train_ds = data.labelled_dataset(builders, task.train, chosen.example_ids)
+            config = finetune.FinetuneConfig(
+                kind=task.kind, num_classes=len(task.class_names), image_size=preset.image_size,
+                policy=_policy(method, preset, len(chosen.example_ids)),
+                weight_decay=preset.finetune.weight_decay, seed=seed, progress=cfg.progress)
+            model = finetune.finetune(_copy_encoder(encoder, strategy), train_ds, config, strategy)
         tag = f"{task.name}_{cfg.method_name}_{preset.name}_{mode}_f{fraction:g}_s{seed}"
         scored, files = {}, {}
         for name, ds in test_data.items():
-            preds = finetune.predict(model, ds, kind=task.kind, image_size=preset.image_size)
+            if mode == "linear":
+                preds = _probe_predictions(probe, features[name])
+            else:
+                preds = finetune.predict(model, ds, kind=task.kind, image_size=preset.image_size)
             rel = os.path.join("predictions", f"{tag}_{name}.csv")
             final = os.path.join(cfg.output_dir, rel)
             # Written under a temporary name; store.append renames it with the row.
@@ -381,4 +392,42 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
             "data_fingerprint": results.examples_fingerprint(chosen.example_ids, chosen.labels),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "wall_seconds": round(time.time() - start, 2), "deterministic": cfg.deterministic, **common,
+            **extra,
         }, files=files)
+
+
+_PROBE_TRAIN, _PROBE_VALIDATION = "<train>", "<validation>"  # beside the test set names
+
+
+def _check_probe_validation(task: Task, splits: data.TaskSplits) -> None:
+    """Raises ValueError if the validation split is empty: the linear probe chooses its C there."""
+    if not len(splits.validation.example_ids):
+        raise ValueError(f"task {task.name}: its validation split holds no patients "
+                         f"(validation_fraction={task.options.validation_fraction}), and the linear "
+                         "probe chooses its C there; use more data, or --eval_modes=finetune")
+
+
+def _probe_features(encoder, builders, task: Task, splits: data.TaskSplits, test_data: dict,
+                    image_size: int) -> dict[str, linear_probe.Features]:
+    """The encoder's features of the training split, the validation split and each test set."""
+    sets = {_PROBE_TRAIN: data.labelled_dataset(builders, task.train, splits.train.example_ids),
+            _PROBE_VALIDATION: data.labelled_dataset(builders, task.train,
+                                                     splits.validation.example_ids),
+            **test_data}
+    return {name: linear_probe.extract_features(encoder, ds, image_size=image_size)
+            for name, ds in sets.items()}
+
+
+def _fit_cell_probe(features: dict, chosen: data.Meta, task: Task,
+                    preset: Preset) -> linear_probe.Probe:
+    """The probe of a cell: fitted on its training examples, C chosen on the validation split."""
+    train = features[_PROBE_TRAIN].subset(chosen.example_ids)
+    validation = features[_PROBE_VALIDATION]
+    return linear_probe.fit_probe(train.x, train.label, validation.x, validation.label,
+                                  kind=task.kind, class_names=task.class_names,
+                                  metric=task.primary_metric, grid=preset.finetune.probe_grid)
+
+
+def _probe_predictions(probe: linear_probe.Probe, test: linear_probe.Features) -> dict:
+    return {"example_id": test.example_id, "group_id": test.group_id, "label": test.label,
+            "score": probe.scores(test.x)}

@@ -251,7 +251,7 @@ def test_code_version_reports_commit_dirty_and_unknown(tmp_path):
 def test_package_versions():
     versions = results.package_versions()
     assert set(versions) == {"tensorflow", "keras", "tensorflow-datasets", "numpy", "pandas",
-                             "python"}
+                             "scikit-learn", "python"}
     assert versions["numpy"] == np.__version__
     assert versions["python"] == platform.python_version()
 
