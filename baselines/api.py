@@ -60,6 +60,7 @@ class PretrainConfig:
     projection_layers: int = 2
     projection_dim: int = 128
     augmentation: str = "simclr"  # "simclr" or "cxr"
+    min_crop_area: float = 0.08  # smallest random-resized-crop area of a view (SimCLR: 0.08)
     optimizer: str = "lars"  # "lars" or "adam"
     checkpoint_every: int = 25
     seed: int = 0

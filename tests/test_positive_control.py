@@ -12,8 +12,8 @@ from baselines.api import BackboneConfig, PretrainConfig
 from baselines.random_init import RandomInit
 from baselines.simclr import SimCLR
 
-SIZE, BATCH, STEPS, CLASSES, PER_CLASS = 32, 32, 60, 4, 32
-BACKBONE = BackboneConfig(family="resnet_v1", depth=18, width=0.25, small_stem=True)
+SIZE, BATCH, STEPS, CLASSES, PER_CLASS = 32, 32, 150, 4, 32
+BACKBONE = BackboneConfig(family="resnet_v1", depth=18, width=0.25, small_stem=False)
 
 
 def _dataset(seed=0):
@@ -58,8 +58,9 @@ def _probe_accuracy(features, labels) -> float:
 def _pretrain(tmp_path, method, images):
     logs = []
     config = PretrainConfig(image_size=SIZE, batch_size=BATCH, steps=STEPS, base_learning_rate=1.0,
-                            temperature=0.2, warmup_fraction=0.1, checkpoint_every=STEPS)
-    options = pretrain.LoopOptions(steps_per_loop=10, progress=False,
+                            temperature=0.2, warmup_fraction=0.1, checkpoint_every=STEPS,
+                            min_crop_area=0.5)
+    options = pretrain.LoopOptions(steps_per_loop=1, progress=False,
                                    callbacks=[lambda step, l, model: l and logs.append(l)])
     encoder = (SimCLR(options) if method == "simclr" else RandomInit()).pretrain(
         _groups(images), backbone=BACKBONE, config=config, strategy=tf.distribute.get_strategy(),
@@ -80,9 +81,11 @@ def control(tmp_path_factory):
 def test_contrastive_accuracy_rises_far_above_chance(control):
     logs, _, _ = control
     chance = 1.0 / (2 * BATCH - 1)
-    last = np.mean([l["contrast_acc"] for l in logs[-2:]])
-    assert last > 10 * chance, (last, chance)
-    assert logs[-1]["loss"] < 2 * np.log(2 * BATCH - 1) - 1.0
+    first = np.mean([l["contrast_acc"] for l in logs[:10]])
+    last = np.mean([l["contrast_acc"] for l in logs[-30:]])
+    assert last > 5 * chance and last > 2 * first, (first, last, chance)
+    chance_loss = 2 * np.log(2 * BATCH - 1)  # nt_xent_loss sums both directions
+    assert np.mean([l["loss"] for l in logs[-30:]]) < chance_loss - 0.8
 
 
 def test_pretrained_features_beat_random_init_features_under_the_same_probe(control):
