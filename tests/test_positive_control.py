@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from sklearn.linear_model import LogisticRegression
 
-from baselines import augment, pretrain
+from baselines import augment, determinism, pretrain
 from baselines.api import BackboneConfig, PretrainConfig
 from baselines.random_init import RandomInit
 from baselines.simclr import SimCLR
@@ -47,8 +47,8 @@ def _features(encoder, images):
 
 
 def _probe_accuracy(features, labels) -> float:
-    """Logistic regression on 3 labelled instances per class, scored on the rest."""
-    train = np.concatenate([np.flatnonzero(labels == k)[:3] for k in range(CLASSES)])
+    """Logistic regression on 5 labelled instances per class, scored on the rest."""
+    train = np.concatenate([np.flatnonzero(labels == k)[:5] for k in range(CLASSES)])
     test = np.setdiff1d(np.arange(len(labels)), train)
     mean, std = features[train].mean(0), features[train].std(0) + 1e-6
     model = LogisticRegression(C=1.0, max_iter=2000).fit((features[train] - mean) / std, labels[train])
@@ -57,7 +57,7 @@ def _probe_accuracy(features, labels) -> float:
 
 def _pretrain(tmp_path, method, images):
     logs = []
-    config = PretrainConfig(image_size=SIZE, batch_size=BATCH, steps=STEPS, base_learning_rate=1.0,
+    config = PretrainConfig(image_size=SIZE, batch_size=BATCH, steps=STEPS, base_learning_rate=4.0,
                             temperature=0.2, warmup_fraction=0.1, checkpoint_every=STEPS,
                             min_crop_area=0.5)
     options = pretrain.LoopOptions(steps_per_loop=1, progress=False,
@@ -70,12 +70,15 @@ def _pretrain(tmp_path, method, images):
 
 @pytest.fixture(scope="module")
 def control(tmp_path_factory):
+    was_deterministic = determinism.is_deterministic()
+    determinism.set_deterministic(True)
     images, labels = _dataset()
     tmp = tmp_path_factory.mktemp("control")
     simclr, logs = _pretrain(tmp, "simclr", images)
     random, _ = _pretrain(tmp, "random_init", images)
-    return logs, _probe_accuracy(_features(simclr, images), labels), _probe_accuracy(
+    yield logs, _probe_accuracy(_features(simclr, images), labels), _probe_accuracy(
         _features(random, images), labels)
+    determinism.set_deterministic(was_deterministic)
 
 
 def test_contrastive_accuracy_rises_far_above_chance(control):
