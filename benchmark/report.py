@@ -1,5 +1,6 @@
-"""The result table a run prints: primary metric per eval mode × label fraction, mean ± std over
-seeds, in-distribution and shifted side by side."""
+"""What a run prints: the pretraining summary of each task and method (`pretrain_lines`), then the
+result table: primary metric per eval mode × label fraction, mean ± std over seeds, in-distribution
+and shifted side by side."""
 from __future__ import annotations
 
 import collections
@@ -30,3 +31,33 @@ def summary_table(rows: list[dict]) -> str:
             shown.append(f"{name} {mean:.3f} ± {std:.3f} (n={len(values)})".ljust(26))
         lines.append(f"{task:<6} {method[:12]:<12} {mode:<9} {fraction * 100:>6g}%  {shown[0]} {shown[1]}")
     return "\n".join(lines)
+
+
+def _pretrain_line(summary: dict | None) -> str:
+    if summary is None:
+        return "not recorded (row written before pretraining summaries)"
+    steps, curve = summary["steps"], summary["curve"]
+    if curve is None:
+        done = "steps not recorded" if steps is None else f"{steps} steps"
+        return f"{summary['method']}: {done}, no contrastive curve"
+    first, last, chance = curve["first"], curve["last"], curve["chance"]
+
+    def change(key: str, fmt: str) -> str:
+        shown = f"{first[key]:{fmt}} (step {first['step']}) → {last[key]:{fmt}} (step {last['step']})"
+        return shown + (f", chance {chance[key]:{fmt}}" if key in chance else "")
+
+    if first is None or last is None:
+        return f"{summary['method']}: {steps} steps, no point logged"
+    return (f"{summary['method']}: {steps} steps, batch {curve['batch_size']}; loss {change('loss', '.3f')}; "
+            f"contrastive accuracy {change('contrast_acc', '.3f')}")
+
+
+def pretrain_lines(rows: list[dict]) -> list[str]:
+    """One line per task and method: its pretraining (steps; loss and contrastive accuracy at the
+    first and last logged step, and their chance levels), from the rows' `pretrain_summary` (the
+    last row's, all rows of a stage share it)."""
+    latest = {}
+    for row in rows:
+        latest[(row["task"], row["method"])] = row.get("pretrain_summary")
+    return [f"pretraining {task}/{method}: {_pretrain_line(summary)}"
+            for (task, method), summary in sorted(latest.items())]

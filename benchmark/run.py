@@ -229,8 +229,10 @@ def main(argv):
         rows = runner.run(cfg, strategy)
     except _USER_ERRORS as e:
         cli.exit_on_error(e)
+    print("\n".join(report.pretrain_lines(rows)) + "\n")
     print(report.summary_table(rows))
     print(f"\nresults: {os.path.join(cfg.output_dir, 'results.jsonl')}")
+    print(f"curves: tensorboard --logdir {os.path.join(cfg.output_dir, runner.TENSORBOARD_DIR)}")
 
 
 if __name__ == "__main__":
