@@ -76,8 +76,14 @@ def test_chance_levels_are_the_uniform_logit_loss_and_the_random_ranking_accurac
 
 
 def test_pretraining_curve_in_events_and_curve_json_and_a_resume_repeats_no_step(tmp_path):
+    """Events and curve.json of a run (also: logging changes no trained byte), then a run killed
+    after a point past its last save and resumed: each step once, the uninterrupted run's values."""
     events.ScalarWriter(str(tmp_path / "whole" / "tb")).write(7, {"loss": 99.0})  # left by an older stage
-    train(simclr(log_every=2), tmp_path, "whole")
+    encoder = train(simclr(log_every=2), tmp_path, "whole")
+    unlogged = simclr(log_every=1000).pretrain(groups(), backbone=R18, config=CONFIG, strategy=DEFAULT,
+                                               checkpoint_dir=str(tmp_path / "unlogged"))
+    for logged, plain in zip(encoder.get_weights(), unlogged.get_weights(), strict=True):
+        np.testing.assert_array_equal(logged, plain)  # logging changes no trained byte
     whole = events.read_scalars(str(tmp_path / "whole" / "tb"))
     assert set(whole) == TAGS
     for tag in TAGS:  # the first boundary, every 2 steps, the last step
