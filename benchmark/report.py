@@ -38,8 +38,7 @@ def _pretrain_line(summary: dict | None) -> str:
         return "not recorded (row written before pretraining summaries)"
     steps, curve = summary["steps"], summary["curve"]
     if curve is None:
-        done = "steps not recorded" if steps is None else f"{steps} steps"
-        return f"{summary['method']}: {done}, no contrastive curve"
+        return f"{'steps not recorded' if steps is None else f'{steps} steps'}, no contrastive curve"
     first, last, chance = curve["first"], curve["last"], curve["chance"]
 
     def change(key: str, fmt: str) -> str:
@@ -47,8 +46,8 @@ def _pretrain_line(summary: dict | None) -> str:
         return shown + (f", chance {chance[key]:{fmt}}" if key in chance else "")
 
     if first is None or last is None:
-        return f"{summary['method']}: {steps} steps, no point logged"
-    return (f"{summary['method']}: {steps} steps, batch {curve['batch_size']}; loss {change('loss', '.3f')}; "
+        return f"{steps} steps, no point logged"
+    return (f"{steps} steps, batch {curve['batch_size']}; loss {change('loss', '.3f')}; "
             f"contrastive accuracy {change('contrast_acc', '.3f')}")
 
 
@@ -59,5 +58,8 @@ def pretrain_lines(rows: list[dict]) -> list[str]:
     latest = {}
     for row in rows:
         latest[(row["task"], row["method"])] = row.get("pretrain_summary")
-    return [f"pretraining {task}/{method}: {_pretrain_line(summary)}"
-            for (task, method), summary in sorted(latest.items())]
+    lines = []
+    for (task, method), summary in sorted(latest.items()):
+        stage = f" ({summary['method']})" if summary and summary["method"] != method else ""
+        lines.append(f"pretraining {task}/{method}{stage}: {_pretrain_line(summary)}")
+    return lines

@@ -158,7 +158,7 @@ def test_rows_carry_the_pretraining_summary_and_the_run_prints_it(tmp_path):
     assert [r["pretrain_summary"] for r in more] == [summary, summary]
 
     [line] = report.pretrain_lines(more)
-    assert line.startswith(f"pretraining derm/simclr: simclr: {summary['steps']} steps, batch {batch}; loss ")
+    assert line.startswith(f"pretraining derm/simclr: {summary['steps']} steps, batch {batch}; loss ")
     assert f"chance {2 * math.log(2 * batch - 1):.3f}" in line and f"chance {1 / (2 * batch - 1):.3f}" in line
 
 
@@ -167,7 +167,9 @@ def test_random_init_rows_say_there_is_no_curve_and_rows_without_a_summary_stay_
     results.validate_row(row)
     assert row["pretrain_summary"] == {"method": "random_init", "steps": 0, "curve": None}
     assert not (tmp_path / "out" / "tensorboard" / "derm_random_init").exists()
-    assert report.pretrain_lines([row]) == ["pretraining derm/random_init: random_init: 0 steps, no contrastive curve"]
+    assert report.pretrain_lines([row]) == ["pretraining derm/random_init: 0 steps, no contrastive curve"]
+    renamed = {**row, "method": "control"}
+    assert report.pretrain_lines([renamed]) == ["pretraining derm/control (random_init): 0 steps, no contrastive curve"]
 
     # Rows stored before pretrain_summary existed are read (leaderboards) but not written.
     legacy = {k: v for k, v in row.items() if k != "pretrain_summary"}
@@ -203,3 +205,20 @@ def test_validate_row_names_a_bad_pretraining_summary(summary, named):
     results.validate_row(_row(pretrain_summary={"method": "simclr", "steps": 0, "curve": None}))
     with pytest.raises(ValueError, match=named):
         results.validate_row(_row(pretrain_summary=summary))
+
+
+@pytest.mark.parametrize("content, named", [
+    ("{not json", "curve.json is not valid JSON"),
+    ('{"format_version": 9}', "curve.json is not a format 1 curve summary"),
+])
+def test_a_damaged_curve_json_is_one_error_naming_it(tmp_path, content, named):
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    (stage / "curve.json").write_text(content)
+    with pytest.raises(ValueError, match=f"stage checkpoint {stage}: {named}.*; delete it"):
+        checkpoint.read_curve(str(stage))
+
+
+def test_a_non_positive_log_every_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="LoopOptions: steps_per_loop, shuffle_buffer and log_every must be positive"):
+        train(simclr(log_every=0), tmp_path, "run")
