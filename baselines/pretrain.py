@@ -242,7 +242,8 @@ def pretrain_contrastive(
       groups: the `baselines.api` data contract, {"group_id", "images": uint8 [n, H, W, 3]}.
       pair_fn: turns (shuffled, endless) groups into view pairs, e.g. `simclr.simclr_pairs`.
       build_model: encoder -> model with `.encoder`, `.head`, `LOG_KEYS` and a `train_step` taking a
-        batch of pairs (e.g. `simclr.ContrastiveModel`); called under `strategy.scope()`.
+        batch of pairs (e.g. `simclr.ContrastiveModel`), and optionally `chance_levels(global_batch)`
+        (the `LOG_KEYS` values of chance, recorded in curve.json); called under `strategy.scope()`.
       method, method_options: recorded in meta.json; a rerun must use the same ones.
       backbone, config, strategy, checkpoint_dir, init_checkpoint: as in `Method.pretrain`.
       options: loop options (`LoopOptions`).

@@ -1,6 +1,5 @@
-"""What a run prints: the pretraining summary of each task and method (`pretrain_lines`), then the
-result table: primary metric per eval mode × label fraction, mean ± std over seeds, in-distribution
-and shifted side by side."""
+"""The result table a run prints: primary metric per eval mode × label fraction, mean ± std over
+seeds, in-distribution and shifted side by side."""
 from __future__ import annotations
 
 import collections
