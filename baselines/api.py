@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import importlib
+import inspect
 from typing import Callable, ClassVar
 
 import keras
@@ -106,7 +107,30 @@ class Method(abc.ABC):
     ) -> keras.Model:
         """Pretrains and returns the encoder; resumes from `checkpoint_dir` if it holds a checkpoint,
         starts from `init_checkpoint` (an earlier stage's checkpoint directory) otherwise, and writes
-        the final checkpoint to `checkpoint_dir` for the next stage."""
+        the final checkpoint to `checkpoint_dir` for the next stage.
+
+        Optional keywords (`OPTIONAL_PRETRAIN_ARGS`), passed by the harness only to methods whose
+        `pretrain` names them (or takes **kwargs), so methods written before them keep working:
+          summary_dir: str | None, a directory of its own for the training curve as TensorBoard
+            event files (see `baselines.events`); None: write none.
+        """
+
+
+OPTIONAL_PRETRAIN_ARGS = ("summary_dir",)
+
+
+def accepted_pretrain_args(method: Method, **offered) -> dict:
+    """The `offered` optional keywords (`OPTIONAL_PRETRAIN_ARGS`) that `method.pretrain` accepts."""
+    unknown = set(offered) - set(OPTIONAL_PRETRAIN_ARGS)
+    if unknown:
+        raise ValueError(f"accepted_pretrain_args: {sorted(unknown)} are not optional pretrain arguments "
+                         f"({OPTIONAL_PRETRAIN_ARGS})")
+    parameters = inspect.signature(method.pretrain).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return dict(offered)
+    names = {p.name for p in parameters if p.kind in (inspect.Parameter.KEYWORD_ONLY,
+                                                      inspect.Parameter.POSITIONAL_OR_KEYWORD)}
+    return {k: v for k, v in offered.items() if k in names}
 
 
 _REGISTRY: dict[str, Callable[[], Method]] = {}

@@ -9,6 +9,12 @@ A stage checkpoint is a directory:
                         "head_shapes": [[512, 512], ...] | null}
   encoder.weights.h5   the encoder's Keras weights (written when the stage finishes)
   head.weights.h5      the projection head's weights, if the method has one (idem)
+  curve.json           the training curve's summary, written by the chief with every state save:
+                       {"format_version": 1, "steps": <steps done at that save>, "log_every": 10,
+                        "batch_size": <global batch>, "first"/"last": {"step", <LOG_KEYS>,
+                        "learning_rate"} (the first and last logged points), "chance": {<LOG_KEYS>
+                        of an encoder that cannot tell views apart}} (contrastive stages only;
+                       the whole curve is in the TensorBoard event files, see baselines/README.md)
   state/               resumable training state: `tf.train.Checkpoint` files (model incl. head,
                        optimizer incl. its step counter) written by a `tf.train.CheckpointManager`
                        every `PretrainConfig.checkpoint_every` steps, the last two kept
@@ -47,6 +53,8 @@ from benchmark.provenance import code_version
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
+CURVE_FILE = "curve.json"
+CURVE_FORMAT_VERSION = 1
 ENCODER_FILE = "encoder.weights.h5"
 HEAD_FILE = "head.weights.h5"
 STATE_DIR = "state"
@@ -123,6 +131,35 @@ def write_meta(checkpoint_dir: str, meta: StageMeta) -> None:
     with tf.io.gfile.GFile(tmp, "w") as f:
         json.dump(meta.to_json(), f, indent=2, sort_keys=True)
     tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def write_curve(checkpoint_dir: str, curve: dict[str, Any]) -> None:
+    """Writes `checkpoint_dir/curve.json` (`curve` without its format version) atomically."""
+    tf.io.gfile.makedirs(checkpoint_dir)
+    path = os.path.join(checkpoint_dir, CURVE_FILE)
+    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+        json.dump({"format_version": CURVE_FORMAT_VERSION, **curve}, f, indent=2, sort_keys=True)
+    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+
+
+def read_curve(checkpoint_dir: str) -> dict[str, Any] | None:
+    """The curve summary in `checkpoint_dir/curve.json` without its format version; None if the
+    stage has none (not a contrastive stage, or one written before curves were kept). Raises
+    ValueError naming the file if it is unreadable or of another format."""
+    path = os.path.join(checkpoint_dir, CURVE_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        try:
+            curve = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"stage checkpoint {checkpoint_dir}: {CURVE_FILE} is not valid JSON ({e}); "
+                             f"delete it (only the pretraining summary of the rows is lost)") from None
+    if not isinstance(curve, dict) or curve.get("format_version") != CURVE_FORMAT_VERSION:
+        raise ValueError(f"stage checkpoint {checkpoint_dir}: {CURVE_FILE} is not a format "
+                         f"{CURVE_FORMAT_VERSION} curve summary; delete it (only the pretraining "
+                         "summary of the rows is lost)")
+    return {k: v for k, v in curve.items() if k != "format_version"}
 
 
 def variable_shapes(model: keras.Model) -> tuple[tuple[int, ...], ...]:

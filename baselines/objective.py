@@ -7,6 +7,8 @@ example.
 """
 from __future__ import annotations
 
+import math
+
 import tensorflow as tf
 
 # Subtracted from the logits of removed pairs; their softmax weight underflows to exactly 0.
@@ -117,3 +119,15 @@ def contrastive_accuracy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     `nt_xent_loss`)."""
     hits = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), tf.cast(labels, tf.int32))
     return tf.reduce_mean(tf.cast(hits, tf.float32))
+
+
+def chance_levels(global_batch: int) -> dict[str, float]:
+    """The logged loss and accuracy of an encoder that cannot tell views apart, for a global batch of
+    `global_batch` pairs: every anchor has 2B - 1 candidates (its positive and 2B - 2 negatives), so
+    uniform logits give `nt_xent_loss` = 2 ln(2B - 1) (both directions summed) and a random ranking
+    gives `contrastive_accuracy` = 1 / (2B - 1). (With `mask_same_group`, removed same-group
+    negatives lower both slightly; these are the values for a batch of distinct groups.)"""
+    if global_batch < 1:
+        raise ValueError(f"chance_levels: global_batch must be >= 1, got {global_batch}")
+    candidates = 2 * global_batch - 1
+    return {"loss": 2.0 * math.log(candidates), "contrast_acc": 1.0 / candidates}

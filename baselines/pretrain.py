@@ -12,6 +12,15 @@ step (same step count, weights and optimizer state, and the input stream continu
 stopped: the pair at position i is a function of (`config.seed`, i)), and a
 `checkpoint_dir` holding a finished stage returns its encoder without training. `init_checkpoint`
 (an earlier stage) initialises the encoder, and the projection head when shapes match, at step 0.
+
+Curves: at the first loop boundary, at every boundary that passes a multiple of
+`LoopOptions.log_every` steps and at the last step, the model's logged values (`LOG_KEYS`) and the
+learning rate of that step's update are a point of the curve. The chief writes every point to
+TensorBoard event files in `summary_dir` (if given: a directory for this stage's events only; a
+new stage first removes event files left there, a resumed one appends only the steps after the
+last one already there) and, with every state save, the first and last points, the logging
+interval and the chance levels to `curve.json` in `checkpoint_dir` (`checkpoint.write_curve`).
+Logging reads values the loop returns anyway: it changes nothing that is trained.
 """
 from __future__ import annotations
 
@@ -23,7 +32,7 @@ import keras
 import tensorflow as tf
 import tqdm
 
-from baselines import checkpoint
+from baselines import checkpoint, events
 from baselines.api import BackboneConfig, PretrainConfig
 from baselines.augment import get_view_fn
 from baselines.backbones import build_encoder
@@ -53,13 +62,26 @@ Callback = Callable[[int, dict[str, float], keras.Model], None]
 @dataclasses.dataclass(frozen=True)
 class LoopOptions:
     """How the loop runs (not what it trains): steps per `tf.function` call, XLA, shuffle buffer
-    (groups; SimCLR also shuffles images with it), progress bar, and step callbacks."""
+    (groups; SimCLR also shuffles images with it), progress bar, step callbacks, and the interval
+    of the logged curve (steps; points are taken at loop boundaries)."""
 
     steps_per_loop: int = 1
     jit_compile: bool = False
     shuffle_buffer: int = 1024
     progress: bool = True
     callbacks: Sequence[Callback] = ()
+    log_every: int = 10
+
+
+def learning_rate_schedule(config: PretrainConfig) -> WarmupCosine:
+    """The warm-up + cosine schedule of `build_optimizer` (step i's update uses its value at i - 1)."""
+    warmup = int(round(config.warmup_fraction * config.steps))
+    if config.optimizer == "lars":
+        peak = scaled_learning_rate(config.base_learning_rate, config.batch_size, LR_SCALING)
+        return WarmupCosine(peak, config.steps, warmup)
+    if config.optimizer == "adam":
+        return WarmupCosine(config.base_learning_rate, config.steps, warmup)
+    raise ValueError(f"PretrainConfig.optimizer={config.optimizer!r}: expected 'lars' or 'adam'")
 
 
 def build_optimizer(config: PretrainConfig) -> keras.optimizers.Optimizer:
@@ -67,14 +89,10 @@ def build_optimizer(config: PretrainConfig) -> keras.optimizers.Optimizer:
     schedule peaking at `base_learning_rate * batch_size / 256`; or Adam on the same schedule shape
     peaking at the unscaled `base_learning_rate` (weight decay is then an L2 loss term, see
     `simclr.ContrastiveModel`)."""
-    warmup = int(round(config.warmup_fraction * config.steps))
+    schedule = learning_rate_schedule(config)
     if config.optimizer == "lars":
-        peak = scaled_learning_rate(config.base_learning_rate, config.batch_size, LR_SCALING)
-        return LARS(WarmupCosine(peak, config.steps, warmup), momentum=LARS_MOMENTUM,
-                    weight_decay=config.weight_decay)
-    if config.optimizer == "adam":
-        return keras.optimizers.Adam(WarmupCosine(config.base_learning_rate, config.steps, warmup))
-    raise ValueError(f"PretrainConfig.optimizer={config.optimizer!r}: expected 'lars' or 'adam'")
+        return LARS(schedule, momentum=LARS_MOMENTUM, weight_decay=config.weight_decay)
+    return keras.optimizers.Adam(schedule)
 
 
 def compile_model(model: keras.Model, config: PretrainConfig) -> keras.optimizers.Optimizer:
@@ -148,8 +166,59 @@ def _validate(config: PretrainConfig, strategy: tf.distribute.Strategy, options:
     if config.batch_size % replicas:
         raise ValueError(f"PretrainConfig.batch_size={config.batch_size}: must be divisible by the "
                          f"{replicas} replicas of the strategy")
-    if options.steps_per_loop <= 0 or options.shuffle_buffer <= 0:
-        raise ValueError(f"LoopOptions: steps_per_loop and shuffle_buffer must be positive, got {options}")
+    if options.steps_per_loop <= 0 or options.shuffle_buffer <= 0 or options.log_every <= 0:
+        raise ValueError(f"LoopOptions: steps_per_loop, shuffle_buffer and log_every must be positive, "
+                         f"got {options}")
+
+
+class _Curve:
+    """The logged points of a stage: every point to TensorBoard events in `summary_dir` (chief
+    only), the first and last with the chance levels to the stage's curve.json at each save."""
+
+    DESCRIPTIONS = {
+        "loss": "NT-Xent loss of the step's global batch, both directions summed (chance 2 ln(2B-1))",
+        "contrast_acc": "fraction of anchors whose nearest candidate is their positive (chance 1/(2B-1))",
+        "learning_rate": "learning rate of the step's update",
+    }
+
+    def __init__(self, checkpoint_dir: str, summary_dir: str | None, *, model: keras.Model,
+                 config: PretrainConfig, log_every: int, step: int, resumed: bool, is_chief: bool):
+        self.checkpoint_dir, self.is_chief, self.log_every = checkpoint_dir, is_chief, log_every
+        self.schedule = learning_rate_schedule(config)
+        chance = getattr(model, "chance_levels", None)
+        self.record = {"log_every": log_every, "batch_size": config.batch_size,
+                       "chance": chance(config.batch_size) if chance else {}, "first": None, "last": None}
+        stored = checkpoint.read_curve(checkpoint_dir) if resumed else None
+        if stored and stored.get("first") and stored["first"]["step"] <= step:
+            self.record["first"] = stored["first"]
+        if stored and stored.get("last") and stored["last"]["step"] <= step:
+            self.record["last"] = stored["last"]
+        self.writer, self.written_until = None, 0
+        if summary_dir and is_chief:
+            if resumed:  # points an interrupted attempt wrote after its last save are not repeated
+                self.written_until = events.last_step(summary_dir) or 0
+            else:  # a new stage: events left by an earlier stage in this directory are not its curve
+                events.remove_events(summary_dir)
+            self.writer = events.ScalarWriter(summary_dir, self.DESCRIPTIONS)
+
+    def due(self, before: int, step: int, last_step: int) -> bool:
+        """Whether the loop boundary after steps (before, step] is a point of the curve."""
+        return before == 0 or step == last_step or step // self.log_every > before // self.log_every
+
+    def log(self, step: int, logs: dict[str, float]) -> None:
+        point = {"step": step, **logs, "learning_rate": float(self.schedule(step - 1))}
+        self.record["first"] = self.record["first"] or point
+        self.record["last"] = point
+        if self.writer and step > self.written_until:
+            self.writer.write(step, {k: v for k, v in point.items() if k != "step"})
+
+    def save(self, step: int) -> None:
+        if self.is_chief:
+            checkpoint.write_curve(self.checkpoint_dir, {"steps": step, **self.record})
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()
 
 
 def pretrain_contrastive(
@@ -165,6 +234,7 @@ def pretrain_contrastive(
     init_checkpoint: str | None = None,
     method_options: dict[str, Any] | None = None,
     options: LoopOptions = LoopOptions(),
+    summary_dir: str | None = None,
 ) -> keras.Model:
     """Pretrains an encoder on `groups` with a two-view model and returns the encoder.
 
@@ -172,10 +242,13 @@ def pretrain_contrastive(
       groups: the `baselines.api` data contract, {"group_id", "images": uint8 [n, H, W, 3]}.
       pair_fn: turns (shuffled, endless) groups into view pairs, e.g. `simclr.simclr_pairs`.
       build_model: encoder -> model with `.encoder`, `.head`, `LOG_KEYS` and a `train_step` taking a
-        batch of pairs (e.g. `simclr.ContrastiveModel`); called under `strategy.scope()`.
+        batch of pairs (e.g. `simclr.ContrastiveModel`), and optionally `chance_levels(global_batch)`
+        (the `LOG_KEYS` values of chance, recorded in curve.json); called under `strategy.scope()`.
       method, method_options: recorded in meta.json; a rerun must use the same ones.
       backbone, config, strategy, checkpoint_dir, init_checkpoint: as in `Method.pretrain`.
       options: loop options (`LoopOptions`).
+      summary_dir: where the chief writes the curve as TensorBoard event files (None: not written;
+        curve.json is kept either way).
     """
     _validate(config, strategy, options)
     method_options = dict(method_options or {})
@@ -220,6 +293,8 @@ def pretrain_contrastive(
                                   shuffle_buffer=options.shuffle_buffer, start=step * config.batch_size)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
     loop = make_train_loop(model, strategy, jit_compile=options.jit_compile)
+    curve = _Curve(checkpoint_dir, summary_dir, model=model, config=config, log_every=options.log_every,
+                   step=step, resumed=stored is not None, is_chief=is_chief)
     for callback in options.callbacks:
         callback(step, {}, model)
     bar_options = {} if options.progress else {"disable": True}  # {}: tqdm's defaults (TQDM_DISABLE)
@@ -232,16 +307,20 @@ def pretrain_contrastive(
                 logs = loop(iterator, tf.constant(num_steps, tf.int32))
             except tf.errors.OutOfRangeError as e:
                 raise ValueError(f"{method}: the groups dataset is empty; expected at least one group") from e
-            step = int(optimizer.iterations.numpy())
+            before, step = step, int(optimizer.iterations.numpy())
             logs = {key: float(value) for key, value in logs.items()}
             bar.update(num_steps)
             bar.set_postfix(logs)
+            if curve.due(before, step, config.steps):
+                curve.log(step, logs)
             if step % config.checkpoint_every == 0 or step == config.steps:
                 manager.save(checkpoint_number=step)
+                curve.save(step)
                 if is_chief:
                     checkpoint.write_meta(checkpoint_dir, meta(step))
             for callback in options.callbacks:
                 callback(step, logs, model)
+    curve.close()
     if is_chief:
         checkpoint.save_stage(checkpoint_dir, encoder=encoder, method=method, backbone=backbone, config=config,
                               steps_done=step, head=model.head, method_options=method_options,

@@ -11,7 +11,7 @@ import tensorflow as tf
 from baselines import augment, pretrain
 from baselines.api import BackboneConfig, Method, PretrainConfig, register
 from baselines.batch_norm import BatchNormalization
-from baselines.objective import contrastive_accuracy, nt_xent_loss
+from baselines.objective import chance_levels, contrastive_accuracy, nt_xent_loss
 from baselines.resnet import BATCH_NORM_DECAY, BATCH_NORM_EPSILON
 
 
@@ -101,6 +101,12 @@ class ContrastiveModel(keras.Model):
         self.optimizer.apply(grads, self.trainable_variables)
         return {"loss": loss, "contrast_acc": contrastive_accuracy(logits, labels)}
 
+    @staticmethod
+    def chance_levels(global_batch: int) -> dict[str, float]:
+        """The logged values (`LOG_KEYS`) of an encoder that cannot tell views apart
+        (`objective.chance_levels`)."""
+        return chance_levels(global_batch)
+
 
 def build_contrastive_model(encoder: keras.Model, *, backbone: BackboneConfig, config: PretrainConfig,
                             mask_same_group: bool = False) -> ContrastiveModel:
@@ -154,10 +160,11 @@ class SimCLR(Method):
                     config: PretrainConfig) -> ContrastiveModel:
         return build_contrastive_model(encoder, backbone=backbone, config=config)
 
-    def pretrain(self, groups, *, backbone, config, strategy, checkpoint_dir, init_checkpoint=None):
+    def pretrain(self, groups, *, backbone, config, strategy, checkpoint_dir, init_checkpoint=None,
+                 summary_dir=None):
         return pretrain.pretrain_contrastive(
             groups, pair_fn=self.pairs,
             build_model=lambda encoder: self.build_model(encoder, backbone=backbone, config=config),
             method=self.name, method_options=self.method_options(), backbone=backbone, config=config,
             strategy=strategy, checkpoint_dir=checkpoint_dir, init_checkpoint=init_checkpoint,
-            options=self.options)
+            options=self.options, summary_dir=summary_dir)

@@ -10,9 +10,10 @@ import tensorflow as tf
 from keras import ops
 from tqdm.auto import tqdm
 
-from baselines import augment, schedules
+from baselines import augment, events, schedules
 from baselines.api import FinetunePolicy
 
+LOSS_LOG_EVERY = 10  # steps between the points of a cell's fine-tuning loss curve
 _VIEW_STREAM, _MIXUP_STREAM = 1, 2  # augment.element_seed streams of a fine-tuning cell's seed
 
 
@@ -106,9 +107,36 @@ class _Progress(keras.callbacks.Callback):
         self.bar.close()
 
 
+class _LossCurve(keras.callbacks.Callback):
+    """Writes the mean training loss of every `every` steps (and of the last, shorter stretch) as
+    TensorBoard events in `logdir`, tag "loss", replacing events an interrupted attempt left there.
+    Keras reports the running mean since the start of `fit`, m_b after b steps; the mean over steps
+    (a, b] is (b m_b - a m_a) / (b - a)."""
+
+    def __init__(self, logdir: str, total: int, every: int = LOSS_LOG_EVERY):
+        super().__init__()
+        events.remove_events(logdir)
+        self.writer = events.ScalarWriter(logdir, {"loss": f"mean training loss over the last {every} steps"})
+        self.total, self.every = total, every
+        self.logged_step, self.logged_mean = 0, 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = batch + 1
+        if step % self.every and step != self.total:
+            return
+        mean = float(logs["loss"])
+        interval = (step * mean - self.logged_step * self.logged_mean) / (step - self.logged_step)
+        self.writer.write(step, {"loss": interval})
+        self.logged_step, self.logged_mean = step, mean
+
+    def on_train_end(self, logs=None):
+        self.writer.close()
+
+
 def finetune(encoder: keras.Model, train: tf.data.Dataset, config: FinetuneConfig,
-             strategy: tf.distribute.Strategy) -> Classifier:
-    """Trains a classifier on `train` ({"image", "label", ...} examples) and returns it."""
+             strategy: tf.distribute.Strategy, summary_dir: str | None = None) -> Classifier:
+    """Trains a classifier on `train` ({"image", "label", ...} examples) and returns it; the chief
+    writes its loss curve to TensorBoard events in `summary_dir` (a directory of its own) if given."""
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = Classifier(encoder, config.num_classes)
@@ -119,6 +147,8 @@ def finetune(encoder: keras.Model, train: tf.data.Dataset, config: FinetuneConfi
             weight_decay=config.weight_decay or None)
         model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
     callbacks = [_Progress(config.policy.steps, "finetune")] if config.progress else []
+    if summary_dir and strategy.extended.should_checkpoint:
+        callbacks.append(_LossCurve(summary_dir, config.policy.steps))
     model.fit(train_input(train, config), steps_per_epoch=config.policy.steps, epochs=1, verbose=0,
               callbacks=callbacks, shuffle=False)  # the input pipeline shuffles, seeded
     return model

@@ -240,8 +240,8 @@ def is_deterministic(row: dict) -> bool:
 
 def load_rows(paths: Sequence[str | os.PathLike],
               prediction_dirs: Sequence[str | os.PathLike] = ()) -> list[dict]:
-    """Rows of every results file in `paths`, each checked with `results.validate_row` and for a
-    registered task, and completed by `complete_metrics` (prediction files are looked up beside
+    """Rows of every results file in `paths`, each checked with `results.validate_row` (rows stored
+    before `results.NEW_ROW_KEYS` existed are accepted without them) and for a registered task, and completed by `complete_metrics` (prediction files are looked up beside
     their results file, then in `prediction_dirs`); raises ValueError naming the file and line for
     a malformed or invalid row or a cell present twice. A truncated last line is skipped with a
     `results.TruncatedLineWarning` (as `results.ResultsStore` does)."""
@@ -269,7 +269,7 @@ def _load_rows(paths, prediction_dirs) -> tuple[list[dict], PredictionReader]:
         for line, _, row in parsed:
             where = f"{path}:{line}"
             try:
-                results.validate_row(row)
+                results.validate_row(row, new=False)
             except ValueError as e:
                 raise ValueError(f"{where}: {e}") from None
             if row["task"] not in tasks.TASKS:

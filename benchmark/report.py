@@ -77,3 +77,35 @@ def _shown(d: metrics.PairedDifference | None) -> str:
     if d is None:
         return NO_CONTROL
     return f"{d.value:+.3f} [{d.ci_low:+.3f}, {d.ci_high:+.3f}] (n={d.pairs})"
+
+
+def _pretrain_line(summary: dict | None) -> str:
+    if summary is None:
+        return "not recorded (row written before pretraining summaries)"
+    steps, curve = summary["steps"], summary["curve"]
+    if curve is None:
+        return f"{'steps not recorded' if steps is None else f'{steps} steps'}, no contrastive curve"
+    first, last, chance = curve["first"], curve["last"], curve["chance"]
+
+    def change(key: str, fmt: str) -> str:
+        shown = f"{first[key]:{fmt}} (step {first['step']}) → {last[key]:{fmt}} (step {last['step']})"
+        return shown + (f", chance {chance[key]:{fmt}}" if key in chance else "")
+
+    if first is None or last is None:
+        return f"{steps} steps, no point logged"
+    return (f"{steps} steps, batch {curve['batch_size']}; loss {change('loss', '.3f')}; "
+            f"contrastive accuracy {change('contrast_acc', '.3f')}")
+
+
+def pretrain_lines(rows: list[dict]) -> list[str]:
+    """One line per task and method: its pretraining (steps; loss and contrastive accuracy at the
+    first and last logged step, and their chance levels), from the rows' `pretrain_summary` (the
+    last row's, all rows of a stage share it)."""
+    latest = {}
+    for row in rows:
+        latest[(row["task"], row["method"])] = row.get("pretrain_summary")
+    lines = []
+    for (task, method), summary in sorted(latest.items()):
+        stage = f" ({summary['method']})" if summary and summary["method"] != method else ""
+        lines.append(f"pretraining {task}/{method}{stage}: {_pretrain_line(summary)}")
+    return lines

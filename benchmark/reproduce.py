@@ -138,7 +138,7 @@ def rerun_config(where: str, row: dict, *, data_dir: str, scratch_dir: str,
                  progress: bool = True) -> runner.RunConfig:
     """The RunConfig that recomputes exactly the cell of `row` into `scratch_dir`."""
     try:
-        results.validate_row(row)
+        results.validate_row(row, new=False)
     except ValueError as e:
         raise ValueError(f"{where}: cannot be re-run: {e}") from None
     config = row["config"]

@@ -39,6 +39,10 @@ _OPTIONAL_ROW_KEYS = frozenset(("n_train_examples", "n_train_groups", "linear_pr
 # A linear row's record of its probe (benchmark.linear_probe.fit_probe)
 _LINEAR_PROBE_KEYS = frozenset(("C", "grid", "validation", "metric", "standardised", "solver",
                                 "max_iter", "unconverged", "constant", "n_validation_examples"))
+# Keys every row written now has, which rows stored before they existed (same schema) lack:
+# required by `validate_row(row)`, optional with `validate_row(row, new=False)`.
+NEW_ROW_KEYS = frozenset(("pretrain_summary",))
+_CURVE_KEYS = frozenset(("log_every", "batch_size", "first", "last", "chance"))
 _TEST_SET_KEYS = frozenset(("primary", "values", "ci95", "n_examples", "n_groups", "fingerprint",
                             "predictions"))
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -122,11 +126,12 @@ def _fail(key: str, expected: str, value) -> None:
     raise ValueError(f"result row: {key!r} must be {expected}, got {value!r}")
 
 
-def validate_row(row: dict, *, new: bool = False) -> None:
+def validate_row(row: dict, *, new: bool = True) -> None:
     """Checks a result row against the schema (see the harness contract); raises ValueError naming
-    the first bad key. `linear_probe` (the record of a linear row's probe: chosen C, grid,
-    validation score per C, ...) appears only on linear rows; it is required of `new` rows (those
-    this code writes, `ResultsStore.append`), while rows read back may predate it."""
+    the first bad key. `new=False` accepts a row stored before the `NEW_ROW_KEYS` and
+    `linear_probe` (the record of a linear row's probe: chosen C, grid, validation score per C,
+    ...) existed (e.g. committed leaderboard rows) without them; present, they are checked alike.
+    `linear_probe` appears only on linear rows."""
     if not isinstance(row, dict):
         raise ValueError(f"result row: expected a JSON object, got {type(row).__name__}")
     if row.get("schema") != SCHEMA_VERSION or isinstance(row.get("schema"), bool):
@@ -135,11 +140,12 @@ def validate_row(row: dict, *, new: bool = False) -> None:
                              "lacks what a re-run and an audit need (code_digest, machine, "
                              "deterministic, data_build): recompute it with the current code")
         _fail("schema", str(SCHEMA_VERSION), row.get("schema"))
-    for key in sorted(_ROW_KEYS - row.keys()):
+    required = _ROW_KEYS | NEW_ROW_KEYS if new else _ROW_KEYS
+    for key in sorted(required - row.keys()):
         raise ValueError(f"result row: missing key {key!r}")
-    for key in sorted(row.keys() - _ROW_KEYS - _OPTIONAL_ROW_KEYS):
+    for key in sorted(row.keys() - _ROW_KEYS - NEW_ROW_KEYS - _OPTIONAL_ROW_KEYS):
         raise ValueError(f"result row: unexpected key {key!r}; expected only "
-                         f"{sorted(_ROW_KEYS | _OPTIONAL_ROW_KEYS)}")
+                         f"{sorted(_ROW_KEYS | NEW_ROW_KEYS | _OPTIONAL_ROW_KEYS)}")
     for key in ("task", "method", "preset", "code_version"):
         if not (isinstance(row[key], str) and row[key]):
             _fail(key, "a non-empty str", row[key])
@@ -188,6 +194,8 @@ def validate_row(row: dict, *, new: bool = False) -> None:
         _check_linear_probe(row.get("linear_probe"))
     elif "linear_probe" in row:
         _fail("linear_probe", "absent from a finetune row", row["linear_probe"])
+    if "pretrain_summary" in row:
+        _check_pretrain_summary(row["pretrain_summary"])
     metrics = row["metrics"]
     if not (isinstance(metrics, dict) and metrics):
         _fail("metrics", "a non-empty object of test set -> results", metrics)
@@ -212,6 +220,44 @@ def _check_linear_probe(probe) -> None:
         _fail("linear_probe.metric", "a metric name", probe["metric"])
     if not isinstance(probe["standardised"], bool):
         _fail("linear_probe.standardised", "a bool", probe["standardised"])
+
+
+def _is_count(v, least: int) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= least
+
+
+def _check_pretrain_summary(summary) -> None:
+    """{"method": str, "steps": int >= 0 | null (not recorded), "curve": null (no curve logged) |
+    {"log_every", "batch_size": int >= 1, "first", "last": {"step": int in [1, steps], <logged
+    value>: number, ...} | null, "chance": {<logged value>: number}}}."""
+    key = "pretrain_summary"
+    if not (isinstance(summary, dict) and set(summary) == {"method", "steps", "curve"}):
+        _fail(key, "an object with keys method, steps and curve", summary)
+    if not (isinstance(summary["method"], str) and summary["method"]):
+        _fail(f"{key}.method", "a non-empty str", summary["method"])
+    steps, curve = summary["steps"], summary["curve"]
+    if steps is not None and not _is_count(steps, 0):
+        _fail(f"{key}.steps", "an int >= 0 or null (not recorded)", steps)
+    if curve is None:
+        return
+    if steps is None or not (isinstance(curve, dict) and set(curve) == _CURVE_KEYS):
+        _fail(f"{key}.curve", f"null or an object with keys {sorted(_CURVE_KEYS)} (and steps recorded)",
+              curve)
+    for name in ("log_every", "batch_size"):
+        if not _is_count(curve[name], 1):
+            _fail(f"{key}.curve.{name}", "an int >= 1", curve[name])
+    numbers = lambda d: all(isinstance(k, str) and _is_number(v) and math.isfinite(v)  # noqa: E731
+                            for k, v in d.items())
+    for name in ("first", "last"):
+        point = curve[name]
+        if point is None:
+            continue
+        if not (isinstance(point, dict) and _is_count(point.get("step"), 1) and point["step"] <= steps
+                and numbers(point)):
+            _fail(f"{key}.curve.{name}", f"null or an object with a step in [1, {steps}] and finite numbers",
+                  point)
+    if not (isinstance(curve["chance"], dict) and numbers(curve["chance"])):
+        _fail(f"{key}.curve.chance", "an object of logged value -> finite number", curve["chance"])
 
 
 def _check_created(created) -> None:

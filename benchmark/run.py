@@ -239,8 +239,10 @@ def main(argv):
         controls = runner.control_rows(cfg)
     except _USER_ERRORS as e:
         cli.exit_on_error(e)
+    print("\n".join(report.pretrain_lines(rows)) + "\n")
     print(report.summary_table(rows, controls, predictions_dir=cfg.output_dir))
     print(f"\nresults: {os.path.join(cfg.output_dir, 'results.jsonl')}")
+    print(f"curves: tensorboard --logdir {os.path.join(cfg.output_dir, runner.TENSORBOARD_DIR)}")
 
 
 if __name__ == "__main__":

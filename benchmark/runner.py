@@ -284,20 +284,41 @@ def _run_locked(cfg: RunConfig, method: api.Method, strategy) -> list[dict]:
         if any(mode == "linear" for mode, _, _ in todo):
             _check_probe_validation(task, splits)
         keras.utils.set_random_seed(preset.pretrain.seed)  # for methods that do not seed themselves
-        stage_dir = os.path.join(cfg.output_dir, "pretrain", f"{task.name}_{cfg.method_name}")
+        stage = f"{task.name}_{cfg.method_name}"
+        stage_dir = os.path.join(cfg.output_dir, "pretrain", stage)
         encoder = method.pretrain(
             data.pretrain_groups(builders, task, set(splits.train.group_ids)),
             backbone=method.backbone(preset.backbone),
             config=dataclasses.replace(preset.pretrain, augmentation=task.augmentation),
             strategy=strategy,
             checkpoint_dir=stage_dir,
-            init_checkpoint=cfg.init_checkpoint)
+            init_checkpoint=cfg.init_checkpoint,
+            **api.accepted_pretrain_args(
+                method, summary_dir=os.path.join(cfg.output_dir, TENSORBOARD_DIR, stage, "pretrain")))
+        summary = pretrain_summary(stage_dir, getattr(method, "name", cfg.method))
         if preset.finetune.ft_proj_selector:
             encoder = _from_head_layer(encoder, stage_dir, method.backbone(preset.backbone),
                                        preset.finetune.ft_proj_selector, strategy)
-        _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, store)
+        _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, store,
+                        pretrain_summary=summary)
     return [r for r in store.rows() if r["task"] == task.name and r["method"] == cfg.method_name
             and r["preset"] == preset.name]
+
+
+TENSORBOARD_DIR = "tensorboard"  # <output_dir>/tensorboard/{<task>_<method>/pretrain, finetune/<cell>}
+
+
+def pretrain_summary(stage_dir: str, method_name: str) -> dict:
+    """A row's `pretrain_summary` from its pretraining stage directory: {"method": the stage's
+    method, "steps": steps trained (None if the method keeps no stage meta.json), "curve": the
+    stage's curve.json without its step count (log_every, batch_size, first and last logged points,
+    chance levels), or None for stages that log no curve (no contrastive pretraining)}."""
+    if not checkpoint.has_meta(stage_dir):
+        return {"method": method_name, "steps": None, "curve": None}
+    meta = checkpoint.read_meta(stage_dir)
+    curve = checkpoint.read_curve(stage_dir)
+    return {"method": meta.method, "steps": meta.steps_done,
+            "curve": None if curve is None else {k: v for k, v in curve.items() if k != "steps"}}
 
 
 def _from_head_layer(encoder, stage_dir: str, backbone: api.BackboneConfig, selector: int, strategy):
@@ -333,7 +354,7 @@ def _check_mode(cfg: RunConfig, store: results.ResultsStore) -> None:
                 "another --output_dir")
 
 
-def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, store):
+def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, store, *, pretrain_summary):
     task, preset = cfg.task, cfg.preset
     test_data = {name: data.labelled_dataset(builders, data.test_sources(task, name),
                                              splits.tests[name].example_ids).cache()
@@ -341,11 +362,12 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
     common = {"config": _config_record(cfg, method), "code_version": code_version(),
               "code_digest": code_digest(), "machine": machine(),
               "packages": results.package_versions(), "synthetic": cfg.data.synthetic,
-              "data_build": data.build_fingerprints(builders)}
+              "data_build": data.build_fingerprints(builders), "pretrain_summary": pretrain_summary}
     features = None  # the frozen encoder's features, computed at the first linear cell
     for mode, fraction, seed in todo:
         start = time.time()
         chosen, groups = train_subset(task, splits, fraction, seed)
+        tag = f"{task.name}_{cfg.method_name}_{preset.name}_{mode}_f{fraction:g}_s{seed}"
         extra = {}
         if mode == "linear":
             features = features or _probe_features(encoder, builders, task, splits, test_data,
@@ -358,8 +380,9 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
                 kind=task.kind, num_classes=len(task.class_names), image_size=preset.image_size,
                 policy=_policy(method, preset, len(chosen.example_ids)),
                 weight_decay=preset.finetune.weight_decay, seed=seed, progress=cfg.progress)
-            model = finetune.finetune(_copy_encoder(encoder, strategy), train_ds, config, strategy)
-        tag = f"{task.name}_{cfg.method_name}_{preset.name}_{mode}_f{fraction:g}_s{seed}"
+            model = finetune.finetune(
+                _copy_encoder(encoder, strategy), train_ds, config, strategy,
+                summary_dir=os.path.join(cfg.output_dir, TENSORBOARD_DIR, "finetune", tag))
         scored, files = {}, {}
         for name, ds in test_data.items():
             if mode == "linear":

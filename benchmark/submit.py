@@ -169,7 +169,7 @@ def load_leaderboard(results_path: str | os.PathLike) -> LeaderboardState:
                       results.TruncatedLineWarning, stacklevel=2)
     for number, _, row in parsed:
         try:
-            results.validate_row(row)
+            results.validate_row(row, new=False)
         except ValueError as e:
             raise ValueError(f"{path}:{number}: {e}") from None
     owners_file = owners_path(path)

@@ -40,6 +40,7 @@ def _row(**changes):
         "data_build": {"cxr_chexpert/64px/1.0.0": HEX}, "code_digest": HEX, "deterministic": True,
         "machine": {"arch": "x86_64", "cpu": "Xeon", "isa": ["avx2"], "onednn": "1"},
         "synthetic": True, "created": "2025-01-31T12:00:00+00:00", "wall_seconds": 1.5,
+        "pretrain_summary": {"method": "simclr", "steps": 4, "curve": None},
     }
     row.update(changes)
     return row

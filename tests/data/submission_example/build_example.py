@@ -94,6 +94,7 @@ def make_cell(task_name: str, method: str, fraction: float, seed: int, directory
         # The harness picks the labelled subset from (task, fraction, seed), whatever the method.
         "data_fingerprint": results.fingerprint(task_name, str(fraction), str(seed)),
         "created": "2025-01-01T00:00:00+00:00", "wall_seconds": 0.0,
+        "pretrain_summary": {"method": method, "steps": None, "curve": None},  # toy: nothing recorded
     }
     return row
 
