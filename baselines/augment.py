@@ -188,25 +188,28 @@ def random_rotation(image, max_degrees: float, *, seed) -> tf.Tensor:
 SIMCLR_MIN_CROP_AREA = 0.08  # SimCLR's (and Inception's) smallest random-resized-crop area
 
 
-def simclr_view(image, size: int, *, seed, min_crop_area: float = SIMCLR_MIN_CROP_AREA) -> tf.Tensor:
+def simclr_view(image, size: int, *, seed, min_crop_area: float = SIMCLR_MIN_CROP_AREA,
+                color_strength: float = 1.0) -> tf.Tensor:
     """SimCLR view: random resized crop (area in [min_crop_area, 1]), flip, colour distortion
-    (strength 1.0), blur with p 0.5."""
+    (SimCLR's strength 1.0 by default), blur with p 0.5."""
     crop_seed, flip_seed, color_seed, blur_seed = _split(seed, 4)
     image = random_resized_crop(image, size, area_range=(min_crop_area, 1.0), seed=crop_seed)
     image = random_flip(image, seed=flip_seed)
-    image = random_color_jitter(image, strength=1.0, seed=color_seed)
+    image = random_color_jitter(image, strength=color_strength, seed=color_seed)
     image = random_blur(image, p=0.5, seed=blur_seed)
     return tf.ensure_shape(image, [size, size, 3])
 
 
-def cxr_view(image, size: int, *, seed, min_crop_area: float = SIMCLR_MIN_CROP_AREA) -> tf.Tensor:
+def cxr_view(image, size: int, *, seed, min_crop_area: float = SIMCLR_MIN_CROP_AREA,
+             color_strength: float = 0.5) -> tf.Tensor:
     """Chest X-ray view (Azizi et al.): random resized crop (area in [min_crop_area, 1]), flip,
-    rotation up to 45 degrees and colour distortion of strength 0.5; no blur."""
+    rotation up to 45 degrees and colour distortion (the paper's strength 0.5 by default); no
+    blur."""
     crop_seed, flip_seed, rotation_seed, color_seed = _split(seed, 4)
     image = random_resized_crop(image, size, area_range=(min_crop_area, 1.0), seed=crop_seed)
     image = random_flip(image, seed=flip_seed)
     image = random_rotation(image, 45.0, seed=rotation_seed)
-    image = random_color_jitter(image, strength=0.5, seed=color_seed)
+    image = random_color_jitter(image, strength=color_strength, seed=color_seed)
     return tf.ensure_shape(image, [size, size, 3])
 
 
@@ -227,11 +230,18 @@ ViewFn = Callable[..., tf.Tensor]  # view_fn(image, size, *, seed) -> float32 [s
 VIEWS: dict[str, ViewFn] = {"simclr": simclr_view, "cxr": cxr_view}
 
 
-def get_view_fn(name: str, min_crop_area: float = SIMCLR_MIN_CROP_AREA) -> ViewFn:
+def get_view_fn(name: str, min_crop_area: float = SIMCLR_MIN_CROP_AREA,
+                color_strength: float | None = None) -> ViewFn:
     """The training view function `(image, size, *, seed) -> view` registered as `name`, its random
-    crops covering at least `min_crop_area` of the image."""
+    crops covering at least `min_crop_area` of the image, its colour distortion of
+    `color_strength` (None: the view's own)."""
     if name not in VIEWS:
         raise ValueError(f"augmentation={name!r}: expected one of {sorted(VIEWS)}")
     if not 0 < min_crop_area <= 1:
         raise ValueError(f"min_crop_area={min_crop_area}: expected a fraction in (0, 1]")
-    return functools.partial(VIEWS[name], min_crop_area=min_crop_area)
+    options = {"min_crop_area": min_crop_area}
+    if color_strength is not None:
+        if color_strength < 0:
+            raise ValueError(f"color_strength={color_strength}: expected a number >= 0")
+        options["color_strength"] = color_strength
+    return functools.partial(VIEWS[name], **options)
