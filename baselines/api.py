@@ -62,7 +62,7 @@ class PretrainConfig:
     projection_dim: int = 128
     augmentation: str = "simclr"  # "simclr" or "cxr"
     min_crop_area: float = 0.08  # smallest random-resized-crop area of a view (SimCLR: 0.08)
-    color_strength: float | None = None  # colour distortion strength; None = the view's own
+    color_scale: float = 1.0  # colour distortion strength as a multiple of the view's own
     optimizer: str = "lars"  # "lars" or "adam"
     checkpoint_every: int = 25
     seed: int = 0

@@ -230,18 +230,19 @@ ViewFn = Callable[..., tf.Tensor]  # view_fn(image, size, *, seed) -> float32 [s
 VIEWS: dict[str, ViewFn] = {"simclr": simclr_view, "cxr": cxr_view}
 
 
+VIEW_COLOR_STRENGTH = {"simclr": 1.0, "cxr": 0.5}  # each view's own colour-distortion strength
+
+
 def get_view_fn(name: str, min_crop_area: float = SIMCLR_MIN_CROP_AREA,
-                color_strength: float | None = None) -> ViewFn:
+                color_scale: float = 1.0) -> ViewFn:
     """The training view function `(image, size, *, seed) -> view` registered as `name`, its random
-    crops covering at least `min_crop_area` of the image, its colour distortion of
-    `color_strength` (None: the view's own)."""
+    crops covering at least `min_crop_area` of the image, its colour distortion
+    `color_scale` times the view's own strength (`VIEW_COLOR_STRENGTH`)."""
     if name not in VIEWS:
         raise ValueError(f"augmentation={name!r}: expected one of {sorted(VIEWS)}")
     if not 0 < min_crop_area <= 1:
         raise ValueError(f"min_crop_area={min_crop_area}: expected a fraction in (0, 1]")
-    options = {"min_crop_area": min_crop_area}
-    if color_strength is not None:
-        if color_strength < 0:
-            raise ValueError(f"color_strength={color_strength}: expected a number >= 0")
-        options["color_strength"] = color_strength
-    return functools.partial(VIEWS[name], **options)
+    if color_scale < 0:
+        raise ValueError(f"color_scale={color_scale}: expected a number >= 0")
+    return functools.partial(VIEWS[name], min_crop_area=min_crop_area,
+                             color_strength=color_scale * VIEW_COLOR_STRENGTH[name])

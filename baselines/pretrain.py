@@ -125,7 +125,7 @@ def contrastive_dataset(
     in). Its order is fixed when op determinism is on (`tf.config.experimental.enable_op_determinism`,
     the harness default), which overrides the `deterministic=False` ordering used for speed here."""
     groups = groups.shuffle(shuffle_buffer, seed=seed).repeat()
-    pairs = pair_fn(groups, view_fn=get_view_fn(config.augmentation, config.min_crop_area, config.color_strength), image_size=config.image_size, seed=seed,
+    pairs = pair_fn(groups, view_fn=get_view_fn(config.augmentation, config.min_crop_area, config.color_scale), image_size=config.image_size, seed=seed,
                     start=start)
     ds = pairs.map(_hash_group_id, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(config.batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE,

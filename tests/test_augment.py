@@ -28,15 +28,15 @@ def test_views_keep_range_and_shape_in_tf_data(name, dtype):
 
 
 def test_min_crop_area_and_colour_strength_reach_the_view(monkeypatch):
-    """min_crop_area bounds the crop's area; color_strength replaces the view's own strength."""
+    """min_crop_area bounds the crop's area; color_scale multiplies the view's own strength."""
     seen = []
     monkeypatch.setattr(augment, "random_color_jitter",
                         lambda image, strength, **kw: seen.append(strength) or image)
     image = tf.constant(_image(40, 40))
     for name, default in (("simclr", 1.0), ("cxr", 0.5)):
         augment.get_view_fn(name)(image, 24, seed=tf.constant([1, 2]))
-        augment.get_view_fn(name, color_strength=0.2)(image, 24, seed=tf.constant([1, 2]))
-        assert seen[-2:] == [default, 0.2]
+        augment.get_view_fn(name, color_scale=0.4)(image, 24, seed=tf.constant([1, 2]))
+        assert seen[-2:] == [default, 0.4 * default]
     whole = augment.random_resized_crop(image, 24, area_range=(1.0, 1.0), seed=tf.constant([3, 4]))
     np.testing.assert_allclose(whole.numpy(), augment._resize(augment.to_float(image), 24).numpy())
     for seed in range(20):  # crops of at least half the image are never smaller than half of it
@@ -50,7 +50,7 @@ def test_min_crop_area_and_colour_strength_reach_the_view(monkeypatch):
 @pytest.mark.parametrize("kwargs, message", [
     ({"min_crop_area": 0.0}, "min_crop_area=0.0: expected a fraction in"),
     ({"min_crop_area": 1.5}, "min_crop_area=1.5: expected a fraction in"),
-    ({"color_strength": -1.0}, "color_strength=-1.0: expected a number >= 0"),
+    ({"color_scale": -1.0}, "color_scale=-1.0: expected a number >= 0"),
 ])
 def test_view_options_out_of_range_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):

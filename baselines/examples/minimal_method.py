@@ -35,7 +35,7 @@ class RotationPrediction(Method):
                 with strategy.scope():
                     return checkpoint.load_encoder(checkpoint_dir, backbone)
 
-        view_fn = get_view_fn(config.augmentation, config.min_crop_area, config.color_strength)
+        view_fn = get_view_fn(config.augmentation, config.min_crop_area, config.color_scale)
 
         def rotated(image, seed):  # every draw from the element's own seed: reproducible
             view_seed, rotation_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
