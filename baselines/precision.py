@@ -45,6 +45,9 @@ class Precision:
         return dataclasses.asdict(self)
 
 
+FLOAT32 = Precision("float32", "float32", "requested")
+
+
 def check_request(requested: str, flag: str = "--precision") -> None:
     """ValueError naming `flag` unless `requested` is float32, bfloat16 or auto."""
     if requested not in REQUESTS:

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from baselines import api, checkpoint, determinism, distribute
 from baselines.backbones import encoder_feature_dim
-from baselines.precision import Precision, clone_in
+from baselines.precision import FLOAT32, Precision, clone_in
 from baselines.simclr import with_head_layers
 from benchmark import data, finetune, protocol, results, scoring
 from benchmark.presets import Preset
@@ -46,7 +46,7 @@ class RunConfig:
     name: str | None = None  # the method's name in results; default `method`
     deterministic: bool = True  # op determinism on (see baselines.determinism); False = fastest
     # Training precision of pretraining and fine-tuning (see baselines.precision).
-    precision: Precision = Precision("float32", "float32", "requested")
+    precision: Precision = FLOAT32
 
     @property
     def method_name(self) -> str:
