@@ -89,19 +89,18 @@ def host_cpu_flags(path: str = "/proc/cpuinfo") -> tuple[str, ...]:
 
 
 def local_devices(strategy) -> tuple[Device, ...]:
-    """The accelerators `strategy` computes on, as `Device`s (GPUs with their compute capability)."""
+    """The accelerators `strategy` computes on, as `Device`s (GPUs with their compute capability);
+    for the default strategy, the GPUs and TPUs TensorFlow sees, else the CPU."""
     import tensorflow as tf
 
-    out = []
-    for name in strategy.extended.worker_devices:
-        kind = tf.DeviceSpec.from_string(name).device_type or "CPU"
-        capability = None
-        if kind == "GPU":
-            gpus = tf.config.list_physical_devices("GPU")
-            details = tf.config.experimental.get_device_details(gpus[0]) if gpus else {}
-            capability = details.get("compute_capability")
-        out.append(Device(kind, capability))
-    return tuple(out)
+    try:
+        names = list(strategy.extended.worker_devices)
+    except RuntimeError:  # the default strategy places ops itself: on an accelerator if there is one
+        names = [d.name for d in tf.config.list_logical_devices() if d.device_type in ("GPU", "TPU")]
+    gpus = tf.config.list_physical_devices("GPU")
+    capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability") if gpus else None
+    kinds = [tf.DeviceSpec.from_string(name).device_type or "CPU" for name in names]
+    return tuple(Device(kind, capability if kind == "GPU" else None) for kind in kinds) or (Device("CPU"),)
 
 
 def policy_name(precision: str) -> str:

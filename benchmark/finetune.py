@@ -50,14 +50,14 @@ class MaskedBinaryCrossentropy(keras.losses.Loss):
 
 
 class Classifier(keras.Model):
-    """Encoder + zero-initialised linear head producing logits; the encoder is frozen (and kept in
-    inference mode) for linear evaluation."""
+    """Encoder + zero-initialised linear head producing float32 logits (whatever the encoder computes
+    in); the encoder is frozen (and kept in inference mode) for linear evaluation."""
 
     def __init__(self, encoder: keras.Model, num_classes: int, linear: bool, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.linear = linear
-        self.head = keras.layers.Dense(num_classes, kernel_initializer="zeros", name="head")
+        self.head = keras.layers.Dense(num_classes, kernel_initializer="zeros", dtype="float32", name="head")
         if linear:
             self.encoder.trainable = False
 
