@@ -1,18 +1,22 @@
 """Training precision (`baselines.precision`): which precision `auto` picks, bfloat16 steps whose
 loss stays float32 and close to the float32 step's, float32 saved weights and classifier logits, and
 the precision recorded in a row."""
+import copy
 import dataclasses
+import json
+import pathlib
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import app
 
 from baselines import checkpoint, determinism, precision, pretrain
 from baselines.api import BackboneConfig, PretrainConfig
 from baselines.backbones import build_encoder
 from baselines.simclr import SimCLR, build_contrastive_model
-from benchmark import data, finetune, runner, speed
+from benchmark import data, finetune, reproduce, runner, speed
 from benchmark.presets import get_preset
 from benchmark.tasks import get_task
 
@@ -125,7 +129,48 @@ def test_speed_precision_flag_parses(values, expected):
     assert speed.check_precisions(values) == expected
 
 
-@pytest.mark.parametrize("values", [["float16"], [], ["float32", "float32"], ["auto"]])
+@pytest.mark.parametrize("values", [["float16"], [], ["float32", "float32"], ["auto"]],
+                         ids=["float16", "empty", "twice", "auto"])
 def test_speed_precision_flag_refuses_bad_values(values):
-    with pytest.raises(Exception, match=r"--precision="):
+    with pytest.raises(app.UsageError, match=rf"^--precision={','.join(values)}: expected one or both of "
+                                             r"float32,bfloat16, each once$"):
         speed.check_precisions(values)
+
+
+def test_a_bad_pretrain_precision_and_a_stage_of_another_precision_are_refused(tmp_path):
+    simclr = SimCLR(pretrain.LoopOptions(progress=False, shuffle_buffer=8))
+    run = dict(backbone=R18, strategy=tf.distribute.get_strategy(), checkpoint_dir=str(tmp_path / "stage"))
+    with pytest.raises(ValueError, match=r"^PretrainConfig.precision='float16': expected one of "
+                                         r"\('float32', 'bfloat16'\)$"):
+        simclr.pretrain(_groups(), config=dataclasses.replace(CONFIG, precision="float16"), **run)
+    simclr.pretrain(_groups(), config=CONFIG, **run)
+    with pytest.raises(ValueError, match=r"holds a stage with other settings \(pretrain: .*precision"):
+        simclr.pretrain(_groups(), config=dataclasses.replace(CONFIG, precision="bfloat16"), **run)
+
+
+def _committed_row() -> dict:
+    with open(pathlib.Path(__file__).parent / "data" / "reproduce_smoke" / "results.jsonl", encoding="utf-8") as f:
+        return json.loads(f.readline())
+
+
+@pytest.mark.parametrize("record, used", [
+    (None, "float32"),  # rows from before --precision ran in float32
+    ({"requested": "auto", "used": "bfloat16", "reason": "CPU with amx_bf16"}, "bfloat16"),
+])
+def test_reproduce_takes_the_precision_from_the_row(tmp_path, record, used):
+    row = copy.deepcopy(_committed_row())
+    row["config"].pop("precision", None)
+    if record is not None:
+        row["config"]["precision"] = record
+    cfg = reproduce.rerun_config("r.jsonl:1", row, data_dir=str(tmp_path), scratch_dir=str(tmp_path))
+    assert cfg.precision.used == used
+    if record is not None:
+        assert runner._config_record(cfg, SimCLR())["precision"] == record
+
+
+def test_reproduce_refuses_a_row_of_an_unknown_precision(tmp_path):
+    row = copy.deepcopy(_committed_row())
+    row["config"]["precision"] = {"requested": "float16", "used": "float16", "reason": "requested"}
+    with pytest.raises(ValueError, match=r"^r.jsonl:1: cannot be re-run: config.precision .*'float16'.* "
+                                         r"\(precision='float16': expected one of \('float32', 'bfloat16'\)\)$"):
+        reproduce.rerun_config("r.jsonl:1", row, data_dir=str(tmp_path), scratch_dir=str(tmp_path))
