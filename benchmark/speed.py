@@ -39,7 +39,7 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 from baselines import augment, determinism, precision, pretrain  # noqa: E402
 from baselines.api import BackboneConfig, PretrainConfig  # noqa: E402
@@ -286,6 +286,8 @@ def main(argv):
               f"(SimCLR pairs, batch 32, {MODES_NOTE})")
         print(f"{'task':5} {'ablation':12} {'views/s':>8} {'cores':>5} {'views/s/core':>12}")
         determinism.set_deterministic(True)
+        if not FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.ERROR)  # TFDS warns about each fresh build folder
         with tempfile.TemporaryDirectory(prefix="speed_pipeline_") as tmp:
             for task in FLAGS.pipeline_tasks:
                 try:
