@@ -89,8 +89,8 @@ def host_cpu_flags(path: str = "/proc/cpuinfo") -> tuple[str, ...]:
 
 
 def local_devices(strategy) -> tuple[Device, ...]:
-    """The accelerators `strategy` computes on, as `Device`s (GPUs with their compute capability);
-    for the default strategy, the GPUs and TPUs TensorFlow sees, else the CPU."""
+    """The accelerators `strategy` computes on, as `Device`s (GPUs with the first GPU's compute
+    capability); for the default strategy, the GPUs and TPUs TensorFlow sees, else the CPU."""
     import tensorflow as tf
 
     try:
