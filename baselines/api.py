@@ -66,6 +66,7 @@ class PretrainConfig:
     optimizer: str = "lars"  # "lars" or "adam"
     checkpoint_every: int = 25
     seed: int = 0
+    precision: str = "float32"  # "float32" or "bfloat16" (`baselines.precision`)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -85,13 +85,14 @@ class LARS(keras.optimizers.Optimizer):
         if self._use_decay[index] and self.weight_decay:
             g = g + tf.cast(self.weight_decay, dtype) * w
         lr = tf.cast(learning_rate, dtype)
-        if self._use_adaptation[index]:
-            w_norm = tf.norm(w)
-            g_norm = tf.norm(g)
+        if self._use_adaptation[index]:  # the trust ratio in float32 at least, whatever the variable's dtype
+            ratio_dtype = tf.float64 if dtype == tf.float64 else tf.float32
+            w_norm = tf.norm(tf.cast(w, ratio_dtype))
+            g_norm = tf.norm(tf.cast(g, ratio_dtype))
             ratio = tf.where((w_norm > 0) & (g_norm > 0),
-                             tf.cast(self.eta, dtype) * w_norm / tf.maximum(g_norm, 1e-30),
+                             tf.cast(self.eta, ratio_dtype) * w_norm / tf.maximum(g_norm, 1e-30),
                              tf.ones_like(w_norm))
-            lr = lr * ratio
+            lr = lr * tf.cast(ratio, dtype)
         m = self.momentums[index]
         self.assign(m, tf.cast(self.momentum, dtype) * m + lr * g)
         self.assign_sub(variable, m)

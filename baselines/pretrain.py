@@ -32,7 +32,7 @@ import keras
 import tensorflow as tf
 import tqdm
 
-from baselines import checkpoint, events
+from baselines import checkpoint, events, precision
 from baselines.api import BackboneConfig, PretrainConfig
 from baselines.augment import get_view_fn
 from baselines.backbones import build_encoder
@@ -160,6 +160,8 @@ def _validate(config: PretrainConfig, strategy: tf.distribute.Strategy, options:
     for name in ("steps", "batch_size", "checkpoint_every", "image_size"):
         if getattr(config, name) <= 0:
             raise ValueError(f"PretrainConfig.{name}={getattr(config, name)}: expected a positive integer")
+    if config.precision not in precision.PRECISIONS:
+        raise ValueError(f"PretrainConfig.precision={config.precision!r}: expected one of {precision.PRECISIONS}")
     if not 0.0 <= config.warmup_fraction <= 1.0:
         raise ValueError(f"PretrainConfig.warmup_fraction={config.warmup_fraction}: expected a value in [0, 1]")
     replicas = strategy.num_replicas_in_sync
@@ -263,7 +265,7 @@ def pretrain_contrastive(
                 return checkpoint.load_encoder(checkpoint_dir, backbone)
 
     keras.utils.set_random_seed(config.seed)  # weight initialisation and tf.data shuffles
-    with strategy.scope():
+    with strategy.scope(), precision.scope(config.precision):
         encoder = build_encoder(backbone)
         model = build_model(encoder)
         optimizer = compile_model(model, config)

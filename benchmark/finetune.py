@@ -45,12 +45,14 @@ class MaskedBinaryCrossentropy(keras.losses.Loss):
 
 
 class Classifier(keras.Model):
-    """Encoder + zero-initialised linear head producing logits."""
+    """Encoder + zero-initialised linear head producing float32 logits (whatever the encoder
+    computes in)."""
 
     def __init__(self, encoder: keras.Model, num_classes: int, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
-        self.head = keras.layers.Dense(num_classes, kernel_initializer="zeros", name="head")
+        self.head = keras.layers.Dense(num_classes, kernel_initializer="zeros", dtype="float32",
+                                       name="head")
 
     def call(self, images, training=False):
         return self.head(self.encoder(images, training=training))

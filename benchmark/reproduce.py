@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from baselines import distribute  # noqa: E402
+from baselines import distribute, precision  # noqa: E402
 from baselines.api import BackboneConfig, PretrainConfig  # noqa: E402
 from benchmark import cli, data, presets, results, runner  # noqa: E402
 from benchmark.provenance import code_digest, code_version, machine, machine_kind  # noqa: E402
@@ -169,11 +169,18 @@ def rerun_config(where: str, row: dict, *, data_dir: str, scratch_dir: str,
         raise ValueError(f"{where}: cannot be re-run with this code: {e}") from None
     if config["strategy"] == "tpu" and not tpu_address:
         raise ValueError(f"{where}: was computed with --strategy=tpu; give --tpu_address")
+    try:  # rows from before the precision flag ran in float32
+        row_precision = (precision.Precision(**config["precision"]) if "precision" in config
+                         else precision.FLOAT32)
+        precision.policy_name(row_precision.used)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: cannot be re-run: config.precision {config.get('precision')!r} "
+                         f"({e})") from None
     return runner.RunConfig(
         method=config["method_spec"], name=row["method"], task=task, preset=preset, data=data_cfg,
         output_dir=scratch_dir, strategy=config["strategy"], tpu_address=tpu_address,
         init_checkpoint=config["init_checkpoint"], deterministic=bool(row["deterministic"]),
-        progress=progress)
+        progress=progress, precision=row_precision)
 
 
 def check_code(where: str, row: dict) -> None:

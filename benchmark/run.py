@@ -22,7 +22,7 @@ from absl import app, flags  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 
-from baselines import api, backbones, botnet, distribute, none  # noqa: E402
+from baselines import api, backbones, botnet, distribute, none, precision  # noqa: E402
 from benchmark import cli, data, protocol, report, results, runner  # noqa: E402
 from benchmark.results import EVAL_MODES  # noqa: E402
 from benchmark.presets import Preset, get_preset  # noqa: E402
@@ -67,6 +67,10 @@ flags.DEFINE_string("control", "random_init", "Control method also run on the sa
                     "shows each cell's difference to it: random_init, or none.")
 flags.DEFINE_bool("progress", True, "Show progress bars (only ever on a terminal; --noprogress "
                   "also silences the TFDS build bars).")
+flags.DEFINE_string("precision", "auto", "Training precision of pretraining and fine-tuning: float32, "
+                    "bfloat16 (bfloat16 compute, float32 variables, loss and logits) or auto (bfloat16 "
+                    "on TPUs, GPUs of compute capability >= 8.0 and CPUs with amx_bf16/avx512_bf16, "
+                    "else float32).")
 flags.DEFINE_bool("nondeterministic", False, "Fastest pipeline instead of reproducible results: op "
                   "determinism off, tf.data maps and batches in completion order (rows record "
                   "deterministic: false).")
@@ -169,6 +173,7 @@ def config_from_flags() -> runner.RunConfig:
         raise ValueError(f"--name={name}: a method name is 1-63 characters from A-Z a-z 0-9 . _ + - "
                          "(set --name for an import path or saved backbone)")
     distribute.check_strategy(FLAGS.strategy, tpu_address=FLAGS.tpu_address)
+    precision.check_request(FLAGS.precision)
     changes = {}
     if FLAGS.label_fractions is not None:
         _items(FLAGS.label_fractions, "label_fractions")
@@ -235,6 +240,10 @@ def main(argv):
         cfg = dataclasses.replace(cfg, progress=cli.progress_enabled(cfg.progress))
         # Multi-worker and TPU strategies must exist before any other TensorFlow op.
         strategy = distribute.get_strategy(FLAGS.strategy, tpu_address=FLAGS.tpu_address)
+        chosen = precision.resolve(FLAGS.precision, devices=precision.local_devices(strategy),
+                                   cpu_flags=precision.host_cpu_flags())
+        print(f"precision: {chosen.used} ({chosen.reason})", flush=True)
+        cfg = dataclasses.replace(cfg, precision=chosen)
         rows = runner.run(cfg, strategy)
         controls = runner.control_rows(cfg)
     except _USER_ERRORS as e:

@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from baselines import api, checkpoint, determinism, distribute
 from baselines.backbones import encoder_feature_dim
+from baselines.precision import FLOAT32, Precision, clone_in
 from baselines.simclr import with_head_layers
 from benchmark import data, finetune, linear_probe, protocol, results, scoring
 from benchmark.presets import Preset
@@ -50,6 +51,8 @@ class RunConfig:
     name: str | None = None  # the method's name in results; default `method`
     deterministic: bool = True  # op determinism on (see baselines.determinism); False = fastest
     control: str | None = None  # control method also run on the grid (see control_config); None = none
+    # Training precision of pretraining and fine-tuning (see baselines.precision).
+    precision: Precision = FLOAT32
 
     @property
     def method_name(self) -> str:
@@ -77,11 +80,17 @@ def _policy(method: api.Method, preset: Preset, num_examples: int) -> api.Finetu
                               decay_boundaries=(int(steps * 0.6), int(steps * 0.85)))
 
 
-def _copy_encoder(encoder: keras.Model, strategy) -> keras.Model:
+def _copy_encoder(encoder: keras.Model, strategy, used_precision: str = "float32") -> keras.Model:
+    """A copy of `encoder` (same weights) computing in `used_precision`."""
     with strategy.scope():
-        clone = keras.models.clone_model(encoder)
+        clone = clone_in(encoder, used_precision)
         clone.set_weights(encoder.get_weights())
     return clone
+
+
+def _pretrain_config(cfg: RunConfig) -> api.PretrainConfig:
+    """The preset's pretraining settings in the run's precision."""
+    return dataclasses.replace(cfg.preset.pretrain, precision=cfg.precision.used)
 
 
 def _config_record(cfg: RunConfig, method: api.Method) -> dict:
@@ -93,7 +102,7 @@ def _config_record(cfg: RunConfig, method: api.Method) -> dict:
         "resolution": preset.resolution, "image_size": preset.image_size,
         "backbone": api.backbone_record(method.backbone(preset.backbone)),
         "requested_backbone": api.backbone_record(preset.backbone),
-        "pretrain": dataclasses.asdict(preset.pretrain),
+        "pretrain": dataclasses.asdict(_pretrain_config(cfg)),
         "finetune": dataclasses.asdict(preset.finetune),
         "strategy": cfg.strategy, "init_checkpoint": cfg.init_checkpoint,
         "init": checkpoint.describe_init(cfg.init_checkpoint),
@@ -102,6 +111,7 @@ def _config_record(cfg: RunConfig, method: api.Method) -> dict:
                  "synthetic_image_size": cfg.data.synthetic_image_size,
                  "synthetic_seed": cfg.data.synthetic_seed},
         "bootstrap_samples": preset.bootstrap_samples,
+        "precision": cfg.precision.record(),
     }
 
 
@@ -289,7 +299,7 @@ def _run_locked(cfg: RunConfig, method: api.Method, strategy) -> list[dict]:
         encoder = method.pretrain(
             data.pretrain_groups(builders, task, set(splits.train.group_ids)),
             backbone=method.backbone(preset.backbone),
-            config=dataclasses.replace(preset.pretrain, augmentation=task.augmentation),
+            config=dataclasses.replace(_pretrain_config(cfg), augmentation=task.augmentation),
             strategy=strategy,
             checkpoint_dir=stage_dir,
             init_checkpoint=cfg.init_checkpoint,
@@ -381,7 +391,7 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
                 policy=_policy(method, preset, len(chosen.example_ids)),
                 weight_decay=preset.finetune.weight_decay, seed=seed, progress=cfg.progress)
             model = finetune.finetune(
-                _copy_encoder(encoder, strategy), train_ds, config, strategy,
+                _copy_encoder(encoder, strategy, cfg.precision.used), train_ds, config, strategy,
                 summary_dir=os.path.join(cfg.output_dir, TENSORBOARD_DIR, "finetune", tag))
         scored, files = {}, {}
         for name, ds in test_data.items():

@@ -101,6 +101,7 @@ BAD_FLAGS = [
     ("--name=my method", "--name=my method: a method name is 1-63 characters"),
     ("--pretrain_steps=0", "--pretrain_steps=0: expected a positive integer"),
     ("--control=scratch", "--control=scratch: expected one of ('random_init',) or none"),
+    ("--precision=float16", "--precision=float16: expected one of float32, bfloat16, auto"),
     ("stray", "unexpected arguments ['stray']; every setting is a --flag"),
 ]
 
