@@ -69,7 +69,19 @@ def quiet_logs() -> None:
     import tensorflow as tf
 
     logging.set_verbosity(logging.WARNING)
+    logging.get_absl_logger().addFilter(_drop_library_notices)
     tf.get_logger().setLevel("ERROR")
+
+
+# TFDS notices that say nothing about the run: a deprecation aimed at its own code, and the
+# "Variant folder ... has no dataset_info.json" of every build not made yet.
+_LIBRARY_NOTICES = ("is deprecated", "has no dataset_info.json")
+
+
+def _drop_library_notices(record) -> bool:
+    """A logging filter: False for the `_LIBRARY_NOTICES`."""
+    message = record.getMessage()
+    return not any(notice in message for notice in _LIBRARY_NOTICES)
 
 
 def progress_enabled(requested: bool) -> bool:

@@ -89,8 +89,9 @@ def _copy_encoder(encoder: keras.Model, strategy, used_precision: str = "float32
 
 
 def _pretrain_config(cfg: RunConfig) -> api.PretrainConfig:
-    """The preset's pretraining settings in the run's precision."""
-    return dataclasses.replace(cfg.preset.pretrain, precision=cfg.precision.used)
+    """The preset's pretraining settings with the task's views, in the run's precision."""
+    return dataclasses.replace(cfg.preset.pretrain, precision=cfg.precision.used,
+                               augmentation=cfg.task.augmentation)
 
 
 def _config_record(cfg: RunConfig, method: api.Method) -> dict:
@@ -299,7 +300,7 @@ def _run_locked(cfg: RunConfig, method: api.Method, strategy) -> list[dict]:
         encoder = method.pretrain(
             data.pretrain_groups(builders, task, set(splits.train.group_ids)),
             backbone=method.backbone(preset.backbone),
-            config=dataclasses.replace(_pretrain_config(cfg), augmentation=task.augmentation),
+            config=_pretrain_config(cfg),
             strategy=strategy,
             checkpoint_dir=stage_dir,
             init_checkpoint=cfg.init_checkpoint,

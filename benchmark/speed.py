@@ -55,6 +55,10 @@ CONFIGS: dict[str, tuple[BackboneConfig, int, int]] = {
     # BoT50 beside R50 at the same image size and batch: c5 attends at 4x4, then at 2x2.
     "bot50_64": (BackboneConfig(family="botnet", depth=50, width=1, small_stem=False, image_size=64), 64, 32),
     "r18_32": (BackboneConfig(family="resnet_v1", depth=18, width=1, small_stem=True), 32, 64),
+    # The cpu preset's pretraining (benchmark/presets.py).
+    "cpu": (BackboneConfig(family="resnet_v1", depth=18, width=0.25, small_stem=False), 32, 128),
+    # The BoTNet leaderboard rows: the cpu preset with --backbone=botnet-50x0.25-small (c5 at 4x4).
+    "bot_cpu": (BackboneConfig(family="botnet", depth=50, width=0.25, small_stem=True, image_size=32), 32, 128),
 }
 PAIR_FNS = {"simclr": simclr_pairs, "micle": micle_pairs}
 MODES = {"nondeterministic": False, "deterministic": True}

@@ -1,4 +1,5 @@
 """End to end on the synthetic real-format sets: run → rows, skip finished cells, resume."""
+import collections
 import dataclasses
 import json
 import os
@@ -6,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from baselines import api
 from benchmark import data, results, runner
 from benchmark.presets import get_preset
-from benchmark.tasks import get_task
+from benchmark.tasks import TaskOptions, get_task
 
 SMOKE = get_preset("smoke")
 
@@ -60,6 +62,44 @@ def test_cxr_micle_runs_skips_finished_cells_and_never_shares_patients(tmp_path)
         key = results.cell_key(r)
         if key in created:
             assert r["created"] == created[key]  # finished cells were not recomputed
+
+
+def test_pretraining_bags_regroup_the_cases_images(tmp_path):
+    """--bag: `study` gives one bag per study, `frontal` the frontal images of each case; every
+    bag's images come from one training patient; the choice is recorded in the row's config."""
+    cfg = _config(tmp_path, "cxr", "micle")
+    builders = data.prepare(cfg.task, cfg.data)
+    cases = builders["pretrain"].as_dataset(split="train", shuffle_files=False)
+    truth = {}
+    for ex in cases.as_numpy_iterator():
+        images = ex["images"]
+        truth[ex["patient_id"].decode()] = [(s.decode(), int(v)) for s, v in zip(images["study_id"], images["view"])]
+    train = set(sorted(truth)[::2])
+
+    def bags(bag):
+        task = get_task("cxr", TaskOptions(bag=bag))
+        return {ex["group_id"].decode(): len(ex["images"])
+                for ex in data.pretrain_groups(builders, task, train).as_numpy_iterator()}
+
+    assert bags("case") == {p: len(v) for p, v in truth.items() if p in train}
+    studies = collections.Counter(s for p in train for s, _ in truth[p])
+    assert bags("study") == dict(studies) and len(studies) > len(train)
+    frontal = {p: sum(v == 0 for _, v in truth[p]) for p in train}
+    assert bags("frontal") == {p: n for p, n in frontal.items() if n}
+    assert sum(frontal.values()) < sum(len(truth[p]) for p in train)  # some laterals dropped
+    record = runner._config_record(dataclasses.replace(cfg, task=get_task("cxr", TaskOptions(bag="study"))),
+                                   api.get_method("micle"))
+    assert record["task_options"]["bag"] == "study"
+    assert runner._config_record(cfg, api.get_method("micle"))["task_options"]["bag"] == "case"
+
+
+@pytest.mark.parametrize("task, bag, message", [
+    ("derm", "study", r"--bag=study with --task=derm: expected one of \('case',\)"),
+    ("cxr", "lesion", r"--bag=lesion: expected one of \('case', 'study', 'frontal'\)"),
+])
+def test_unknown_or_unsupported_bags_are_refused(task, bag, message):
+    with pytest.raises(ValueError, match=message):
+        get_task(task, TaskOptions(bag=bag))
 
 
 def test_derm_simclr_linear(tmp_path):
