@@ -209,21 +209,23 @@ def pipeline_224(task_name: str, *, steps: int, warmup: int, repeats: int, batch
 FLAGS = flags.FLAGS
 
 
-def define_flags() -> None:
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """This entry point's flags; defined only when it runs (its --precision differs from
-    `benchmark.run`'s, and both modules may be imported in one process)."""
-    flags.DEFINE_integer("steps", 5, "Timed steps (and pipeline batches) per timing.")
-    flags.DEFINE_integer("repeats", 3, "Timings per measurement; the median is printed.")
-    flags.DEFINE_integer("warmup", 2, "Untimed steps before timing (tracing, autotuning).")
-    flags.DEFINE_integer("batch_size", None, "Pairs per batch; default: 32 for r50_64 and bot50_64, 64 for r18_32.")
-    flags.DEFINE_list("configs", list(CONFIGS), f"Configurations among {list(CONFIGS)}.")
-    flags.DEFINE_list("methods", list(PAIR_FNS), f"Methods among {list(PAIR_FNS)}.")
-    flags.DEFINE_bool("jit_compile", False, "XLA-compile the per-replica train step.")
-    flags.DEFINE_list("modes", list(MODES), f"Modes among {list(MODES)}.")
+    `benchmark.run`'s, and both modules may be imported in one process), in `flag_values`."""
+    define = {"flag_values": flag_values}
+    flags.DEFINE_integer("steps", 5, "Timed steps (and pipeline batches) per timing.", **define)
+    flags.DEFINE_integer("repeats", 3, "Timings per measurement; the median is printed.", **define)
+    flags.DEFINE_integer("warmup", 2, "Untimed steps before timing (tracing, autotuning).", **define)
+    flags.DEFINE_integer("batch_size", None, "Pairs per batch; default: each configuration's own "
+                         "(CONFIGS).", **define)
+    flags.DEFINE_list("configs", list(CONFIGS), f"Configurations among {list(CONFIGS)}.", **define)
+    flags.DEFINE_list("methods", list(PAIR_FNS), f"Methods among {list(PAIR_FNS)}.", **define)
+    flags.DEFINE_bool("jit_compile", False, "XLA-compile the per-replica train step.", **define)
+    flags.DEFINE_list("modes", list(MODES), f"Modes among {list(MODES)}.", **define)
     flags.DEFINE_list("precision", list(precision.PRECISIONS), "Precisions among "
-                      f"{list(precision.PRECISIONS)}, one table row each.")
-    flags.DEFINE_list("pipeline_tasks", ["cxr", "derm"], "Tasks whose 224-px real-format input pipeline "
-                      "is timed (empty: none).")
+                      f"{list(precision.PRECISIONS)}, one table row each.", **define)
+    flags.DEFINE_list("pipeline_tasks", ["cxr", "derm"], "Tasks whose 224-px real-format input "
+                      "pipeline is timed (empty: none).", **define)
 
 
 def check_precisions(values: list[str]) -> tuple[str, ...]:

@@ -182,14 +182,12 @@ def load_leaderboard(results_path: str | os.PathLike) -> LeaderboardState:
     return LeaderboardState(path, tuple(row for _, _, row in parsed), owners)
 
 
-def required_grid(preset_name: str) -> tuple[tuple[float, ...], tuple[int, ...]]:
+def required_grid(reference_rows) -> tuple[tuple[float, ...], tuple[int, ...]]:
     """(label fractions in (0, 1], seeds) every submitted (task, method, preset, eval_mode) must
-    cover: the preset's grid, which the reference baselines of that preset run."""
-    from benchmark import presets
-
-    preset = presets.get_preset(preset_name)
-    return (tuple(sorted(_fraction_key(f / 100.0) for f in preset.label_fractions)),
-            tuple(sorted(int(s) for s in preset.seeds)))
+    cover: the grid the leaderboard's reference rows of that (task, preset, eval_mode) cover, so
+    every line is comparable cell by cell."""
+    cells = {(_fraction_key(r["label_fraction"]), int(r["seed"])) for r in reference_rows}
+    return tuple(sorted({f for f, _ in cells})), tuple(sorted({s for _, s in cells}))
 
 
 def _fraction_key(f: float) -> float:
@@ -351,12 +349,16 @@ def _check_cells(path: Path, numbered: list[tuple[int, dict]], board: Leaderboar
         group = (row["task"], row["method"], row["preset"], row["eval_mode"])
         groups.setdefault(group, set()).add((_fraction_key(row["label_fraction"]), row["seed"]))
     for group in sorted(groups):
-        fractions, seeds = required_grid(group[2])
+        references = [r for r in _reference_rows(board, group[0], group[2])
+                      if r["eval_mode"] == group[3]]
+        if not references:
+            continue  # refused as no_reference (the test sets are compared against them)
+        fractions, seeds = required_grid(references)
         need = {(f, s) for f in fractions for s in seeds}
         have = groups[group]
         name = f"(task={group[0]}, method={group[1]}, preset={group[2]}, eval_mode={group[3]})"
         grid = (f"label_fraction in {{{', '.join(f'{f:g}' for f in fractions)}}} x seed in "
-                f"{{{', '.join(str(s) for s in seeds)}}} (preset {group[2]!r})")
+                f"{{{', '.join(str(s) for s in seeds)}}} (the leaderboard's reference rows)")
         missing = sorted(need - have)
         if missing:
             cells = ", ".join(f"label_fraction={f:g} seed={s}" for f, s in missing)

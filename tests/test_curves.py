@@ -149,7 +149,7 @@ def test_rows_carry_the_pretraining_summary_and_the_run_prints_it(tmp_path):
     assert set(events.read_scalars(str(out / "derm_simclr" / "pretrain"))) == TAGS
     [cell] = (out / "finetune").iterdir()
     assert cell.name == "derm_simclr_smoke_finetune_f100_s0"
-    steps = runner._policy(api.get_method("simclr"), cfg.preset, "finetune", row["n_train_examples"]).steps
+    steps = runner._policy(api.get_method("simclr"), cfg.preset, row["n_train_examples"]).steps
     assert [s for s, _ in events.read_scalars(str(cell))["loss"]] == sorted(
         {*range(finetune.LOSS_LOG_EVERY, steps + 1, finetune.LOSS_LOG_EVERY), steps})
 

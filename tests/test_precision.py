@@ -107,7 +107,7 @@ def test_a_bfloat16_classifier_has_float32_logits():
     encoder = build_encoder(R18)
     clone = precision.clone_in(encoder, "bfloat16")
     clone.set_weights(encoder.get_weights())
-    model = finetune.Classifier(clone, num_classes=3, linear=False)
+    model = finetune.Classifier(clone, num_classes=3)
     image = np.random.default_rng(1).random((2, 32, 32, 3), dtype=np.float32)
     assert clone(image).dtype == tf.bfloat16
     assert model(image).dtype == tf.float32

@@ -149,7 +149,7 @@ def test_os_and_tensorflow_errors_during_a_run_are_one_line(error, line, tmp_pat
         raise error
 
     monkeypatch.setattr(runner, "run", raising)
-    monkeypatch.setattr(run.distribute, "get_strategy", lambda *a, **k: None)
+    monkeypatch.setattr(run.distribute, "get_strategy", lambda *a, **k: tf.distribute.get_strategy())
     argv = [f"--output_dir={tmp_path}/out", f"--data_dir={tmp_path}/data", "--preset=smoke"]
     assert _main(argv, monkeypatch, work_allowed=True) == line
 
@@ -438,6 +438,8 @@ def test_data_check_and_speed_turn_a_full_disk_into_one_line(entry, monkeypatch)
 
     module = {"data_check": data_check, "speed": speed}[entry]
     monkeypatch.setattr(module, "run" if entry == "data_check" else "measure", full)
+    if entry == "speed":
+        _speed_flags(monkeypatch, [entry])
     FLAGS.unparse_flags()
     try:
         FLAGS([entry])
@@ -453,9 +455,9 @@ def test_data_check_and_speed_turn_a_full_disk_into_one_line(entry, monkeypatch)
     ("--batch_size=0", "--batch_size=0: expected a positive integer"),
     ("--configs=", "--configs= --methods=simclr,micle --modes=nondeterministic,deterministic: "
                    "expected at least one of each"),
-    ("--methods=", "--configs=r50_64,bot50_64,r18_32 --methods= --modes=nondeterministic,deterministic: "
-                   "expected at least one of each"),
-    ("--modes=", "--configs=r50_64,bot50_64,r18_32 --methods=simclr,micle --modes=: "
+    ("--methods=", "--configs=r50_64,bot50_64,r18_32,cpu,bot_cpu --methods= "
+                   "--modes=nondeterministic,deterministic: expected at least one of each"),
+    ("--modes=", "--configs=r50_64,bot50_64,r18_32,cpu,bot_cpu --methods=simclr,micle --modes=: "
                  "expected at least one of each"),
 ], ids=["--batch_size=0", "--configs=", "--methods=", "--modes="])
 def test_bad_speed_flags_are_usage_errors(arg, message, monkeypatch):
@@ -464,10 +466,20 @@ def test_bad_speed_flags_are_usage_errors(arg, message, monkeypatch):
     from benchmark import speed
 
     monkeypatch.setattr(speed, "measure", _fail)
-    FLAGS.unparse_flags()
-    try:
-        FLAGS(["speed", arg])
-        with pytest.raises(app.UsageError, match=f"^{message}$"):
-            speed.main(["speed"])
-    finally:
-        FLAGS.unparse_flags()
+    _speed_flags(monkeypatch, ["speed", arg])
+    with pytest.raises(app.UsageError, match=f"^{message}$"):
+        speed.main(["speed"])
+
+
+def _speed_flags(monkeypatch, argv):
+    """`benchmark.speed`'s flags, parsed from `argv` into flag values of their own (its flags are
+    defined only when it is the entry point), as the module's FLAGS."""
+    from absl import flags
+
+    from benchmark import speed
+
+    values = flags.FlagValues()
+    speed.define_flags(values)
+    flags.DEFINE_integer("verbosity", -1, "absl's, read by main", flag_values=values)
+    values(argv)
+    monkeypatch.setattr(speed, "FLAGS", values)

@@ -96,12 +96,20 @@ def make_cell(task_name: str, method: str, fraction: float, seed: int, directory
         "created": "2025-01-01T00:00:00+00:00", "wall_seconds": 0.0,
         "pretrain_summary": {"method": method, "steps": None, "curve": None},  # toy: nothing recorded
     }
+    if eval_mode == "linear":  # the probe's record (toy: one C, its validation score unknown)
+        row["linear_probe"] = {"C": 1.0, "grid": [1.0], "validation": {"1.0": None},
+                               "metric": get_task(task_name).primary_metric, "standardised": True,
+                               "solver": "lbfgs", "max_iter": 1000, "unconverged": [],
+                               "constant": [], "n_validation_examples": 0}
     return row
 
 
+GRID = ((0.1, 1.0), (0, 1))  # the toy board's grid: label fractions x seeds
+
+
 def make_grid(task_name: str, method: str, directory: Path, **kwargs) -> list[dict]:
-    """Rows of the full required grid of the preset for one (task, method, eval_mode)."""
-    fractions, seeds = submit.required_grid(kwargs.get("preset", PRESET))
+    """Rows of the toy board's grid (GRID) for one (task, method, eval_mode)."""
+    fractions, seeds = GRID
     return [make_cell(task_name, method, f, s, directory, **kwargs)
             for f in fractions for s in seeds]
 
