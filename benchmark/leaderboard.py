@@ -499,12 +499,18 @@ def summarise(rows: Iterable[dict], task: TaskInfo,
     return lines
 
 
+def _pretrain_seeds(rows: list[dict]) -> set:
+    """The pretraining seeds `rows` record (None for a row that does not)."""
+    return {((r.get("config") or {}).get("pretrain") or {}).get("seed") for r in rows}
+
+
 def _control_differences(task: TaskInfo, key: tuple, members: list[dict],
                          groups: dict[tuple, list[dict]], predictions: PredictionReader | None
                          ) -> tuple[str, tuple[tuple[str, metrics.PairedDifference | None], ...]]:
     """(control method, differences per test set) of the line `key` (`summarise`'s group key):
-    against the control rows of the same data kind, preset, backbone, eval mode and fraction (the
-    first control method by name when several ran there); no control for a control's line, a line
+    against the control rows of the same data kind, preset, backbone, eval mode and fraction (when
+    several control methods ran there: the first by name of those with the line's pretraining seed,
+    which drew a control's weights, else the first by name); no control for a control's line, a line
     without a recorded backbone, or without `predictions`."""
     synthetic, preset, _, backbone, eval_mode, fraction, _ = key
     none = tuple((t, None) for t in task.test_sets)
@@ -513,7 +519,7 @@ def _control_differences(task: TaskInfo, key: tuple, members: list[dict],
     candidates = sorted(
         (k for k, rs in groups.items() if (k[0], k[1], k[3], k[4], k[5]) ==
          (synthetic, preset, backbone, eval_mode, fraction) and all(is_control(r) for r in rs)),
-        key=lambda k: (k[2], k[6]))
+        key=lambda k: (_pretrain_seeds(groups[k]) != _pretrain_seeds(members), k[2], k[6]))
     if not candidates:
         return "", none
     controls = groups[candidates[0]]

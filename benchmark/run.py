@@ -50,6 +50,10 @@ flags.DEFINE_string("backbone", None, "Backbone override: resnet_v1-<depth>[x<wi
                     "resnet_v1-18-small, resnet_v1-50x1-sk1 (SimCLRv2 selective kernels), bit-50, "
                     "botnet-50x0.25-small.")
 flags.DEFINE_integer("pretrain_steps", None, "Override the preset's pretraining steps.")
+flags.DEFINE_integer("pretrain_seed", None, "Seed of pretraining (weights, views, shuffles) and of the "
+                     "control's random weights (default: the preset's, 0). --seeds vary only the "
+                     "label subset and fine-tuning; another pretraining seed is another pretraining "
+                     "replicate: give it its own --name or --output_dir.")
 flags.DEFINE_string("uncertainty", "u_ones", "CheXpert uncertainty policy: u_ones, u_zeros, u_ignore.")
 flags.DEFINE_string("bag", None, "Which images of a case form a pretraining bag (a MICLe pair is two "
                     "images of one bag): case (all of the patient's / lesion's), study, frontal or "
@@ -190,10 +194,15 @@ def config_from_flags() -> runner.RunConfig:
                              "features) or a projection-head layer >= 1")
         changes["finetune"] = dataclasses.replace(preset.finetune,
                                                   ft_proj_selector=FLAGS.ft_proj_selector)
+    if FLAGS.pretrain_seed is not None:
+        if FLAGS.pretrain_seed < 0:
+            raise ValueError(f"--pretrain_seed={FLAGS.pretrain_seed}: expected an integer >= 0")
+        changes["pretrain"] = dataclasses.replace(preset.pretrain, seed=FLAGS.pretrain_seed)
     if FLAGS.pretrain_steps is not None:
         if FLAGS.pretrain_steps < 1:
             raise ValueError(f"--pretrain_steps={FLAGS.pretrain_steps}: expected a positive integer")
-        changes["pretrain"] = dataclasses.replace(preset.pretrain, steps=FLAGS.pretrain_steps)
+        changes["pretrain"] = dataclasses.replace(changes.get("pretrain", preset.pretrain),
+                                                  steps=FLAGS.pretrain_steps)
     preset = dataclasses.replace(preset, **changes)
     if preset.backbone.family == "botnet":
         preset = dataclasses.replace(preset, backbone=_sized_botnet(preset.backbone, preset))

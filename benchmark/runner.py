@@ -225,8 +225,9 @@ def control_config(cfg: RunConfig) -> RunConfig | None:
     method is not applied to it), and it fine-tunes from the encoder features (a
     `--ft_proj_selector` needs a projection head, which it has none of). Its name in results is
     the control's (e.g. `random_init`) when that backbone is the preset's default, else
-    `<control>-<backbone_tag>` (e.g. `random_init-bit-50x0.25`): cell keys do not hold the
-    backbone, so controls on different backbones never share cells."""
+    `<control>-<backbone_tag>` (e.g. `random_init-bit-50x0.25`), followed by `-pseed<N>` when the
+    pretraining seed (which draws the control's weights) is not the preset's: cell keys hold
+    neither the backbone nor the pretraining seed, so such controls never share cells."""
     if cfg.control is None or cfg.method == cfg.control:
         return None
     if cfg.control not in CONTROLS:
@@ -239,6 +240,8 @@ def control_config(cfg: RunConfig) -> RunConfig | None:
     registered_steps = default.pretrain.steps if default else preset.pretrain.steps
     name = (cfg.control if default is not None and backbone == default.backbone
             else f"{cfg.control}-{backbone_tag(backbone)}")
+    if default is not None and preset.pretrain.seed != default.pretrain.seed:
+        name += f"-pseed{preset.pretrain.seed}"
     if cfg.method_name == name:
         raise ValueError(f"--name={name}: the control's rows are named {name}; choose another "
                          "--name, or run without the control (--control=none)")

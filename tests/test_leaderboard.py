@@ -483,6 +483,21 @@ def test_lines_show_their_paired_difference_to_random_init_on_the_same_backbone_
         leaderboard.regenerate([tmp_path / "results.jsonl"], tmp_path / "again", PUBLISHED)
 
 
+def test_a_line_pairs_with_the_control_of_its_own_pretraining_seed(tmp_path):
+    build = _builder()
+    rows = []
+    for method, seed, skill in (("simclr", 0, 1.3), ("simclr-pseed1", 1, 1.2),
+                                ("random_init", 0, 1.0), ("random_init-pseed1", 1, 0.9)):
+        for row in build.make_grid("derm", method, tmp_path, skill=skill):
+            row["config"] = {"backbone": R18, "pretrain": {"seed": seed}}
+            rows.append(row)
+    build.write_rows(tmp_path / "results.jsonl", rows)
+    leaderboard.regenerate([tmp_path / "results.jsonl"], tmp_path / "out", PUBLISHED)
+    controls = {r["method"]: r["control"] for r in _csv_rows((tmp_path / "out" / "derm.csv").read_text())
+                if r["method"] and r["section"] == "ours_synthetic"}
+    assert controls["simclr"] == "random_init" and controls["simclr-pseed1"] == "random_init-pseed1"
+
+
 def test_summary_table_shows_the_control_and_the_paired_difference(tmp_path):
     from benchmark import report
 

@@ -212,3 +212,8 @@ def test_the_control_is_named_by_its_backbone_unless_it_is_the_presets():
     assert runner.control_config(dataclasses.replace(base, control=None)) is None
     with pytest.raises(ValueError, match="--name=random_init: the control's rows are named"):
         runner.control_config(dataclasses.replace(base, name="random_init"))
+    reseeded = runner.control_config(dataclasses.replace(
+        base, preset=dataclasses.replace(base.preset, backbone=wider,
+                                         pretrain=dataclasses.replace(SMOKE.pretrain, seed=2))))
+    assert reseeded.name == "random_init-resnet_v1-18x0.5-pseed2"
+    assert reseeded.preset.pretrain.seed == 2  # the control's weights come from the same seed

@@ -100,6 +100,7 @@ BAD_FLAGS = [
      "--name=baselines.examples.minimal_method:RotationPrediction: a method name is 1-63 characters"),
     ("--name=my method", "--name=my method: a method name is 1-63 characters"),
     ("--pretrain_steps=0", "--pretrain_steps=0: expected a positive integer"),
+    ("--pretrain_seed=-1", "--pretrain_seed=-1: expected an integer >= 0"),
     ("--control=scratch", "--control=scratch: expected one of ('random_init',) or none"),
     ("--precision=float16", "--precision=float16: expected one of float32, bfloat16, auto"),
     ("stray", "unexpected arguments ['stray']; every setting is a --flag"),
@@ -483,3 +484,14 @@ def _speed_flags(monkeypatch, argv):
     flags.DEFINE_integer("verbosity", -1, "absl's, read by main", flag_values=values)
     values(argv)
     monkeypatch.setattr(speed, "FLAGS", values)
+
+
+def test_pretrain_seed_flag_sets_only_the_pretraining_seed(tmp_path):
+    FLAGS.unparse_flags()
+    try:
+        FLAGS(["run", "--pretrain_seed=3", "--pretrain_steps=7", "--seeds=0,1", f"--output_dir={tmp_path}"])
+        cfg = run.config_from_flags()
+    finally:
+        FLAGS.unparse_flags()
+    assert (cfg.preset.pretrain.seed, cfg.preset.pretrain.steps, cfg.preset.seeds) == (3, 7, (0, 1))
+    assert runner.control_config(cfg).name == "random_init-pseed3"
