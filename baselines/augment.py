@@ -186,10 +186,12 @@ def random_rotation(image, max_degrees: float, *, seed) -> tf.Tensor:
 
 
 SIMCLR_MIN_CROP_AREA = 0.08  # SimCLR's (and Inception's) smallest random-resized-crop area
+SIMCLR_COLOR_STRENGTH = 1.0  # SimCLR's colour-distortion strength
+CXR_COLOR_STRENGTH = 0.5  # Azizi et al.'s for chest X-rays
 
 
 def simclr_view(image, size: int, *, seed, min_crop_area: float = SIMCLR_MIN_CROP_AREA,
-                color_strength: float = 1.0) -> tf.Tensor:
+                color_strength: float = SIMCLR_COLOR_STRENGTH) -> tf.Tensor:
     """SimCLR view: random resized crop (area in [min_crop_area, 1]), flip, colour distortion
     (SimCLR's strength 1.0 by default), blur with p 0.5."""
     crop_seed, flip_seed, color_seed, blur_seed = _split(seed, 4)
@@ -201,7 +203,7 @@ def simclr_view(image, size: int, *, seed, min_crop_area: float = SIMCLR_MIN_CRO
 
 
 def cxr_view(image, size: int, *, seed, min_crop_area: float = SIMCLR_MIN_CROP_AREA,
-             color_strength: float = 0.5) -> tf.Tensor:
+             color_strength: float = CXR_COLOR_STRENGTH) -> tf.Tensor:
     """Chest X-ray view (Azizi et al.): random resized crop (area in [min_crop_area, 1]), flip,
     rotation up to 45 degrees and colour distortion (the paper's strength 0.5 by default); no
     blur."""
@@ -230,7 +232,7 @@ ViewFn = Callable[..., tf.Tensor]  # view_fn(image, size, *, seed) -> float32 [s
 VIEWS: dict[str, ViewFn] = {"simclr": simclr_view, "cxr": cxr_view}
 
 
-VIEW_COLOR_STRENGTH = {"simclr": 1.0, "cxr": 0.5}  # each view's own colour-distortion strength
+VIEW_COLOR_STRENGTH = {"simclr": SIMCLR_COLOR_STRENGTH, "cxr": CXR_COLOR_STRENGTH}  # each view's own
 
 
 def get_view_fn(name: str, min_crop_area: float = SIMCLR_MIN_CROP_AREA,

@@ -19,6 +19,7 @@ from baselines.simclr import SimCLR
 from benchmark import data, results, runner
 from benchmark.presets import get_preset
 from benchmark.tasks import get_task
+from test_methods import groups as methods_groups
 
 R18 = BackboneConfig(family="resnet_v1", depth=18, width=0.25, small_stem=True)
 CONFIG = PretrainConfig(image_size=32, batch_size=4, steps=4, checkpoint_every=2)
@@ -32,16 +33,9 @@ def deterministic_mode():
     determinism.set_deterministic(True)
 
 
-def groups(num_groups=6, size=40):
-    rng = np.random.default_rng(0)
-    cases = [rng.integers(0, 256, (rng.integers(1, 4), size, size, 3), dtype=np.uint8) for _ in range(num_groups)]
-
-    def generate():
-        for k, images in enumerate(cases):
-            yield {"group_id": f"case{k}", "images": images}
-
-    spec = {"group_id": tf.TensorSpec([], tf.string), "images": tf.TensorSpec([None, size, size, 3], tf.uint8)}
-    return tf.data.Dataset.from_generator(generate, output_signature=spec)
+def groups():
+    """Six random cases of 1-3 images (the shared `test_methods.groups`)."""
+    return methods_groups(num_groups=6)
 
 
 def disturb_global_random_state():

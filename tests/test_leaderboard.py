@@ -190,8 +190,8 @@ def test_committed_leaderboards_regenerate_identically(tmp_path):
 def test_committed_reference_rows_are_one_clean_complete_run():
     """The reference rows come from one clean commit, in deterministic mode, on synthetic data, with
     the cpu preset's grid over three seeds (0, 1, 2) for every reference method (the baselines and
-    the untrained `random_init` control) and task, and every prediction file they name is
-    committed."""
+    the untrained `random_init` control) and task, the same for MICLe on BoTNet with its own control
+    (issue 14), and every prediction file they name is committed."""
     from benchmark import results
     from benchmark.presets import get_preset
 
@@ -203,7 +203,8 @@ def test_committed_reference_rows_are_one_clean_complete_run():
     assert all(row["synthetic"] and row["preset"] == "cpu" and row["deterministic"] for row in rows)
     cells = {(r["task"], r["method"], r["eval_mode"], r["label_fraction"], r["seed"]) for r in rows}
     assert len(cells) == len(rows)
-    methods = ("micle", "simclr", "supervised", "random_init")
+    methods = ("micle", "simclr", "supervised", "random_init", "micle-botnet50",
+               "random_init-botnet-50x0.25-small")
     assert cells == {(task, method, mode, fraction, seed)
                      for task in ("cxr", "derm") for method in methods
                      for mode in preset.eval_modes for fraction in
@@ -211,6 +212,7 @@ def test_committed_reference_rows_are_one_clean_complete_run():
     for row in rows:
         for test_set in row["metrics"].values():
             assert (board / test_set["predictions"]).is_file(), test_set["predictions"]
+        assert (row["config"]["backbone"]["family"] == "botnet") == ("botnet" in row["method"])
 
 
 def test_nondeterministic_rows_are_marked_without_changing_values(results_file, tmp_path):
