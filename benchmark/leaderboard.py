@@ -11,7 +11,9 @@ own section whose every table header says SYNTHETIC; published figures (`publish
 separate section and are never mixed with our runs. Rows of different backbones (the row's
 `config.backbone`, written like `--backbone`, e.g. resnet_v1-18x0.25, botnet-50x0.25-small) are
 never pooled; a table whose lines have several backbones shows a `backbone` column (the CSV always
-has it). Every line of the primary-metric table also shows, per test set, its difference to the
+has it). The same holds for the training precision (`config.precision.used`, float32 or bfloat16;
+"n/a" for a row that does not record it): lines never pool precisions, a table whose lines have
+several shows a `precision` column, and the CSV always has it. Every line of the primary-metric table also shows, per test set, its difference to the
 control `random_init` (the same backbone without pretraining; `is_control`) of the same task,
 preset, backbone, eval mode, label fraction and data kind: the mean over the seeds both ran of the
 method minus the control, with a 95% CI from a paired patient-level bootstrap computed from the
@@ -187,6 +189,7 @@ class SummaryRow:
     columns: tuple[tuple[tuple[str, str], TestSetSummary], ...] = ()
     init: str = "scratch"  # what pretraining started from (`init_label`)
     backbone: str = ""  # `backbone_name` of the rows' config.backbone
+    precision: str = ""  # `precision_name` of the rows
     is_control: bool = False  # the line is the control's own (`is_control`)
     control: str = ""  # the control method the differences are to ("" when none matched)
     # test set -> primary metric minus the control's (None: no matching control rows)
@@ -210,6 +213,14 @@ def init_label(row: dict) -> str:
         return "scratch"
     title = _INIT_TITLES.get(init.get("kind"), str(init.get("kind")))
     return f"{title} {init.get('name')} ({str(init.get('fingerprint'))[:8]})"
+
+
+def precision_name(row: dict) -> str:
+    """The precision a row trained in (`config.precision.used`); "" when its config does not record
+    it."""
+    config = row.get("config") if isinstance(row.get("config"), dict) else {}
+    recorded = config.get("precision")
+    return str(recorded.get("used", "")) if isinstance(recorded, dict) else ""
 
 
 def backbone_name(row: dict) -> str:
@@ -480,11 +491,11 @@ def summarise(rows: Iterable[dict], task: TaskInfo,
         if row["task"] != task.name:
             continue
         key = (bool(row["synthetic"]), row["preset"], row["method"], backbone_name(row),
-               row["eval_mode"], float(row["label_fraction"]), init_label(row))
+               row["eval_mode"], float(row["label_fraction"]), init_label(row), precision_name(row))
         groups.setdefault(key, []).append(row)
     lines = []
     for key in sorted(groups):
-        synthetic, preset, method, backbone, eval_mode, fraction, init = key
+        synthetic, preset, method, backbone, eval_mode, fraction, init, precision = key
         members = sorted(groups[key], key=lambda r: int(r["seed"]))
         control, differences = _control_differences(task, key, members, groups, predictions)
         lines.append(SummaryRow(
@@ -494,7 +505,8 @@ def summarise(rows: Iterable[dict], task: TaskInfo,
                             for t in task.test_sets),
             deterministic=all(is_deterministic(r) for r in members),
             columns=tuple((c, _summarise_test_set(members, *c)) for c in columns),
-            init=init, backbone=backbone, is_control=all(is_control(r) for r in members),
+            init=init, backbone=backbone, precision=precision,
+            is_control=all(is_control(r) for r in members),
             control=control, differences=differences))
     return lines
 
@@ -509,17 +521,18 @@ def _control_differences(task: TaskInfo, key: tuple, members: list[dict],
                          ) -> tuple[str, tuple[tuple[str, metrics.PairedDifference | None], ...]]:
     """(control method, differences per test set) of the line `key` (`summarise`'s group key):
     against the control rows of the same data kind, preset, backbone, eval mode and fraction (when
-    several control methods ran there: the first by name of those with the line's pretraining seed,
-    which drew a control's weights, else the first by name); no control for a control's line, a line
-    without a recorded backbone, or without `predictions`."""
-    synthetic, preset, _, backbone, eval_mode, fraction, _ = key
+    several control lines are there: preferably one of the line's precision, then one with the
+    line's pretraining seed, which drew a control's weights, then the first by name); no control
+    for a control's line, a line without a recorded backbone, or without `predictions`."""
+    synthetic, preset, _, backbone, eval_mode, fraction, _, precision = key
     none = tuple((t, None) for t in task.test_sets)
     if predictions is None or not backbone or all(is_control(r) for r in members):
         return "", none
     candidates = sorted(
         (k for k, rs in groups.items() if (k[0], k[1], k[3], k[4], k[5]) ==
          (synthetic, preset, backbone, eval_mode, fraction) and all(is_control(r) for r in rs)),
-        key=lambda k: (_pretrain_seeds(groups[k]) != _pretrain_seeds(members), k[2], k[6]))
+        key=lambda k: (k[7] != precision, _pretrain_seeds(groups[k]) != _pretrain_seeds(members),
+                       k[2], k[6], k[7]))
     if not candidates:
         return "", none
     controls = groups[candidates[0]]
@@ -618,10 +631,15 @@ def _several_backbones(lines: list[SummaryRow]) -> bool:
     return len({l.backbone for l in lines}) > 1
 
 
+def _several_precisions(lines: list[SummaryRow]) -> bool:
+    return len({l.precision for l in lines}) > 1
+
+
 def _runs_header(spec: TableSpec, synthetic: bool, backbone: bool = False,
-                 differences: tuple[str, ...] = ()) -> list[str]:
+                 differences: tuple[str, ...] = (), precision: bool = False) -> list[str]:
     method = "method (SYNTHETIC data)" if synthetic else "method"
-    cols = [method] + (["backbone"] if backbone else []) + ["init", "eval mode", "preset", "labels"]
+    cols = ([method] + (["backbone"] if backbone else []) + (["precision"] if precision else [])
+            + ["init", "eval mode", "preset", "labels"])
     for c in spec.columns:
         title = _column_title(spec, c)
         cols += [title] if spec.per_class else [title, f"{title} seeds", f"{title} 95% CI"]
@@ -640,13 +658,15 @@ def _difference_cell(line: SummaryRow, test_set: str) -> str:
 
 
 def _runs_cells(spec: TableSpec, line: SummaryRow, escape, backbone: bool = False,
-                differences: tuple[str, ...] = ()) -> list[str]:
-    """Table cells of one line (with its backbone, and its differences to the control on the
-    test sets `differences`, if asked); `escape` is applied to the names (numbers are ours)."""
+                differences: tuple[str, ...] = (), precision: bool = False) -> list[str]:
+    """Table cells of one line (with its backbone, its precision, and its differences to the
+    control on the test sets `differences`, if asked); `escape` is applied to the names (numbers
+    are ours)."""
     method = escape(line.method)
     if not line.deterministic:
         method += f" {NONDETERMINISTIC_MARK}"
-    cells = [method] + ([escape(line.backbone or "n/a")] if backbone else []) + [
+    cells = ([method] + ([escape(line.backbone or "n/a")] if backbone else [])
+             + ([escape(line.precision or "n/a")] if precision else [])) + [
              escape(line.init), escape(line.eval_mode), escape(line.preset),
              format_fraction(line.label_fraction)]
     stats = dict(line.columns)
@@ -757,9 +777,10 @@ def _page(task: TaskInfo, lines: list[SummaryRow], published: list[dict], headin
             heading(3, spec.title, anchor)
             if section:
                 several = _several_backbones(section)
+                precisions = _several_precisions(section)
                 diffs = task.test_sets if spec.key == task.primary_metric else ()
-                table(_runs_header(spec, section[0].synthetic, several, diffs),
-                      [_runs_cells(spec, l, escape, several, diffs) for l in section])
+                table(_runs_header(spec, section[0].synthetic, several, diffs, precisions),
+                      [_runs_cells(spec, l, escape, several, diffs, precisions) for l in section])
             else:
                 paragraph("No runs yet.")
             if section_id == SECTION_REAL and placed[spec.key]:
@@ -845,8 +866,8 @@ def csv_columns(task: TaskInfo) -> list[str]:
     table column (`<test set>_<metric>_mean` ...), then the published-figure fields (blank on our
     rows; run statistics blank on published rows; `backbone` is filled on both) with `placed_under`
     = the table key it is shown under, or `other`."""
-    cols = ["section", "task", "method", "backbone", "init", "eval_mode", "preset", "label_fraction",
-            "metric", "deterministic"]
+    cols = ["section", "task", "method", "backbone", "precision", "init", "eval_mode", "preset",
+            "label_fraction", "metric", "deterministic"]
     for t in task.test_sets:
         cols += [f"{t}_mean", f"{t}_std", f"{t}_n_seeds", f"{t}_ci_low", f"{t}_ci_high"]
     cols += ["is_control", "control"]
@@ -890,7 +911,8 @@ def render_csv(task: TaskInfo, lines: list[SummaryRow], published: list[dict]) -
     for section_id, _, section in _sections(lines):
         for l in section:
             record = {"section": section_id, "task": task.name, "method": l.method,
-                      "backbone": l.backbone, "init": l.init, "eval_mode": l.eval_mode,
+                      "backbone": l.backbone, "precision": l.precision, "init": l.init,
+                      "eval_mode": l.eval_mode,
                       "preset": l.preset,
                       "label_fraction": f"{l.label_fraction:.6g}", "metric": l.metric,
                       "deterministic": "yes" if l.deterministic else "no"}
@@ -958,7 +980,8 @@ def render_plot(task: TaskInfo, lines: list[SummaryRow], path: str | os.PathLike
 
     series: dict[tuple, list[SummaryRow]] = {}
     for l in lines:
-        series.setdefault((l.synthetic, l.method, l.backbone, l.eval_mode, l.preset), []).append(l)
+        series.setdefault((l.synthetic, l.method, l.backbone, l.eval_mode, l.preset, l.precision),
+                          []).append(l)
     styles = {t: ("-" if i == 0 else "--") for i, t in enumerate(task.test_sets)}
     with matplotlib.rc_context(matplotlib.rcParamsDefault):
         fig = Figure(figsize=(PLOT_SIZE[0], PLOT_SIZE[1] * 1.7))
@@ -968,7 +991,7 @@ def render_plot(task: TaskInfo, lines: list[SummaryRow], path: str | os.PathLike
         handles, labels = [], []
         fractions = sorted({l.label_fraction for l in lines})
         for i, (key, points) in enumerate(sorted(series.items())):
-            synthetic, method, backbone, eval_mode, preset = key
+            synthetic, method, backbone, eval_mode, preset, precision = key
             colour = colours[i % len(colours)]
             points = sorted(points, key=lambda l: l.label_fraction)
             x = [p.label_fraction for p in points]
@@ -982,6 +1005,7 @@ def render_plot(task: TaskInfo, lines: list[SummaryRow], path: str | os.PathLike
             _plot_differences(dax, task, points, colour, styles, shift=1.04 ** (i % 5 - 2))
             handles.append(Line2D([], [], color=colour, marker="o"))
             shown = f"{backbone or 'n/a'}, " if _several_backbones(lines) else ""
+            shown += f"{precision or 'n/a'}, " if _several_precisions(lines) else ""
             labels.append(_plot_text(f"{method} ({shown}{eval_mode}, {preset}"
                                      f"{', SYNTHETIC' if synthetic else ''})"))
         curves = published_curves(task, list(published))

@@ -6,8 +6,8 @@ within the replicate-to-replicate spread.
 Every row of the results files is one replicate (its own pretraining seed, `--pretrain_seed`, and
 fine-tuning seed, `--seeds`). Rows are grouped into cells by (task, preset, eval mode, label
 fraction) and split by the precision they trained in (`config.precision.used`). All rows must share
-the rest of their configuration (method, backbone, data, schedules); only the precision, the
-pretraining seed and the method's name may differ. For each cell and test set the table shows each
+the rest of their configuration (`config.method_spec`, backbone, data, schedules); only the
+precision, the pretraining seed and the method's name (`config.method`) may differ. For each cell and test set the table shows each
 precision's mean ± sample standard deviation over its replicates, the difference bf16 − float32,
 the larger of the two standard deviations, and whether |difference| is within it.
 """
@@ -29,7 +29,7 @@ from absl import app, flags  # noqa: E402
 from benchmark import cli, results  # noqa: E402
 
 PRECISIONS = ("float32", "bfloat16")
-_FREE = ("precision", "pretrain.precision", "pretrain.seed")  # config keys that may differ
+_FREE = ("method", "precision", "pretrain.precision", "pretrain.seed")  # config keys that may differ
 
 
 @dataclasses.dataclass(frozen=True)

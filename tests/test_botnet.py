@@ -289,6 +289,6 @@ def test_leaderboard_never_pools_backbones_and_shows_them_where_they_meet():
     one_backbone = leaderboard.summarise(rows[:2], task)
     assert "| backbone |" not in leaderboard.render_markdown(task, one_backbone, [])  # no column
     csv_text = leaderboard.render_csv(task, one_backbone, [])
-    assert csv_text.splitlines()[0].startswith("section,task,method,backbone,init,eval_mode,")
-    assert ",micle,resnet_v1-18x0.25,scratch,finetune," in csv_text
+    assert csv_text.splitlines()[0].startswith("section,task,method,backbone,precision,init,eval_mode,")
+    assert ",micle,resnet_v1-18x0.25,,scratch,finetune," in csv_text  # precision not recorded
     assert leaderboard.backbone_name({"config": {}}) == ""  # a row that does not record it

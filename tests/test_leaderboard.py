@@ -500,6 +500,36 @@ def test_a_line_pairs_with_the_control_of_its_own_pretraining_seed(tmp_path):
     assert controls["simclr"] == "random_init" and controls["simclr-pseed1"] == "random_init-pseed1"
 
 
+def test_lines_never_pool_precisions_and_pair_with_a_control_of_their_own(tmp_path):
+    """Seeds of one method in float32 and bfloat16 are two lines with a precision column, each
+    paired with the control of its own precision."""
+    build = _builder()
+    rows = []
+    for method, skill in (("simclr", 1.3), ("random_init", 1.0)):
+        for precision, seeds in (("float32", (0, 1)), ("bfloat16", (2, 3))):
+            for seed in seeds:
+                row = build.make_cell("derm", method, 0.1, seed, tmp_path, skill=skill)
+                row["config"] = {"backbone": R18, "precision": {"used": precision}}
+                rows.append(row)
+    build.write_rows(tmp_path / "results.jsonl", rows)
+    leaderboard.regenerate([tmp_path / "results.jsonl"], tmp_path / "out", PUBLISHED)
+    lines = [r for r in _csv_rows((tmp_path / "out" / "derm.csv").read_text())
+             if r["method"] and r["section"] == "ours_synthetic"]
+    assert sorted((r["method"], r["precision"], r["shifted_n_seeds"]) for r in lines) == [
+        ("random_init", "bfloat16", "2"), ("random_init", "float32", "2"),
+        ("simclr", "bfloat16", "2"), ("simclr", "float32", "2")]
+
+    def shifted(method, precision):
+        return np.mean([r["metrics"]["shifted"]["values"]["top1"] for r in rows
+                        if r["method"] == method and r["config"]["precision"]["used"] == precision])
+
+    for line in lines:
+        if line["method"] == "simclr":
+            expected = shifted("simclr", line["precision"]) - shifted("random_init", line["precision"])
+            assert float(line["shifted_diff"]) == pytest.approx(expected, abs=1e-6)
+    assert "| method (SYNTHETIC data) | precision | init |" in (tmp_path / "out" / "derm.md").read_text()
+
+
 def test_summary_table_shows_the_control_and_the_paired_difference(tmp_path):
     from benchmark import report
 

@@ -11,7 +11,7 @@ from test_results import _row
 
 def _replicate(precision, pretrain_seed, value, shifted=0.5, **config):
     row = _row(method=f"micle-{precision}-p{pretrain_seed}", seed=pretrain_seed)
-    row["config"] = {"backbone": {"depth": 18}, "precision": {"used": precision, "requested": precision},
+    row["config"] = {"method": row["method"], "method_spec": "micle", "backbone": {"depth": 18}, "precision": {"used": precision, "requested": precision},
                      "pretrain": {"seed": pretrain_seed, "precision": precision, "steps": 9}, **config}
     row["metrics"]["in_distribution"]["values"]["mean_auc"] = value
     row["metrics"]["shifted"]["values"]["mean_auc"] = shifted
@@ -45,6 +45,8 @@ def test_parity_table_compares_means_against_the_larger_spread(tmp_path):
 @pytest.mark.parametrize("change,message", [
     (lambda rows: rows[4]["config"].update(backbone={"depth": 50}),
      r"r.jsonl:5: row of micle-bfloat16-p1 has another configuration than .*r.jsonl:1"),
+    (lambda rows: rows[3]["config"].update(method_spec="simclr"),
+     r"r.jsonl:4: row of micle-bfloat16-p0 has another configuration"),
     (lambda rows: rows[5].update(seed=1) or rows[5]["config"]["pretrain"].update(seed=1),
      r"r.jsonl:6: replicate \(pretraining seed, seed\) = \(1, 1\) appears twice in bfloat16"),
     (lambda rows: rows.pop(0) and rows.pop(0),
