@@ -16,6 +16,7 @@ setuptools.setup(
         "tensorflow==2.21.*",
         "keras>=3.15,<4",
         "tensorflow-datasets>=4.9.10",
+        "importlib_resources",  # tensorflow-datasets imports it to build a dataset, without requiring it
         "absl-py",
         "numpy",
         "pandas",
@@ -26,6 +27,6 @@ setuptools.setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest", "dill", "importlib_resources"],
+        "test": ["pytest", "dill"],
     },
 )
