@@ -97,7 +97,10 @@ def progress_enabled(requested: bool) -> bool:
 
 def error_line(e: BaseException) -> str:
     """A one-line message for an input or environment error: an OSError names its path(s) and
-    reason, a TensorFlow error gives its message's first line."""
+    reason, a missing package is named, a TensorFlow error gives its message's first line."""
+    if isinstance(e, ModuleNotFoundError):
+        return (f"this environment lacks the Python package {e.name!r}, which the run needs; install "
+                "the suite's requirements (pip install -e .)")
     if isinstance(e, OSError) and e.filename is not None:
         where = f"{e.filename} -> {e.filename2}" if e.filename2 is not None else str(e.filename)
         return f"{where}: {e.strerror or e}"

@@ -298,7 +298,7 @@ def main(argv):
                 chexpert_patients=FLAGS.chexpert_patients, nih_patients=FLAGS.nih_patients,
                 ham_lesions=FLAGS.ham_lesions, pad_patients=FLAGS.pad_patients,
             ))
-    except (ValueError, OSError, tf.errors.OpError) as e:
+    except (ValueError, OSError, tf.errors.OpError, ModuleNotFoundError) as e:
         cli.exit_on_error(e)
 
 

@@ -288,7 +288,7 @@ def main(argv):
         new_rows = runner.run(cfg, strategy)
         comparisons = compare(os.path.dirname(os.path.abspath(FLAGS.results)), row, scratch,
                               new_rows[0])
-    except (ValueError, OSError, tf.errors.OpError) as e:
+    except (ValueError, OSError, tf.errors.OpError, ModuleNotFoundError) as e:
         cli.exit_on_error(e)
     differing = row_differences(row, new_rows[0])
     print(report(comparisons, differing))

@@ -235,8 +235,8 @@ def config_from_flags() -> runner.RunConfig:
 
 
 # Input and environment errors: one line, no traceback (tf.errors.OpError: e.g. a full disk
-# while TensorFlow saves a checkpoint).
-_USER_ERRORS = (ValueError, OSError, tf.errors.OpError)
+# while TensorFlow saves a checkpoint; ModuleNotFoundError: a package a library imports late).
+_USER_ERRORS = (ValueError, OSError, tf.errors.OpError, ModuleNotFoundError)
 
 
 def main(argv):

@@ -144,7 +144,10 @@ def test_unwritable_output_dir_is_a_flag_error(tmp_path, monkeypatch):
     (tf.errors.ResourceExhaustedError(None, None, "/o/pretrain/cxr_micle/state/ckpt-2.data-00000-of-00001; "
                                                   "No space left on device\n\tmore detail"),
      "error: /o/pretrain/cxr_micle/state/ckpt-2.data-00000-of-00001; No space left on device"),
-], ids=["enospc_results", "eacces_lock", "enospc_checkpoint"])
+    (ModuleNotFoundError("No module named 'importlib_resources'", name="importlib_resources"),
+     "error: this environment lacks the Python package 'importlib_resources', which the run needs; "
+     "install the suite's requirements (pip install -e .)"),
+], ids=["enospc_results", "eacces_lock", "enospc_checkpoint", "missing_package"])
 def test_os_and_tensorflow_errors_during_a_run_are_one_line(error, line, tmp_path, monkeypatch):
     def raising(cfg, strategy):
         raise error
