@@ -108,6 +108,15 @@ def error_line(e: BaseException) -> str:
     return str(text).strip().splitlines()[0]
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions an entry point that runs TensorFlow reports as one `error_line`: input and
+    environment errors (ValueError, OSError, TensorFlow's OpError, e.g. a full disk while a
+    checkpoint is saved, and ModuleNotFoundError, a package a library imports late)."""
+    import tensorflow as tf
+
+    return (ValueError, OSError, tf.errors.OpError, ModuleNotFoundError)
+
+
 def exit_on_error(e: BaseException) -> None:
     """Exits with status 1 and `error: <one line>` on stderr."""
     sys.exit(f"error: {error_line(e)}")

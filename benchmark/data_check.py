@@ -27,7 +27,6 @@ if __name__ == "__main__":
     cli.quiet_start(sys.argv)
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 from absl import app, flags  # noqa: E402
 
@@ -298,7 +297,7 @@ def main(argv):
                 chexpert_patients=FLAGS.chexpert_patients, nih_patients=FLAGS.nih_patients,
                 ham_lesions=FLAGS.ham_lesions, pad_patients=FLAGS.pad_patients,
             ))
-    except (ValueError, OSError, tf.errors.OpError, ModuleNotFoundError) as e:
+    except cli.user_errors() as e:
         cli.exit_on_error(e)
 
 

@@ -189,7 +189,7 @@ class SummaryRow:
     columns: tuple[tuple[tuple[str, str], TestSetSummary], ...] = ()
     init: str = "scratch"  # what pretraining started from (`init_label`)
     backbone: str = ""  # `backbone_name` of the rows' config.backbone
-    precision: str = ""  # `precision_name` of the rows
+    precision: str = ""  # `results.precision_name` of the rows
     is_control: bool = False  # the line is the control's own (`is_control`)
     control: str = ""  # the control method the differences are to ("" when none matched)
     # test set -> primary metric minus the control's (None: no matching control rows)
@@ -213,14 +213,6 @@ def init_label(row: dict) -> str:
         return "scratch"
     title = _INIT_TITLES.get(init.get("kind"), str(init.get("kind")))
     return f"{title} {init.get('name')} ({str(init.get('fingerprint'))[:8]})"
-
-
-def precision_name(row: dict) -> str:
-    """The precision a row trained in (`config.precision.used`); "" when its config does not record
-    it."""
-    config = row.get("config") if isinstance(row.get("config"), dict) else {}
-    recorded = config.get("precision")
-    return str(recorded.get("used", "")) if isinstance(recorded, dict) else ""
 
 
 def backbone_name(row: dict) -> str:
@@ -273,16 +265,11 @@ def _load_rows(paths, prediction_dirs) -> tuple[list[dict], PredictionReader]:
             raise FileNotFoundError(f"--results: {path}: no such file")
         if not Path(path).is_file():
             raise ValueError(f"--results: {path}: not a regular file; expected a results.jsonl")
-        parsed, torn = results.ResultsStore(path).scan()
+        located, torn = results.read_valid_rows(path)
         if torn:
             warnings.warn(f"{torn}; the leaderboard is built without it",
                           results.TruncatedLineWarning, stacklevel=2)
-        for line, _, row in parsed:
-            where = f"{path}:{line}"
-            try:
-                results.validate_row(row, new=False)
-            except ValueError as e:
-                raise ValueError(f"{where}: {e}") from None
+        for where, row in located:
             if row["task"] not in tasks.TASKS:
                 raise ValueError(f"{where}: task {row['task']!r} is not registered; expected one "
                                  f"of {sorted(tasks.TASKS)}")
@@ -491,7 +478,7 @@ def summarise(rows: Iterable[dict], task: TaskInfo,
         if row["task"] != task.name:
             continue
         key = (bool(row["synthetic"]), row["preset"], row["method"], backbone_name(row),
-               row["eval_mode"], float(row["label_fraction"]), init_label(row), precision_name(row))
+               row["eval_mode"], float(row["label_fraction"]), init_label(row), results.precision_name(row))
         groups.setdefault(key, []).append(row)
     lines = []
     for key in sorted(groups):
@@ -513,7 +500,7 @@ def summarise(rows: Iterable[dict], task: TaskInfo,
 
 def _pretrain_seeds(rows: list[dict]) -> set:
     """The pretraining seeds `rows` record (None for a row that does not)."""
-    return {((r.get("config") or {}).get("pretrain") or {}).get("seed") for r in rows}
+    return {results.pretrain_seed(r) for r in rows}
 
 
 def _control_differences(task: TaskInfo, key: tuple, members: list[dict],

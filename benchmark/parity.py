@@ -17,6 +17,7 @@ import dataclasses
 import os
 import statistics
 import sys
+import warnings
 from typing import Sequence
 
 if __name__ == "__main__":
@@ -66,26 +67,21 @@ def _comparable(config: dict) -> dict:
 
 
 def _precision(row: dict, where: str) -> str:
-    used = ((row.get("config") or {}).get("precision") or {}).get("used", "float32")
+    used = results.precision_name(row) or "float32"  # rows from before the flag ran in float32
     if used not in PRECISIONS:
         raise ValueError(f"{where}: config.precision.used {used!r}; expected one of {PRECISIONS}")
     return used
 
 
 def read_rows(path: str) -> list[tuple[str, dict]]:
-    """(`<path>:<line>`, row) of every valid row of the results file `path` (rows stored before
-    `results.NEW_ROW_KEYS` existed are accepted); raises ValueError naming the file and line of an
-    invalid row."""
+    """(`<path>:<line>`, row) of every valid row of the results file `path`
+    (`results.read_valid_rows`; a truncated last line is reported and skipped); raises ValueError
+    naming the file and line of an invalid row."""
     if not os.path.isfile(path):
         raise ValueError(f"--results={path}: no such file; expected a results.jsonl")
-    parsed, _ = results.ResultsStore(path).scan()
-    located = []
-    for line, _, row in parsed:
-        try:
-            results.validate_row(row, new=False)
-        except ValueError as e:
-            raise ValueError(f"{path}:{line}: {e}") from None
-        located.append((f"{path}:{line}", row))
+    located, torn = results.read_valid_rows(path)
+    if torn:
+        warnings.warn(torn, results.TruncatedLineWarning, stacklevel=2)
     return located
 
 
@@ -103,7 +99,7 @@ def parity_lines(located: Sequence[tuple[str, dict]]) -> list[ParityLine]:
             raise ValueError(f"{where}: row of {row['method']} has another configuration than "
                              f"{first_where} (beyond precision and pretraining seed); parity "
                              "compares replicates of one configuration")
-        replicate = (((row.get("config") or {}).get("pretrain") or {}).get("seed"), row["seed"])
+        replicate = (results.pretrain_seed(row), row["seed"])
         key = (row["task"], row["preset"], row["eval_mode"], float(row["label_fraction"]))
         per = cells.setdefault(key, {p: {} for p in PRECISIONS})[_precision(row, where)]
         if replicate in per:

@@ -27,7 +27,6 @@ if __name__ == "__main__":
     cli.quiet_start(sys.argv)
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from baselines import distribute, precision  # noqa: E402
@@ -288,7 +287,7 @@ def main(argv):
         new_rows = runner.run(cfg, strategy)
         comparisons = compare(os.path.dirname(os.path.abspath(FLAGS.results)), row, scratch,
                               new_rows[0])
-    except (ValueError, OSError, tf.errors.OpError, ModuleNotFoundError) as e:
+    except cli.user_errors() as e:
         cli.exit_on_error(e)
     differing = row_differences(row, new_rows[0])
     print(report(comparisons, differing))

@@ -368,6 +368,36 @@ def fsync_dir(directory: Path) -> None:
         os.close(dir_fd)
 
 
+def precision_name(row: dict) -> str:
+    """The precision a row trained in (`config.precision.used`); "" when its config does not record
+    it."""
+    config = row.get("config") if isinstance(row.get("config"), dict) else {}
+    recorded = config.get("precision")
+    return str(recorded.get("used", "")) if isinstance(recorded, dict) else ""
+
+
+def pretrain_seed(row: dict):
+    """The pretraining seed a row records (`config.pretrain.seed`), or None."""
+    return ((row.get("config") or {}).get("pretrain") or {}).get("seed")
+
+
+def read_valid_rows(path: str | os.PathLike) -> tuple[list[tuple[str, dict]], str | None]:
+    """(`<path>:<line>`, row) of every complete row of the results file `path`, each checked with
+    `validate_row` (rows stored before `NEW_ROW_KEYS` existed are accepted), and the message about
+    a truncated last line (`ResultsStore.scan`). Raises ValueError naming the file and line of an
+    invalid row."""
+    parsed, torn = ResultsStore(path).scan()
+    located = []
+    for line, _, row in parsed:
+        where = f"{path}:{line}"
+        try:
+            validate_row(row, new=False)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        located.append((where, row))
+    return located, torn
+
+
 class ResultsStore:
     """The rows of one `results.jsonl`, read tolerantly and appended atomically."""
 

@@ -234,11 +234,6 @@ def config_from_flags() -> runner.RunConfig:
                             control=None if FLAGS.control == "none" else FLAGS.control)
 
 
-# Input and environment errors: one line, no traceback (tf.errors.OpError: e.g. a full disk
-# while TensorFlow saves a checkpoint; ModuleNotFoundError: a package a library imports late).
-_USER_ERRORS = (ValueError, OSError, tf.errors.OpError, ModuleNotFoundError)
-
-
 def main(argv):
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}; every setting is a --flag")
@@ -255,7 +250,7 @@ def main(argv):
         cfg = dataclasses.replace(cfg, precision=chosen)
         rows = runner.run(cfg, strategy)
         controls = runner.control_rows(cfg)
-    except _USER_ERRORS as e:
+    except cli.user_errors() as e:
         cli.exit_on_error(e)
     print("\n".join(report.pretrain_lines(rows)) + "\n")
     print(report.summary_table(rows, controls, predictions_dir=cfg.output_dir))

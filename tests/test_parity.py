@@ -70,3 +70,16 @@ def test_parity_refuses_rows_that_are_not_replicates_of_one_configuration(tmp_pa
 def test_parity_flags_fail_in_one_line(paths, message):
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         parity.report(paths)
+
+
+def test_a_truncated_last_line_is_reported_and_skipped(tmp_path):
+    rows = [_replicate("float32", s, v) for s, v in enumerate(F32)]
+    rows += [_replicate("bfloat16", s, v) for s, v in enumerate(BF16)]
+    path = _write(tmp_path / "r.jsonl", rows)
+    with open(path, "a") as f:
+        f.write('{"task": "cx')
+    from benchmark import results
+
+    with pytest.warns(results.TruncatedLineWarning, match=r"r.jsonl:7: ignoring truncated last line"):
+        located = parity.read_rows(path)
+    assert [where.rsplit(":", 1)[1] for where, _ in located] == ["1", "2", "3", "4", "5", "6"]
