@@ -77,8 +77,10 @@ def read_rows(path: str) -> list[tuple[str, dict]]:
     """(`<path>:<line>`, row) of every valid row of the results file `path`
     (`results.read_valid_rows`; a truncated last line is reported and skipped); raises ValueError
     naming the file and line of an invalid row."""
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise ValueError(f"--results={path}: no such file; expected a results.jsonl")
+    if not os.path.isfile(path):
+        raise ValueError(f"--results={path}: not a regular file; expected a results.jsonl")
     located, torn = results.read_valid_rows(path)
     if torn:
         warnings.warn(torn, results.TruncatedLineWarning, stacklevel=2)

@@ -65,6 +65,7 @@ def test_parity_refuses_rows_that_are_not_replicates_of_one_configuration(tmp_pa
 
 @pytest.mark.parametrize("paths,message", [
     (["/nope"], "--results=/nope: no such file; expected a results.jsonl"),
+    (["/"], "--results=/: not a regular file; expected a results.jsonl"),
     ([], "--results: expected one or more results.jsonl files"),
 ])
 def test_parity_flags_fail_in_one_line(paths, message):
