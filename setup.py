@@ -9,7 +9,7 @@ setuptools.setup(
         "dermatology classification with scarce labels and shifted test sets."
     ),
     python_requires=">=3.11",
-    packages=setuptools.find_packages(include=["benchmark*", "baselines*", "tfds_builders*"]),
+    packages=setuptools.find_packages(include=["benchmark*", "baselines*", "medssl_common*", "tfds_builders*"]),
     include_package_data=True,
     package_data={"tfds_builders": ["*/README.md", "*/CITATIONS.bib", "*/dummy_data/**/*"]},
     install_requires=[
@@ -21,12 +21,12 @@ setuptools.setup(
         "numpy",
         "pandas",
         "pillow",
-        "scikit-learn>=1.8",  # the linear probe (benchmark.linear_probe)
+        "scikit-learn>=1.8",  # the linear probe (benchmark.harness.linear_probe)
         "threadpoolctl",
         "matplotlib",
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest", "dill"],
+        "test": ["pytest", "dill", "import-linter>=2.1"],
     },
 )

@@ -1,6 +1,6 @@
 """Reference pretraining methods for the benchmark, behind the Method API of `baselines.api`.
 
-Registered methods (importing this package registers them):
+Reference methods, by the name `baselines.registry.get_method` (and `--method=`) takes:
   "simclr"      SimCLR on every image of the unlabeled groups        (`baselines.simclr.SimCLR`)
   "micle"       MICLe: pairs of two images of the same patient case  (`baselines.micle.MICLe`)
   "supervised"  BiT ResNetV2 supervised ImageNet baseline            (`baselines.supervised.SupervisedBiT`)
@@ -10,4 +10,3 @@ Registered methods (importing this package registers them):
 Methods outside this package are named by import path, e.g.
 `baselines.examples.minimal_method:RotationPrediction`. See baselines/README.md.
 """
-from baselines import micle, none, random_init, simclr, supervised  # noqa: F401  (register the reference methods)

@@ -1,4 +1,4 @@
-"""The interface a pretraining method implements, and the registry that names methods.
+"""The interface a pretraining method implements (methods are looked up by name in `baselines.registry`).
 
 A method turns unlabeled, patient-grouped images into an encoder. The harness then fine-tunes or
 linearly probes that encoder on labelled fractions and scores it (see `benchmark/`).
@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import importlib
 import inspect
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import keras
 import tensorflow as tf
@@ -133,43 +132,3 @@ def accepted_pretrain_args(method: Method, **offered) -> dict:
     names = {p.name for p in parameters if p.kind in (inspect.Parameter.KEYWORD_ONLY,
                                                       inspect.Parameter.POSITIONAL_OR_KEYWORD)}
     return {k: v for k, v in offered.items() if k in names}
-
-
-_REGISTRY: dict[str, Callable[[], Method]] = {}
-
-
-def register(name: str):
-    """Class decorator adding a method under `name`."""
-
-    def wrap(cls):
-        if name in _REGISTRY:
-            raise ValueError(f"method {name!r} is already registered")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
-
-
-def get_method(spec: str) -> Method:
-    """Returns a method by registered name, by import path `package.module:ClassName`, or a saved
-    backbone `saved:/path/to/encoder.keras` (or a SavedModel directory)."""
-    if spec.startswith("saved:"):
-        from baselines.saved import SavedBackbone
-
-        return SavedBackbone(spec[len("saved:"):])
-    if ":" in spec:
-        module_name, _, attr = spec.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"--method={spec}: cannot import {attr!r} from {module_name!r} ({e})") from e
-        if not (isinstance(cls, type) and issubclass(cls, Method)):
-            raise ValueError(f"--method={spec}: {attr!r} is not a subclass of baselines.api.Method")
-        return cls()
-    import baselines  # noqa: F401  (registers the reference methods)
-
-    if spec not in _REGISTRY:
-        raise ValueError(f"--method={spec}: unknown method; expected one of {sorted(_REGISTRY)} "
-                         "or an import path package.module:ClassName")
-    return _REGISTRY[spec]()

@@ -49,7 +49,7 @@ import tensorflow as tf
 from baselines import bit, simclr_import
 from baselines.api import BackboneConfig, PretrainConfig
 from baselines.backbones import build_encoder
-from benchmark.provenance import code_version
+from medssl_common.provenance import code_version
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
@@ -436,9 +436,9 @@ def init_encoder(
 
 def load_head(path: str, input_dim: int) -> keras.Model | None:
     """The projection head stored with the encoder at `path` (a finished stage with a head, or a
-    SimCLR checkpoint whose head has `simclr.projection_head`'s layout on `input_dim` features),
-    as a `simclr.projection_head`; None if there is none."""
-    from baselines.simclr import projection_head
+    SimCLR checkpoint whose head has `heads.projection_head`'s layout on `input_dim` features),
+    as a `heads.projection_head`; None if there is none."""
+    from baselines.heads import projection_head
 
     kind = _kind(path)
     if kind in (simclr_import.TF2, simclr_import.TF1):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import tensorflow as tf
 
 from baselines import augment, pretrain
-from baselines.api import register
 from baselines.simclr import SimCLR, build_contrastive_model
 
 
@@ -48,9 +47,10 @@ def micle_pairs(groups: tf.data.Dataset, *, view_fn, image_size: int, seed: int,
     return pairs.map(sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
 
 
-@register("micle")
 class MICLe(SimCLR):
     """MICLe pretraining: pairs from two images of the same case; optional same-case negative masking."""
+
+    name = "micle"
 
     def __init__(self, mask_same_group: bool = False,
                  options: pretrain.LoopOptions = pretrain.LoopOptions()):

@@ -9,16 +9,17 @@ nothing to evaluate; the untrained control is `random_init`.
 from __future__ import annotations
 
 from baselines import checkpoint
-from baselines.api import Method, register
+from baselines.api import Method
 from baselines.backbones import build_encoder, encoder_feature_dim
 
 MISSING_CHECKPOINT = ("--method=none evaluates the --init_checkpoint encoder as it is: give "
                       "--init_checkpoint, or use --method=random_init for the untrained control")
 
 
-@register("none")
 class NoPretraining(Method):
     """Fine-tune or probe the initial checkpoint's encoder directly."""
+
+    name = "none"
 
     def pretrain(self, groups, *, backbone, config, strategy, checkpoint_dir, init_checkpoint=None):
         del groups, config

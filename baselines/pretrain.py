@@ -38,7 +38,7 @@ from baselines.augment import get_view_fn
 from baselines.backbones import build_encoder
 from baselines.lars import LARS
 from baselines.schedules import WarmupCosine, scaled_learning_rate
-from benchmark.provenance import code_version
+from medssl_common.provenance import code_version
 
 LARS_MOMENTUM = 0.9
 LR_SCALING = "linear"  # SimCLR: peak lr = base_learning_rate * batch_size / 256

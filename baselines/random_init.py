@@ -11,12 +11,13 @@ import keras
 import tensorflow as tf
 
 from baselines import checkpoint
-from baselines.api import BackboneConfig, Method, PretrainConfig, register
+from baselines.api import BackboneConfig, Method, PretrainConfig
 
 
-@register("random_init")
 class RandomInit(Method):
     """The requested backbone (any family), randomly initialised from the pretraining seed."""
+
+    name = "random_init"
 
     def pretrain(
         self,

@@ -15,7 +15,7 @@ In both, conv layers and batch-norm layers carry counters in creation order (non
 counter they line up one to one with `resnet.simclr_layers`, which is checked shape by shape; the
 architecture (depth, width, selective kernels, stem) is inferred from the kernel shapes. A head is
 used when it has SimCLR's projection-head layout (dense without bias, then batch norm; offset on
-every layer but the last) and hidden widths equal to the feature size, as `simclr.projection_head`.
+every layer but the last) and hidden widths equal to the feature size, as `heads.projection_head`.
 """
 from __future__ import annotations
 
@@ -256,7 +256,7 @@ def _inferred_hint(weights: SimclrWeights) -> str:
 
 def head_shapes(weights: SimclrWeights) -> tuple[int, int, int] | None:
     """(input dim, number of layers, output dim) if the checkpoint's head has the layout of
-    `simclr.projection_head`, else None."""
+    `heads.projection_head`, else None."""
     layers = weights.head
     if not layers:
         return None
@@ -273,7 +273,7 @@ def head_shapes(weights: SimclrWeights) -> tuple[int, int, int] | None:
 
 
 def assign_head(head: keras.Model, weights: SimclrWeights) -> bool:
-    """Assigns the checkpoint's projection head to `head` (a `simclr.projection_head`) if they have
+    """Assigns the checkpoint's projection head to `head` (a `heads.projection_head`) if they have
     the same layers and shapes; returns whether it did."""
     dense = [l for l in head.layers if isinstance(l, keras.layers.Dense)]
     norms = [l for l in head.layers if isinstance(l, keras.layers.BatchNormalization)]

@@ -10,12 +10,13 @@ import keras
 import tensorflow as tf
 
 from baselines import bit, bit_hyperrule, checkpoint
-from baselines.api import BackboneConfig, FinetunePolicy, Method, PretrainConfig, register
+from baselines.api import BackboneConfig, FinetunePolicy, Method, PretrainConfig
 
 
-@register("supervised")
 class SupervisedBiT(Method):
     """BiT ResNetV2 (family "bit") from a local BiT `.npz` or random init; BiT-HyperRule fine-tuning."""
+
+    name = "supervised"
 
     def backbone(self, requested: BackboneConfig) -> BackboneConfig:
         """The BiT ResNetV2 closest to `requested`: its depth if BiT has it (50/101/152, else 50) and

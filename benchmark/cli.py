@@ -8,6 +8,10 @@ from __future__ import annotations
 import os
 import re
 import sys
+import warnings
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 # absl spellings of the verbosity flag: --verbosity=1, --verbosity 1, -v=1, -v 1, --v=1.
 _VERBOSITY = re.compile(r"--?(?:verbosity|v)(?:=(?P<value>.*))?")
@@ -120,3 +124,33 @@ def user_errors() -> tuple[type[BaseException], ...]:
 def exit_on_error(e: BaseException) -> None:
     """Exits with status 1 and `error: <one line>` on stderr."""
     sys.exit(f"error: {error_line(e)}")
+
+
+def run_entry_point(action: Callable[[], T]) -> tuple[int, T | None]:
+    """Runs `action` as an entry point must: a data error (ValueError) or OS error becomes one
+    `error:` line on stderr and status 1, a skipped truncated results line one `warning:` line;
+    returns (exit status, what `action` returned or None)."""
+    from benchmark.harness import results
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", results.TruncatedLineWarning)
+        try:
+            outcome = 0, action()
+        except OSError as e:
+            outcome = 1, None
+            message = results.os_error_text(e)
+        except ValueError as e:
+            outcome = 1, None
+            message = str(e)
+    told = set()
+    for w in caught:
+        if issubclass(w.category, results.TruncatedLineWarning):
+            if str(w.message) not in told:
+                print(f"warning: {w.message}", file=sys.stderr)
+            told.add(str(w.message))
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if outcome[0]:
+        print(message if message.startswith("submission rejected") else f"error: {message}",
+              file=sys.stderr)
+    return outcome

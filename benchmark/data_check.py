@@ -7,7 +7,7 @@ manual_dir, builds the `64px` config with the real builder, extracts hand-crafte
 (pooled pixels + local contrast), fits a numpy logistic regression on the in-distribution training
 patients/lesions, and prints per-class ROC AUC on a held-out patient(lesion)-disjoint part, on the
 official CheXpert validation+test splits, and on the shifted set (trained model applied unchanged).
-Labels follow the harness tasks (`benchmark.tasks`): the five CheXpert competition pathologies
+Labels follow the harness tasks (`benchmark.harness.tasks`): the five CheXpert competition pathologies
 (uncertain ignored in training, blank = negative), NIH Effusion as Pleural Effusion; the five
 harmonised dermatology classes. It also prints generation and builder throughput (images/s) for
 `download_and_prepare` and `as_dataset` iteration of the CheXpert 64px config.
@@ -31,8 +31,9 @@ import tensorflow_datasets as tfds  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import tfds_builders  # noqa: F401, E402  (registers the builders)
-from benchmark import cli, tasks  # noqa: E402
-from benchmark.metrics import roc_auc  # noqa: E402
+from benchmark import cli  # noqa: E402
+from benchmark.harness import tasks  # noqa: E402
+from benchmark.harness.metrics import roc_auc  # noqa: E402
 from tfds_builders.synthetic import cxr, derm  # noqa: E402
 
 

@@ -22,11 +22,13 @@ from absl import app, flags  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 
-from baselines import api, backbones, botnet, distribute, none, precision  # noqa: E402
-from benchmark import cli, data, protocol, report, results, runner  # noqa: E402
-from benchmark.results import EVAL_MODES  # noqa: E402
-from benchmark.presets import Preset, get_preset  # noqa: E402
-from benchmark.tasks import TaskOptions, get_task  # noqa: E402
+from baselines import api, backbones, botnet, distribute, none, precision, registry  # noqa: E402
+from benchmark import cli  # noqa: E402
+from benchmark.board import report  # noqa: E402
+from benchmark.harness import data, protocol, results, runner  # noqa: E402
+from benchmark.harness.results import EVAL_MODES  # noqa: E402
+from benchmark.harness.presets import Preset, get_preset  # noqa: E402
+from benchmark.harness.tasks import TaskOptions, get_task  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("method", "micle", "Registered method (micle, simclr, supervised) or an import "
@@ -171,7 +173,7 @@ def config_from_flags() -> runner.RunConfig:
     and does no TensorFlow work."""
     preset = get_preset(FLAGS.preset)
     task = get_task(FLAGS.task, TaskOptions(uncertainty=FLAGS.uncertainty, bag=FLAGS.bag))
-    method = api.get_method(FLAGS.method)  # fail fast on an unknown method
+    method = registry.get_method(FLAGS.method)  # fail fast on an unknown method
     name = FLAGS.name or FLAGS.method
     if not results.METHOD_NAME_PATTERN.fullmatch(name):
         raise ValueError(f"--name={name}: a method name is 1-63 characters from A-Z a-z 0-9 . _ + - "

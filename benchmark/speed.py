@@ -46,8 +46,9 @@ from baselines.api import BackboneConfig, PretrainConfig  # noqa: E402
 from baselines.backbones import build_encoder  # noqa: E402
 from baselines.micle import micle_pairs  # noqa: E402
 from baselines.simclr import build_contrastive_model, simclr_pairs  # noqa: E402
-from benchmark import cli, data  # noqa: E402
-from benchmark.tasks import get_task  # noqa: E402
+from benchmark import cli  # noqa: E402
+from benchmark.harness import data  # noqa: E402
+from benchmark.harness.tasks import get_task  # noqa: E402
 
 CONFIGS: dict[str, tuple[BackboneConfig, int, int]] = {
     # name: (backbone, image size, batch size)

@@ -14,7 +14,10 @@ from baselines import api
 from baselines.api import BackboneConfig
 from baselines.backbones import build_encoder, encoder_feature_dim
 import test_results
-from benchmark import leaderboard, run
+from benchmark import run
+from benchmark.board import lines as board_lines
+from benchmark.board import render_csv
+from benchmark.board import render_tables
 
 SIZE = 16  # small stem: c5 attends at 4x4, then 2x2
 SMALL = BackboneConfig(family="botnet", depth=50, width=0.25, small_stem=True, image_size=SIZE)
@@ -272,23 +275,23 @@ def _board_row(method, seed, backbone, auc):
 
 
 def test_leaderboard_never_pools_backbones_and_shows_them_where_they_meet():
-    task = leaderboard.TaskInfo("cxr", "mean_auc", ("in_distribution", "shifted"))
+    task = board_lines.TaskInfo("cxr", "mean_auc", ("in_distribution", "shifted"))
     resnet18 = {"family": "resnet_v1", "depth": 18, "width": 0.25, "small_stem": False, "global_bn": False}
     bot50 = {"family": "botnet", "depth": 50, "width": 0.25, "small_stem": True, "global_bn": False,
              "image_size": 32}
     rows = [_board_row("micle", 0, resnet18, 0.6), _board_row("micle", 1, resnet18, 0.8),
             _board_row("micle", 0, bot50, 0.9)]
-    lines = leaderboard.summarise(rows, task)
+    lines = board_lines.summarise(rows, task)
     assert [(l.backbone, dict(l.test_sets)["in_distribution"].n_seeds) for l in lines] == [
         ("botnet-50x0.25-small", 1), ("resnet_v1-18x0.25", 2)]
     assert dict(lines[1].test_sets)["in_distribution"].mean == pytest.approx(0.7)
-    markdown = leaderboard.render_markdown(task, lines, [])
+    markdown = render_tables.render_markdown(task, lines, [])
     assert "| method (SYNTHETIC data) | backbone | init | eval mode |" in markdown
     assert "| micle | botnet-50x0.25-small | scratch | finetune | cpu | 10% | 0.9000 ± 0.0000 |" in markdown
-    assert "<th>backbone</th>" in leaderboard.render_html(task, lines, [])
-    one_backbone = leaderboard.summarise(rows[:2], task)
-    assert "| backbone |" not in leaderboard.render_markdown(task, one_backbone, [])  # no column
-    csv_text = leaderboard.render_csv(task, one_backbone, [])
+    assert "<th>backbone</th>" in render_tables.render_html(task, lines, [])
+    one_backbone = board_lines.summarise(rows[:2], task)
+    assert "| backbone |" not in render_tables.render_markdown(task, one_backbone, [])  # no column
+    csv_text = render_csv.render_csv(task, one_backbone, [])
     assert csv_text.splitlines()[0].startswith("section,task,method,backbone,precision,init,eval_mode,")
     assert ",micle,resnet_v1-18x0.25,,scratch,finetune," in csv_text  # precision not recorded
-    assert leaderboard.backbone_name({"config": {}}) == ""  # a row that does not record it
+    assert board_lines.backbone_name({"config": {}}) == ""  # a row that does not record it

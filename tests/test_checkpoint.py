@@ -10,7 +10,7 @@ import pytest
 from baselines import bit, checkpoint
 from baselines.api import BackboneConfig, PretrainConfig
 from baselines.backbones import build_encoder
-from baselines.simclr import projection_head
+from baselines.heads import projection_head
 
 R18 = BackboneConfig(family="resnet_v1", depth=18, width=1, small_stem=True)
 CONFIG = PretrainConfig(image_size=32, batch_size=4, steps=3)

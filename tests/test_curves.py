@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from baselines import api, checkpoint, determinism, events, objective, pretrain
+from baselines import api, checkpoint, determinism, events, objective, pretrain, registry
 from baselines.api import BackboneConfig, PretrainConfig
 from baselines.examples.minimal_method import RotationPrediction
 from baselines.simclr import SimCLR
-from benchmark import data, finetune, leaderboard, report, results, runner
-from benchmark.presets import get_preset
-from benchmark.tasks import get_task
+from benchmark.board import report
+from benchmark.board import lines as board_lines
+from benchmark.harness import data, finetune, results, runner
+from benchmark.harness.presets import get_preset
+from benchmark.harness.tasks import get_task
 from test_methods import groups as methods_groups
 
 R18 = BackboneConfig(family="resnet_v1", depth=18, width=0.25, small_stem=True)
@@ -146,7 +148,7 @@ def test_rows_carry_the_pretraining_summary_and_the_run_prints_it(tmp_path):
     assert set(events.read_scalars(str(out / "derm_simclr" / "pretrain"))) == TAGS
     [cell] = (out / "finetune").iterdir()
     assert cell.name == "derm_simclr_smoke_finetune_f100_s0"
-    steps = runner._policy(api.get_method("simclr"), cfg.preset, row["n_train_examples"]).steps
+    steps = runner._policy(registry.get_method("simclr"), cfg.preset, row["n_train_examples"]).steps
     assert [s for s, _ in events.read_scalars(str(cell))["loss"]] == sorted(
         {*range(finetune.LOSS_LOG_EVERY, steps + 1, finetune.LOSS_LOG_EVERY), steps})
 
@@ -177,7 +179,7 @@ def test_random_init_rows_say_there_is_no_curve_and_rows_without_a_summary_stay_
         "pretraining derm/random_init: not recorded (row written before pretraining summaries)"]
     path = tmp_path / "legacy.jsonl"
     path.write_text(json.dumps(legacy) + "\n")
-    [loaded] = leaderboard.load_rows([path], prediction_dirs=[tmp_path / "out"])
+    [loaded] = board_lines.load_rows([path], prediction_dirs=[tmp_path / "out"])
     assert "pretrain_summary" not in loaded
 
 

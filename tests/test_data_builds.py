@@ -10,7 +10,7 @@ import tempfile
 
 import pytest
 
-from benchmark import data
+from benchmark.harness import data
 from tfds_builders.synthetic import derm
 
 NAME = "derm_pad_ufes20"

@@ -12,13 +12,14 @@ import pytest
 import tensorflow as tf
 
 from baselines import checkpoint, determinism, pretrain
-from baselines.api import BackboneConfig, PretrainConfig, get_method
+from baselines.api import BackboneConfig, PretrainConfig
+from baselines.registry import get_method
 from baselines.backbones import build_encoder
 from baselines.micle import MICLe
 from baselines.simclr import SimCLR
-from benchmark import data, results, runner
-from benchmark.presets import get_preset
-from benchmark.tasks import get_task
+from benchmark.harness import data, results, runner
+from benchmark.harness.presets import get_preset
+from benchmark.harness.tasks import get_task
 from test_methods import groups as methods_groups
 
 R18 = BackboneConfig(family="resnet_v1", depth=18, width=0.25, small_stem=True)

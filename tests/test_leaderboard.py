@@ -13,7 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark import leaderboard
+from benchmark.board import leaderboard
+from benchmark.board import lines as board_lines
+from benchmark.board import published as board_published
+from benchmark.board import render_csv
+from benchmark.board import render_tables
+from benchmark import leaderboard as leaderboard_cmd
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO / "leaderboards" / "published.csv"
@@ -51,7 +56,7 @@ def hostile_published(tmp_path_factory):
     rows[0]["method"] = HOSTILE
     rows[0]["note"] = "=HYPERLINK(\"http://evil\")"
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=leaderboard.PUBLISHED_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(f, fieldnames=board_published.PUBLISHED_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     return path
@@ -83,7 +88,7 @@ def _csv_rows(text: str) -> list[dict]:
 
 def test_statistics_are_mean_std_and_mean_of_seed_cis(results_file, tmp_path):
     leaderboard.regenerate([results_file], tmp_path, PUBLISHED)
-    rows = [r for r in leaderboard.load_rows([results_file])
+    rows = [r for r in board_lines.load_rows([results_file])
             if r["method"] == "supervised" and r["label_fraction"] == 0.1]
     assert len(rows) == 2
     line = next(r for r in _csv_rows((tmp_path / "derm.csv").read_text())
@@ -109,7 +114,7 @@ def _cells(markdown_row: str) -> list[str]:
 
 def test_hostile_published_method_name_is_escaped(results_file, hostile_published, tmp_path):
     leaderboard.regenerate([results_file], tmp_path, hostile_published)
-    task = next(r["task"] for r in leaderboard.load_published(hostile_published)
+    task = next(r["task"] for r in board_published.load_published(hostile_published)
                 if r["method"] == HOSTILE)
     html_text = (tmp_path / f"{task}.html").read_text()
     assert "<script>" not in html_text
@@ -140,7 +145,7 @@ def test_published_figures_stand_only_under_real_data_tables(results_file, tmp_p
         assert "Azizi et al. 2021" not in html_text[:html_text.index('<h2 id="published">')]
         rows = _csv_rows((tmp_path / f"{task}.csv").read_text())
         published = [r for r in rows if r["section"] == "published"]
-        assert len(published) == len([p for p in leaderboard.load_published(PUBLISHED)
+        assert len(published) == len([p for p in board_published.load_published(PUBLISHED)
                                       if p["task"] == task])
         assert all(r["in_distribution_mean"] == "" for r in published)
         assert all(r["citation"] == "" for r in rows if r["section"] != "published")
@@ -161,7 +166,7 @@ def test_synthetic_rows_are_labelled_in_every_table_header(results_file, tmp_pat
     synthetic_html = html_text[html_text.index('<h2 id="ours_synthetic">'):
                                html_text.index('<h2 id="published">')]
     heads = re.findall(r"<thead>(.*?)</thead>", synthetic_html, re.S)
-    assert len(heads) == len(leaderboard.table_specs(leaderboard.task_info("cxr")))
+    assert len(heads) == len(board_lines.table_specs(board_lines.task_info("cxr")))
     assert all("method (SYNTHETIC data)" in h for h in heads)
     sections = {r["method"]: r["section"] for r in _csv_rows((tmp_path / "derm.csv").read_text())}
     assert sections["simclr"] == "ours_synthetic" and sections["supervised"] == "ours_real"
@@ -171,9 +176,9 @@ def test_bad_published_and_duplicate_rows_are_rejected(results_file, tmp_path):
     text = PUBLISHED.read_text().replace(",partial,", ",maybe,")
     (tmp_path / "bad.csv").write_text(text)
     with pytest.raises(ValueError, match=r"bad\.csv:2: protocol_matches_ours 'maybe'"):
-        leaderboard.load_published(tmp_path / "bad.csv")
+        board_published.load_published(tmp_path / "bad.csv")
     with pytest.raises(ValueError, match="already read from"):
-        leaderboard.load_rows([results_file, results_file])
+        board_lines.load_rows([results_file, results_file])
 
 
 def test_committed_leaderboards_regenerate_identically(tmp_path):
@@ -192,8 +197,8 @@ def test_committed_reference_rows_are_one_clean_complete_run():
     the cpu preset's grid over three seeds (0, 1, 2) for every reference method (the baselines and
     the untrained `random_init` control) and task, the same for MICLe on BoTNet with its own control
     (issue 14), and every prediction file they name is committed."""
-    from benchmark import results
-    from benchmark.presets import get_preset
+    from benchmark.harness import results
+    from benchmark.harness.presets import get_preset
 
     board = REPO / "leaderboards"
     rows = results.ResultsStore(board / "results.jsonl").rows()
@@ -224,12 +229,12 @@ def test_nondeterministic_rows_are_marked_without_changing_values(results_file, 
     real, synthetic = md.split("## Our runs: SYNTHETIC")
     assert "| supervised | scratch | finetune |" in real and "†" not in real
     assert "| simclr † | scratch | finetune |" in synthetic
-    assert synthetic.count(leaderboard.escape_markdown(leaderboard.NONDETERMINISTIC_NOTE)) == 1
+    assert synthetic.count(render_tables.escape_markdown(board_lines.NONDETERMINISTIC_NOTE)) == 1
     cxr_md = (tmp_path / "a" / "cxr.md").read_text()
     assert "| micle † | scratch | linear |" in cxr_md
     html_text = (tmp_path / "a" / "derm.html").read_text()
     assert "<td>simclr †</td>" in html_text and "<td>supervised</td>" in html_text
-    assert html_text.count(leaderboard.escape_html(leaderboard.NONDETERMINISTIC_NOTE)) == 1
+    assert html_text.count(render_tables.escape_html(board_lines.NONDETERMINISTIC_NOTE)) == 1
     marked = _csv_rows((tmp_path / "a" / "derm.csv").read_text())
     assert {r["method"]: r["deterministic"] for r in marked if r["section"] != "published"} == {
         "supervised": "yes", "simclr": "no"}
@@ -264,7 +269,7 @@ def test_nondeterministic_rows_are_marked_without_changing_values(results_file, 
     ("", ""),
 ])
 def test_csv_cells_that_would_run_as_a_formula_are_neutralised(cell, shown):
-    assert leaderboard.csv_cell(cell) == shown
+    assert render_csv.csv_cell(cell) == shown
 
 
 def test_leaderboard_csv_neutralises_a_hostile_published_note(results_file, hostile_published,
@@ -396,7 +401,7 @@ def test_leaderboard_cli_bad_input_is_one_error_line(results_file, tmp_path, mon
                                                      case):
     setup, expected = CLI_CASES[case]
     flag, out, published = setup(results_file, tmp_path, monkeypatch)
-    status = leaderboard.cli(flag, str(out), published)
+    status = leaderboard_cmd.cli(flag, str(out), published)
     monkeypatch.undo()
     err = capsys.readouterr().err
     assert status == 1
@@ -412,7 +417,7 @@ def test_torn_last_line_is_skipped_with_a_warning(results_file, tmp_path, capsys
     torn = _rows_file(tmp_path, lines[:-1] + [lines[-1][:40]])
     whole = _rows_file(tmp_path / "whole", lines[:-1]) if (tmp_path / "whole").mkdir() is None \
         else None
-    assert leaderboard.cli(str(torn), str(tmp_path / "a"), str(PUBLISHED)) == 0
+    assert leaderboard_cmd.cli(str(torn), str(tmp_path / "a"), str(PUBLISHED)) == 0
     err = capsys.readouterr().err
     assert err == (f"warning: {torn}:{len(lines)}: ignoring truncated last line (Unterminated "
                    "string starting at: line 1 column 17 (char 16)); the leaderboard is built "
@@ -531,7 +536,7 @@ def test_lines_never_pool_precisions_and_pair_with_a_control_of_their_own(tmp_pa
 
 
 def test_summary_table_shows_the_control_and_the_paired_difference(tmp_path):
-    from benchmark import report
+    from benchmark.board import report
 
     build = _builder()
     rows = build.make_grid("derm", "simclr", tmp_path, skill=1.3)

@@ -1,4 +1,4 @@
-"""The linear eval mode: a logistic-regression probe on frozen features (benchmark.linear_probe),
+"""The linear eval mode: a logistic-regression probe on frozen features (benchmark.harness.linear_probe),
 checked against an independent scikit-learn loop, and its use by the runner."""
 import dataclasses
 import json
@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from benchmark import data, linear_probe, results, runner
+from benchmark.harness import data, linear_probe, results, runner
 
 GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 NAMES = ("a", "b", "c")
@@ -217,7 +217,7 @@ def test_unconverged_fits_are_recorded_without_warnings(monkeypatch):
 
 
 def test_a_row_of_the_removed_sgd_linear_settings_cannot_be_rerun(tmp_path):
-    from benchmark import reproduce
+    from benchmark.board import reproduce
 
     with open(os.path.join(os.path.dirname(__file__), "data", "reproduce_smoke", "results.jsonl"),
               encoding="utf-8") as f:

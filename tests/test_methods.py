@@ -10,10 +10,12 @@ import pytest
 import tensorflow as tf
 
 from baselines import bit, bit_hyperrule, checkpoint, distribute, pretrain
-from baselines.api import BackboneConfig, PretrainConfig, get_method
+from baselines.api import BackboneConfig, PretrainConfig
+from baselines.registry import get_method
 from baselines.examples.minimal_method import RotationPrediction
 from baselines.micle import MICLe
-from baselines.simclr import ContrastiveModel, SimCLR, projection_head
+from baselines.heads import projection_head
+from baselines.simclr import ContrastiveModel, SimCLR
 
 R18 = BackboneConfig(family="resnet_v1", depth=18, width=1, small_stem=True)
 CONFIG = PretrainConfig(image_size=32, batch_size=2, steps=4, checkpoint_every=2)

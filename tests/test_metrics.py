@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from benchmark import metrics
+from benchmark.harness import metrics
 
 NAMES = ["a", "b", "c", "d"]
 

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from benchmark import parity
+from benchmark.board import parity
 from test_results import _row
 
 
@@ -79,7 +79,7 @@ def test_a_truncated_last_line_is_reported_and_skipped(tmp_path):
     path = _write(tmp_path / "r.jsonl", rows)
     with open(path, "a") as f:
         f.write('{"task": "cx')
-    from benchmark import results
+    from benchmark.harness import results
 
     with pytest.warns(results.TruncatedLineWarning, match=r"r.jsonl:7: ignoring truncated last line"):
         located = parity.read_rows(path)

@@ -16,9 +16,11 @@ from baselines import checkpoint, determinism, precision, pretrain
 from baselines.api import BackboneConfig, PretrainConfig
 from baselines.backbones import build_encoder
 from baselines.simclr import SimCLR, build_contrastive_model
-from benchmark import data, finetune, reproduce, runner, speed
-from benchmark.presets import get_preset
-from benchmark.tasks import get_task
+from benchmark import speed
+from benchmark.board import reproduce
+from benchmark.harness import data, finetune, runner
+from benchmark.harness.presets import get_preset
+from benchmark.harness.tasks import get_task
 
 R18 = BackboneConfig(family="resnet_v1", depth=18, width=0.25, small_stem=True)
 CONFIG = PretrainConfig(image_size=32, batch_size=8, steps=2, checkpoint_every=2)

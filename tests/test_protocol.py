@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from benchmark import protocol
+from benchmark.harness import protocol
 
 
 def _groups_with_strata(rng, n_groups=2000):
@@ -31,7 +31,7 @@ def test_hash_fraction_is_pinned_and_uniform():
 
 
 def test_hash_fraction_does_not_depend_on_python_hash_seed():
-    code = "from benchmark.protocol import hash_fraction; print(repr(hash_fraction('p7', 'cxr')))"
+    code = "from benchmark.harness.protocol import hash_fraction; print(repr(hash_fraction('p7', 'cxr')))"
     outputs = {
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

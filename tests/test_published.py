@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import leaderboard
+from benchmark.board import leaderboard
+from benchmark.board import lines as board_lines
+from benchmark.board import published as board_published
+from benchmark.board import render_plot
+from benchmark.board import render_tables
 from test_leaderboard import _builder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,8 +45,8 @@ def _expected_table(row) -> str:
 
 def test_every_published_row_is_a_checked_citable_figure():
     rows = _rows()
-    assert list(rows[0]) == list(leaderboard.PUBLISHED_COLUMNS)
-    assert leaderboard.load_published(PUBLISHED) == rows
+    assert list(rows[0]) == list(board_published.PUBLISHED_COLUMNS)
+    assert board_published.load_published(PUBLISHED) == rows
     for n, r in enumerate(rows, start=2):
         task = r["task"]
         assert task in CLASSES, n
@@ -97,9 +101,9 @@ def _published_tables(md: str) -> dict[str, tuple[list[str], list[list[str]]]]:
 
 def test_each_published_row_is_placed_under_the_right_table(board):
     for task in ("cxr", "derm"):
-        info = leaderboard.task_info(task)
-        titles = {s.key: leaderboard.escape_markdown(s.title)
-                  for s in leaderboard.table_specs(info)}
+        info = board_lines.task_info(task)
+        titles = {s.key: render_tables.escape_markdown(s.title)
+                  for s in board_lines.table_specs(info)}
         md = (board / "out" / f"{task}.md").read_text()
         tables = _published_tables(md)
         other = md[md.index("## Other published figures"):]
@@ -113,15 +117,15 @@ def test_each_published_row_is_placed_under_the_right_table(board):
             assert any(c["placed_under"] == key and c["citation"] == r["citation"]
                        and c["method"] == r["method"] and c["value"] == r["value"]
                        for c in csv_rows), r
-            cite = leaderboard.escape_markdown(r["citation"])
-            method = leaderboard.escape_markdown(r["method"])
+            cite = render_tables.escape_markdown(r["citation"])
+            method = render_tables.escape_markdown(r["method"])
             if key == "other":
                 assert any(l.startswith(f"| [{cite}](") and method in l and f"| {r['value']} |" in l
                            for l in other.splitlines()), r
                 continue
             header, lines = tables[titles[key]]
-            column = (r["class"] or leaderboard.escape_markdown(
-                f"{leaderboard.TEST_SET_TITLES[r['test_set']]} {r['metric']}"))
+            column = (r["class"] or render_tables.escape_markdown(
+                f"{board_lines.TEST_SET_TITLES[r['test_set']]} {r['metric']}"))
             col = header.index(column)
             assert any(l[0].startswith(f"[{cite}](http") and l[1] == method
                        and l[col] == r["value"] for l in lines), r
@@ -136,25 +140,25 @@ def test_published_lines_are_sorted_by_protocol_match(board):
 
 
 def test_published_curves_are_grey_and_labelled_on_the_plot():
-    info = leaderboard.task_info("cxr")
-    curves = leaderboard.published_curves(info, leaderboard.load_published(PUBLISHED))
+    info = board_lines.task_info("cxr")
+    curves = board_published.published_curves(info, board_published.load_published(PUBLISHED))
     labels = {(label, test_set): [x for x, _ in pts] for label, test_set, pts in curves}
     assert labels[("MaCo [MaCo]", "in_distribution")] == [0.01, 0.1, 1.0]
     assert labels[("ConVIRT [MaCo]", "shifted")] == [0.01, 0.1, 1.0]
-    assert leaderboard.PUBLISHED_GREY not in ("#7f7f7f",)
+    assert render_plot.PUBLISHED_GREY not in ("#7f7f7f",)
 
 
 def test_legacy_published_header_is_read_as_unplaced_rows(tmp_path):
     legacy = tmp_path / "legacy.csv"
     with open(legacy, "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(leaderboard.LEGACY_PUBLISHED_COLUMNS)
+        writer.writerow(board_published.LEGACY_PUBLISHED_COLUMNS)
         writer.writerow(["Azizi et al. 2021", "https://arxiv.org/abs/2101.05224", "derm images",
                          "not stated", "derm", "delta_top1", "combined", "", "6.7", "p", "no",
                          "A difference."])
-    (row,) = leaderboard.load_published(legacy)
+    (row,) = board_published.load_published(legacy)
     assert (row["backbone"], row["test_set"], row["class"]) == ("", "other", "")
-    placed, other = leaderboard.place_published(leaderboard.task_info("derm"), [row])
+    placed, other = board_published.place_published(board_lines.task_info("derm"), [row])
     assert other == [row] and not any(placed.values())
 
 
@@ -162,7 +166,7 @@ def _one_row(tmp_path, **changes) -> Path:
     row = dict(_rows()[0], **changes)
     path = tmp_path / "pub.csv"
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=leaderboard.PUBLISHED_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(f, fieldnames=board_published.PUBLISHED_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerow(row)
     return path
@@ -196,7 +200,7 @@ BAD_ROWS = {
 def test_bad_published_rows_are_rejected_with_one_line(tmp_path, case):
     changes, message = BAD_ROWS[case]
     with pytest.raises(ValueError) as info:
-        leaderboard.load_published(_one_row(tmp_path, **changes))
+        board_published.load_published(_one_row(tmp_path, **changes))
     assert str(info.value) == f"{tmp_path}/{message}"
 
 
@@ -223,5 +227,5 @@ def test_rows_scored_before_new_metrics_are_rescored_from_their_predictions(boar
     (moved / "results.jsonl").write_bytes(old.read_bytes())
     with pytest.raises(ValueError, match=r"moved/results.jsonl:1: metrics.in_distribution lacks "
                                          r".* and its prediction file predictions/"):
-        leaderboard.load_rows([moved / "results.jsonl"])
-    assert len(leaderboard.load_rows([moved / "results.jsonl"], prediction_dirs=[board])) == len(rows)
+        board_lines.load_rows([moved / "results.jsonl"])
+    assert len(board_lines.load_rows([moved / "results.jsonl"], prediction_dirs=[board])) == len(rows)

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from baselines import checkpoint
-from baselines.api import BackboneConfig, PretrainConfig, get_method
+from baselines.api import BackboneConfig, PretrainConfig
+from baselines.registry import get_method
 
 R18 = BackboneConfig(family="resnet_v1", depth=18, width=0.25, small_stem=True)
 BOT = BackboneConfig(family="botnet", depth=50, width=0.25, small_stem=True, image_size=16)

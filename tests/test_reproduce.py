@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from benchmark import provenance, reproduce
+from benchmark.board import reproduce
+from medssl_common import provenance
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(ROOT, "tests", "data", "reproduce_smoke")

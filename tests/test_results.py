@@ -16,7 +16,8 @@ import warnings
 import numpy as np
 import pytest
 
-from benchmark import provenance, results
+from benchmark.harness import results
+from medssl_common import provenance
 
 HEX = "ab" * 32
 CLASSES = ["Atelectasis", "Pleural Effusion"]
@@ -176,7 +177,7 @@ def test_store_survives_process_killed_between_write_and_replace(tmp_path):
     before = store.path.read_bytes()
     script = textwrap.dedent(f"""
         import json, os
-        from benchmark import results
+        from benchmark.harness import results
         os.replace = lambda src, dst: os._exit(9)  # killed after the temp file is complete
         row = json.loads({json.dumps(json.dumps(_row(seed=1)))})
         results.ResultsStore({str(store.path)!r}).append(row)
@@ -277,7 +278,7 @@ def test_fingerprint_is_order_type_and_value_sensitive():
 
 
 def test_fingerprint_is_stable_across_processes():
-    code = ("import numpy as np; from benchmark.results import fingerprint; "
+    code = ("import numpy as np; from benchmark.harness.results import fingerprint; "
             "print(fingerprint('t', ['p1', 'p2'], np.array([0.5, float('nan')])))")
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     outputs = {subprocess.run([sys.executable, "-c", code], cwd=repo, check=True, text=True,

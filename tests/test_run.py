@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from baselines import api
-from benchmark import data, results, runner
-from benchmark.presets import get_preset
-from benchmark.tasks import TaskOptions, get_task
+from baselines import registry
+from benchmark.harness import data, results, runner
+from benchmark.harness.presets import get_preset
+from benchmark.harness.tasks import TaskOptions, get_task
 
 SMOKE = get_preset("smoke")
 
@@ -88,9 +88,9 @@ def test_pretraining_bags_regroup_the_cases_images(tmp_path):
     assert bags("frontal") == {p: n for p, n in frontal.items() if n}
     assert sum(frontal.values()) < sum(len(truth[p]) for p in train)  # some laterals dropped
     record = runner._config_record(dataclasses.replace(cfg, task=get_task("cxr", TaskOptions(bag="study"))),
-                                   api.get_method("micle"))
+                                   registry.get_method("micle"))
     assert record["task_options"]["bag"] == "study"
-    assert runner._config_record(cfg, api.get_method("micle"))["task_options"]["bag"] == "case"
+    assert runner._config_record(cfg, registry.get_method("micle"))["task_options"]["bag"] == "case"
 
 
 @pytest.mark.parametrize("task, bag, message", [
@@ -165,7 +165,7 @@ def _fail(*args, **kwargs):
 
 
 def test_the_control_runs_once_beside_the_method_and_not_with_control_none(tmp_path, monkeypatch):
-    from benchmark import report
+    from benchmark.board import report
 
     cfg = dataclasses.replace(_config(tmp_path, "derm", "simclr", label_fractions=(100.0,)),
                               control="random_init")

@@ -16,10 +16,12 @@ import tensorflow_datasets as tfds
 from absl import flags
 
 from baselines import checkpoint
-from baselines.api import BackboneConfig, PretrainConfig, get_method
+from baselines.api import BackboneConfig, PretrainConfig
+from baselines.registry import get_method
 from baselines.backbones import build_encoder
 from baselines.simclr import SimCLR
-from benchmark import cli, results, run, runner
+from benchmark import cli, run
+from benchmark.harness import results, runner
 from test_methods import Recorder, Stop, groups, options
 from test_results import _row
 from test_run import _config

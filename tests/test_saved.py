@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from baselines import api
+from baselines import registry
 from baselines.api import BackboneConfig, PretrainConfig
 
 
@@ -24,7 +24,7 @@ def test_keras_file_backbone(tmp_path):
     path = str(tmp_path / "encoder.keras")
     encoder.save(path)
     images = np.random.default_rng(0).random((2, 16, 16, 3)).astype("float32")
-    loaded = _pretrain(api.get_method(f"saved:{path}"))
+    loaded = _pretrain(registry.get_method(f"saved:{path}"))
     np.testing.assert_allclose(loaded(images), encoder(images), atol=1e-6)
 
 
@@ -33,7 +33,7 @@ def test_savedmodel_backbone_is_trainable(tmp_path):
     path = str(tmp_path / "savedmodel")
     encoder.export(path)
     images = np.random.default_rng(0).random((2, 16, 16, 3)).astype("float32")
-    loaded = _pretrain(api.get_method(f"saved:{path}"))
+    loaded = _pretrain(registry.get_method(f"saved:{path}"))
     np.testing.assert_allclose(loaded(images), encoder(images), atol=1e-5)
     assert loaded.trainable_weights  # fine-tuning updates the submitted weights
 
@@ -42,4 +42,4 @@ def test_saved_backbone_rejects_other_files(tmp_path):
     bad = tmp_path / "weights.h5"
     bad.write_text("x")
     with pytest.raises(ValueError, match="expected a .keras file or a SavedModel"):
-        api.get_method(f"saved:{bad}")
+        registry.get_method(f"saved:{bad}")

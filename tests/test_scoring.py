@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from benchmark import metrics, scoring
-from benchmark.tasks import chexpert_study_id, get_task
+from benchmark.harness import metrics, scoring
+from benchmark.harness.tasks import chexpert_study_id, get_task
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -12,8 +12,9 @@ import tensorflow as tf
 import simclr_fixture as fx
 from baselines import checkpoint, resnet, simclr_import
 from baselines.api import BackboneConfig
-from baselines.simclr import projection_head, with_head_layers
-from benchmark import leaderboard
+from baselines.heads import projection_head, with_head_layers
+from benchmark.board import lines as board_lines
+from benchmark.board import render_tables
 from benchmark.run import parse_backbone
 
 IMAGES = tf.random.stateless_uniform([2, 32, 32, 3], [3, 4])  # in [0, 1], no mean/std
@@ -143,7 +144,7 @@ def test_parse_backbone_selective_kernels():
 
 
 def _row(seed, init=None, init_checkpoint=None):
-    task = leaderboard.task_info("derm")
+    task = board_lines.task_info("derm")
     config = {"init_checkpoint": init_checkpoint}
     if init is not None:
         config["init"] = init
@@ -153,16 +154,16 @@ def _row(seed, init=None, init_checkpoint=None):
 
 
 def test_leaderboard_never_pools_different_inits():
-    task = leaderboard.task_info("derm")
+    task = board_lines.task_info("derm")
     ssl = {"kind": "simclr_tf2", "name": "simclrv2/pretrained/r50_1x_sk1", "fingerprint": "ab" * 32}
     rows = [_row(0), _row(1, init={"kind": "scratch", "name": None, "fingerprint": None}),
             _row(2, init=ssl), _row(3, init={**ssl, "fingerprint": "cd" * 32}),
             _row(4, init_checkpoint="/x/stage")]
-    lines = leaderboard.summarise(rows, task)
+    lines = board_lines.summarise(rows, task)
     assert sorted((l.init, dict(l.test_sets)[task.test_sets[0]].n_seeds) for l in lines) == sorted([
         ("scratch", 2), ("ImageNet-SSL simclrv2/pretrained/r50_1x_sk1 (abababab)", 1),
         ("ImageNet-SSL simclrv2/pretrained/r50_1x_sk1 (cdcdcdcd)", 1), ("checkpoint /x/stage", 1)])
-    assert "| init |" in leaderboard.render_markdown(task, lines, [])
+    assert "| init |" in render_tables.render_markdown(task, lines, [])
 
 
 def test_imagenet_ssl_only_scenario_runs_through_the_harness(small, tmp_path):
@@ -172,7 +173,7 @@ def test_imagenet_ssl_only_scenario_runs_through_the_harness(small, tmp_path):
 
     from test_run import _config
 
-    from benchmark import runner
+    from benchmark.harness import runner
 
     path, _ = small
     cfg = _config(tmp_path, "derm", "none", eval_modes=("linear",), label_fractions=(100.0,))

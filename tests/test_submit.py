@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import leaderboard, results, submit
-from benchmark.submit import SubmissionError
+from benchmark import submit as submit_cmd
+from benchmark.board import leaderboard, submit
+from benchmark.harness import results
+from benchmark.board.submit import SubmissionError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -461,7 +463,7 @@ def test_submit_cli_bad_input_is_one_line(example, monkeypatch, capsys, case):
     setup, expected = SUBMIT_CLI_CASES[case]
     sub, board, results_flag = setup(example, monkeypatch)
     before = _snapshot(example / "leaderboard")
-    status = submit.cli(str(sub), str(board), results_flag)
+    status = submit_cmd.cli(str(sub), str(board), results_flag)
     monkeypatch.undo()
     err = capsys.readouterr().err
     assert status == 1
@@ -474,7 +476,7 @@ def test_submit_cli_warns_about_a_torn_board_line_and_merges(example, capsys):
     text = path.read_text()
     path.write_text(text + '{"schema": 1, "ta')
     n = len(text.splitlines()) + 1
-    assert submit.cli(str(example / "submission_derm"), str(example / "leaderboard"), None) == 0
+    assert submit_cmd.cli(str(example / "submission_derm"), str(example / "leaderboard"), None) == 0
     out = capsys.readouterr()
     assert out.err == (f"warning: {path}:{n}: ignoring truncated last line (Unterminated string "
                        "starting at: line 1 column 15 (char 14)); it is dropped when this "

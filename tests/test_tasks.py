@@ -4,7 +4,8 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from benchmark import data, run, tasks
+from benchmark import run
+from benchmark.harness import data, tasks
 
 _STATE = {"positive": 0, "negative": 1, "uncertain": 2, "blank": 3}
 

@@ -1,5 +1,5 @@
 """Builds a toy leaderboard (reference rows of method "supervised", preset "cpu") and a valid
-submission for it, from synthetic per-example predictions scored with `benchmark.scoring`.
+submission for it, from synthetic per-example predictions scored with `benchmark.harness.scoring`.
 
     python tests/data/submission_example/build_example.py OUT_DIR
     python -m benchmark.submit --submission=OUT_DIR/submission_derm \
@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark import results, scoring, submit
-from benchmark.tasks import get_task
+from benchmark.board import submit
+from benchmark.harness import results, scoring
+from benchmark.harness.tasks import get_task
 
 TEST_SET_SIZES = {"in_distribution": (36, 18), "shifted": (24, 16)}  # examples, groups
 PRESET = "cpu"
@@ -58,7 +59,7 @@ def make_cell(task_name: str, method: str, fraction: float, seed: int, directory
               skill: float = 1.0, deterministic: bool = True) -> dict:
     """A valid result row for one cell; writes its prediction files under
     `directory`/predictions."""
-    from benchmark.presets import get_preset
+    from benchmark.harness.presets import get_preset
 
     task = get_task(task_name)
     metrics = {}

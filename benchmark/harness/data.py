@@ -34,8 +34,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import tfds_builders  # noqa: F401  (registers the builders)
-from benchmark import protocol
-from benchmark.tasks import Source, Task
+from benchmark.harness import protocol
+from benchmark.harness.tasks import Source, Task
 from tfds_builders import synthetic
 
 
@@ -231,7 +231,7 @@ def build_fingerprints(builders: dict[str, tfds.core.DatasetBuilder]) -> dict[st
         record = _read_record(_record_path(builder))
         if not record:
             raise ValueError(f"data build {builder.data_dir} has no source record "
-                             f"{_record_path(builder)}; prepare it with benchmark.data.prepare")
+                             f"{_record_path(builder)}; prepare it with benchmark.harness.data.prepare")
         out[builder.info.full_name] = hashlib.sha256(
             json.dumps(record, sort_keys=True).encode()).hexdigest()
     return dict(sorted(out.items()))

@@ -36,7 +36,7 @@ _ROW_KEYS = frozenset(CELL_KEY_FIELDS + (
     "schema", "metrics", "config", "code_version", "code_digest", "machine", "packages",
     "data_fingerprint", "data_build", "deterministic", "synthetic", "created", "wall_seconds"))
 _OPTIONAL_ROW_KEYS = frozenset(("n_train_examples", "n_train_groups", "linear_probe"))
-# A linear row's record of its probe (benchmark.linear_probe.fit_probe)
+# A linear row's record of its probe (benchmark.harness.linear_probe.fit_probe)
 _LINEAR_PROBE_KEYS = frozenset(("C", "grid", "validation", "metric", "standardised", "solver",
                                 "max_iter", "unconverged", "constant", "n_validation_examples"))
 # Keys every row written now has, which rows stored before they existed (same schema) lack:
@@ -68,7 +68,7 @@ def method_name_problem(name) -> str | None:
 def preset_problem(name) -> str | None:
     """Why `name` is not a registered preset (None if it is): the rule of `benchmark.run
     --preset`, `benchmark.submit` and `validate_row`."""
-    from benchmark import presets  # imports TensorFlow (via baselines.api): only when needed
+    from benchmark.harness import presets  # imports TensorFlow (via baselines.api): only when needed
 
     if isinstance(name, str) and name in presets.PRESETS:
         return None
@@ -648,3 +648,9 @@ def read_predictions(path: str | os.PathLike, data: bytes | None = None):
     return (np.asarray(ex, dtype=object), np.asarray(gr, dtype=object),
             np.asarray(ys, dtype=np.float64).reshape(-1, k),
             np.asarray(ss, dtype=np.float64).reshape(-1, k), tuple(names))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Replaces `path` atomically; an OS error names `path`."""
+    with atomic_writer(path, binary=True) as f:
+        f.write(data)

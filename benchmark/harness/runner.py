@@ -25,21 +25,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from baselines import api, checkpoint, determinism, distribute
+from baselines import api, checkpoint, determinism, distribute, registry
 from baselines.backbones import encoder_feature_dim
 from baselines.precision import FLOAT32, Precision, clone_in
-from baselines.simclr import with_head_layers
-from benchmark import data, finetune, linear_probe, protocol, results, scoring
-from benchmark.presets import Preset
-from benchmark.provenance import code_digest, code_version, machine
-from benchmark.tasks import Task
+from baselines.heads import with_head_layers
+from benchmark.harness import data, finetune, linear_probe, protocol, results, scoring
+from benchmark.harness.presets import Preset
+from medssl_common.provenance import code_digest, code_version, machine
+from benchmark.harness.tasks import Task
 
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a run; the CLI builds it from flags."""
 
-    method: str  # registered name, import path or saved:<path> (see baselines.api.get_method)
+    method: str  # registered name, import path or saved:<path> (see baselines.registry.get_method)
     task: Task
     preset: Preset
     data: data.DataConfig
@@ -192,7 +192,7 @@ def run(cfg: RunConfig, strategy: tf.distribute.Strategy | None = None) -> list[
     for the multi-worker and TPU strategies, so entry points create it first. Holds the lock of
     `cfg.output_dir` throughout (`hold_output_dir`); a stored cell counts as done only if it was
     computed with this configuration (else ValueError)."""
-    method = api.get_method(cfg.method)
+    method = registry.get_method(cfg.method)
     _check_grid(cfg.preset)
     control_config(cfg)  # a bad control or a --name that is the control's: before any work
     os.makedirs(cfg.output_dir, exist_ok=True)
@@ -232,10 +232,10 @@ def control_config(cfg: RunConfig) -> RunConfig | None:
         return None
     if cfg.control not in CONTROLS:
         raise ValueError(f"--control={cfg.control}: expected one of {CONTROLS} or none")
-    from benchmark.presets import PRESETS
+    from benchmark.harness.presets import PRESETS
 
     preset = cfg.preset
-    backbone = api.get_method(cfg.method).backbone(preset.backbone)
+    backbone = registry.get_method(cfg.method).backbone(preset.backbone)
     default = PRESETS.get(preset.name)
     registered_steps = default.pretrain.steps if default else preset.pretrain.steps
     name = (cfg.control if default is not None and backbone == default.backbone
@@ -257,7 +257,7 @@ def _run_control(cfg: RunConfig, strategy) -> None:
     """Runs the unfinished cells of `cfg`'s control (`control_config`) under the held lock."""
     control = control_config(cfg)
     if control is not None:
-        _run_locked(control, api.get_method(control.method), strategy)
+        _run_locked(control, registry.get_method(control.method), strategy)
 
 
 def control_rows(cfg: RunConfig) -> list[dict]:

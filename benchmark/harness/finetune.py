@@ -1,5 +1,5 @@
 """Supervised stage of the protocol: full fine-tuning of a pretrained encoder, then per-example
-predictions on a test set (the linear eval mode is `benchmark.linear_probe`)."""
+predictions on a test set (the linear eval mode is `benchmark.harness.linear_probe`)."""
 from __future__ import annotations
 
 import dataclasses

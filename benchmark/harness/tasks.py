@@ -9,7 +9,7 @@ channels. Label policies (CheXpert uncertainty, class harmonisation) live here.
          are a patient-disjoint hashed split of `cxr_chexpert` train; the in-distribution test set
          is CheXpert validation (+ test when its labels are present); the shifted test set is
          `cxr_nih14` test, Effusion mapped to Pleural Effusion. The in-distribution test set is also
-         scored per study (`study_max/...`, `study_mean/...`, see `benchmark.scoring`), the study
+         scored per study (`study_max/...`, `study_mean/...`, see `benchmark.harness.scoring`), the study
          being the `.../patientNNNNN/studyN` folder of the image path (CheXpert's official
          evaluation is per study); NIH images have no studies, so the shifted set is scored per
          image only.

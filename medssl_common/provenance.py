@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 # The packages whose source determines what a run computes.
-CODE_PACKAGES = ("baselines", "benchmark", "tfds_builders")
+CODE_PACKAGES = ("baselines", "benchmark", "medssl_common", "tfds_builders")
 # CPU features that change which kernels (and so which float round-off) TensorFlow uses.
 _ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni",
               "amx_bf16", "amx_tile", "amx_int8", "avx_vnni", "asimd", "sve")

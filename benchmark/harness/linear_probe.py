@@ -24,7 +24,7 @@ One cell (`fit_probe`):
   and 0 otherwise (0.5 for a label with no known training label). `Probe.record["constant"]` names them.
 - Choice of C: for each C of the grid (the preset's `FinetuneSettings.probe_grid`) the model fitted
   on the cell's training examples scores the task's patient-disjoint validation split with the
-  task's primary metric as `benchmark.metrics` computes it (mean AUC over the labels whose AUC is
+  task's primary metric as `benchmark.harness.metrics` computes it (mean AUC over the labels whose AUC is
   defined, or top-1); the best C wins, ties (and undefined scores) going to the smaller C, the
   stronger regularisation. The model fitted with it scores the test sets.
 - Scores are probabilities: the sigmoid of each label's model, or the softmax over classes.
@@ -47,7 +47,7 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from baselines import augment
-from benchmark import metrics
+from benchmark.harness import metrics
 
 SOLVER = "lbfgs"
 MAX_ITER = 1000

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from benchmark import metrics
+from benchmark.harness import metrics
 
 STUDY_AGGREGATIONS = ("max", "mean")
 
@@ -136,7 +136,7 @@ def row_bootstrap_samples(row: dict) -> int:
     configured = row.get("config", {}).get("bootstrap_samples")
     if isinstance(configured, int) and not isinstance(configured, bool) and configured > 0:
         return configured
-    from benchmark.presets import get_preset  # imports TensorFlow: only when needed
+    from benchmark.harness.presets import get_preset  # imports TensorFlow: only when needed
 
     return get_preset(row["preset"]).bootstrap_samples
 

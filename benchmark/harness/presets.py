@@ -10,7 +10,7 @@ from baselines.api import BackboneConfig, PretrainConfig
 class FinetuneSettings:
     """Default supervised schedule of a preset (a method's own policy, e.g. BiT-HyperRule, wins):
     `epochs` passes over the labelled examples, clipped to [min_steps, steps]; and the grid of
-    inverse L2 strengths C searched by the linear probe (`benchmark.linear_probe`)."""
+    inverse L2 strengths C searched by the linear probe (`benchmark.harness.linear_probe`)."""
 
     steps: int
     batch_size: int

@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections
 import os
 
-from benchmark import metrics, results, scoring
+from benchmark.harness import metrics, results, scoring
 
 NO_CONTROL = "—"
 DIFFERENCE_NOTE = ("difference = method - control, mean over the seeds both ran (n); 95% CI from a "
@@ -58,7 +58,7 @@ def _seed_summary(rows: list[dict], test_set: str, metric: str) -> str:
 
 def _difference(task_name: str, metric: str, test_set: str, rows: list[dict],
                 control_rows: list[dict], predictions_dir: str) -> metrics.PairedDifference | None:
-    from benchmark.tasks import get_task  # imports TensorFlow: only when there is a table
+    from benchmark.harness.tasks import get_task  # imports TensorFlow: only when there is a table
 
     if not control_rows:
         return None

@@ -1,0 +1,411 @@
+"""Leaderboard lines: result rows read and validated, grouped into lines (one per preset, method,
+backbone, precision, eval mode and label fraction), their statistics over seeds and their paired
+differences to the control, recomputed from the prediction files."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from benchmark.harness import metrics, results, scoring
+
+SECTION_REAL = "ours_real"
+
+
+SECTION_SYNTHETIC = "ours_synthetic"
+
+
+SECTION_PUBLISHED = "published"
+
+
+TEST_SET_TITLES = {"in_distribution": "in-distribution", "shifted": "shifted"}
+
+
+CI_RULE = ("95% CI: mean over seeds of each seed's patient-level bootstrap interval "
+           "(lower and upper bounds averaged separately)")
+
+
+CONTROL_METHOD = "random_init"  # the untrained control every line is compared with
+
+
+NO_CONTROL = "—"
+
+
+CONTROL_SELF = "control"
+
+
+DIFFERENCE_RULE = (f"Δ vs {CONTROL_METHOD}: the line's mean minus the mean of {CONTROL_METHOD} on "
+                   "the same backbone, task, preset, eval mode and label fraction, over the seeds "
+                   "both ran (n = seeds paired), with a 95% CI from a paired patient-level bootstrap "
+                   "of the stored per-example predictions (each replicate resamples the test "
+                   "patients once for both methods and all seeds; test-sample uncertainty only, "
+                   f"the ± column shows the spread over seeds); {NO_CONTROL} = no such "
+                   f"{CONTROL_METHOD} rows (never taken from another backbone)")
+
+
+NONDETERMINISTIC_MARK = "†"
+
+
+NONDETERMINISTIC_NOTE = (f"{NONDETERMINISTIC_MARK} non-deterministic: at least one seed of this "
+                         "line ran without deterministic ops and input order (`deterministic: "
+                         "false`, or a row older than that flag), so a re-run need not reproduce "
+                         "its numbers exactly.")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskInfo:
+    """What the leaderboard needs to know about a task."""
+
+    name: str
+    primary_metric: str
+    test_sets: tuple[str, ...]
+    kind: str = "multilabel"
+    class_names: tuple[str, ...] = ()
+    study_test_sets: tuple[str, ...] = ()  # test sets also scored per study
+
+
+def task_info(name: str) -> TaskInfo:
+    """Primary metric, test sets, kind, classes and study-level test sets of the task registered
+    under `name` in `benchmark.harness.tasks`."""
+    from benchmark.harness import (
+        tasks,  # imports TensorFlow: only when a task is actually needed
+    )
+
+    task = tasks.get_task(name)
+    return TaskInfo(task.name, task.primary_metric, tuple(task.test_sets), task.kind,
+                    tuple(task.class_names),
+                    tuple(t for t in task.test_sets if t in task.study_ids))
+
+
+@dataclasses.dataclass(frozen=True)
+class TableSpec:
+    """One table of a leaderboard page: a column per (test set, metric name in result rows)."""
+
+    key: str  # anchor id and the CSV's `placed_under`
+    title: str
+    columns: tuple[tuple[str, str], ...]
+    per_class: bool  # columns are the classes of one metric (cells: mean ± std only)
+
+
+def table_specs(task: TaskInfo) -> list[TableSpec]:
+    """The tables of `task`'s page in order: the primary metric; balanced accuracy and macro AUC
+    (multi-class); image- vs study-level mean AUC (test sets scored per study); per-class AUC of
+    each test set; per-class study-level (max) AUC."""
+    def title(t):
+        return TEST_SET_TITLES.get(t, t)
+
+    specs = [TableSpec(task.primary_metric, f"{task.primary_metric} (primary metric)",
+                       tuple((t, task.primary_metric) for t in task.test_sets), False)]
+    if task.kind == "multiclass":
+        specs += [TableSpec(m, f"{m}{note}", tuple((t, m) for t in task.test_sets), False)
+                  for m, note in (("balanced_accuracy", " (mean per-class recall, the ISIC "
+                                   "challenge metric)"), ("macro_auc", " (mean one-vs-rest AUC)"))]
+    for t in task.study_test_sets:
+        specs.append(TableSpec(
+            f"study_mean_auc_{t}", f"{title(t)}: image-level vs study-level mean_auc (study = "
+            "the images of one study, scores aggregated by max or mean)",
+            ((t, "mean_auc"), (t, "study_max/mean_auc"), (t, "study_mean/mean_auc")), False))
+    for t in task.test_sets:
+        specs.append(TableSpec(f"auc_per_class_{t}", f"{title(t)}: AUC per class (image level)",
+                               tuple((t, f"auc/{c}") for c in task.class_names), True))
+    for t in task.study_test_sets:
+        specs.append(TableSpec(f"study_max_auc_per_class_{t}",
+                               f"{title(t)}: AUC per class, study level (max over views)",
+                               tuple((t, f"study_max/auc/{c}") for c in task.class_names), True))
+    return specs
+
+
+@dataclasses.dataclass(frozen=True)
+class TestSetSummary:
+    """The primary metric of one test set over the seeds of a cell group."""
+
+    mean: float | None
+    std: float | None
+    n_seeds: int
+    ci_low: float | None
+    ci_high: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class SummaryRow:
+    """One line of a leaderboard table: a (preset, method, backbone, eval_mode, label fraction) over
+    seeds."""
+
+    method: str
+    eval_mode: str
+    preset: str
+    label_fraction: float
+    synthetic: bool
+    metric: str
+    test_sets: tuple[tuple[str, TestSetSummary], ...]
+    deterministic: bool = True  # every seed pooled here ran deterministically
+    # every (test set, metric) column of the page's tables -> its summary
+    columns: tuple[tuple[tuple[str, str], TestSetSummary], ...] = ()
+    init: str = "scratch"  # what pretraining started from (`init_label`)
+    backbone: str = ""  # `backbone_name` of the rows' config.backbone
+    precision: str = ""  # `results.precision_name` of the rows
+    is_control: bool = False  # the line is the control's own (`is_control`)
+    control: str = ""  # the control method the differences are to ("" when none matched)
+    # test set -> primary metric minus the control's (None: no matching control rows)
+    differences: tuple[tuple[str, metrics.PairedDifference | None], ...] = ()
+
+
+_INIT_TITLES = {"simclr_tf2": "ImageNet-SSL", "simclr_tf1": "ImageNet-SSL",
+                "bit_npz": "ImageNet-supervised", "stage": "stage", "keras": "keras"}
+
+
+def init_label(row: dict) -> str:
+    """What a row's run started from: "scratch", or e.g. "ImageNet-SSL <name> (<8 hex of its
+    weights' sha256>)" from `config.init`; rows without it: scratch if they had no
+    init_checkpoint, else "checkpoint <path>"."""
+    config = row.get("config") if isinstance(row.get("config"), dict) else {}
+    init = config.get("init")
+    if not isinstance(init, dict):
+        path = config.get("init_checkpoint")
+        return "scratch" if not path else f"checkpoint {path}"
+    if init.get("kind") == "scratch":
+        return "scratch"
+    title = _INIT_TITLES.get(init.get("kind"), str(init.get("kind")))
+    return f"{title} {init.get('name')} ({str(init.get('fingerprint'))[:8]})"
+
+
+def backbone_name(row: dict) -> str:
+    """The backbone a row's encoder had, written like `--backbone` (e.g. resnet_v1-18x0.25,
+    bit-50, botnet-50x0.25-small); "" for a row whose config does not record it."""
+    b = row.get("config", {}).get("backbone")
+    if not isinstance(b, dict) or not {"family", "depth", "width"} <= b.keys():
+        return ""
+    width = "" if float(b["width"]) == 1 else f"x{float(b['width']):g}"
+    small = "-small" if b.get("small_stem") and b["family"] != "bit" else ""
+    return f"{b['family']}-{b['depth']}{width}{small}"
+
+
+def is_control(row: dict) -> bool:
+    """Whether a row is of the `random_init` control: its config's `method_spec`, else (rows whose
+    config does not record it) its method name, `random_init` or `random_init-<backbone>`."""
+    config = row.get("config") if isinstance(row.get("config"), dict) else {}
+    spec = config.get("method_spec")
+    if spec is not None:
+        return spec == CONTROL_METHOD
+    return row["method"] == CONTROL_METHOD or row["method"].startswith(f"{CONTROL_METHOD}-")
+
+
+def is_deterministic(row: dict) -> bool:
+    """Whether a row records a deterministic run (rows without the key predate it: no)."""
+    return row.get("deterministic") is True
+
+
+def load_rows(paths: Sequence[str | os.PathLike],
+              prediction_dirs: Sequence[str | os.PathLike] = ()) -> list[dict]:
+    """Rows of every results file in `paths`, each checked with `results.validate_row` (rows stored
+    before `results.NEW_ROW_KEYS` existed are accepted without them) and for a registered task, and completed by `complete_metrics` (prediction files are looked up beside
+    their results file, then in `prediction_dirs`); raises ValueError naming the file and line for
+    a malformed or invalid row or a cell present twice. A truncated last line is skipped with a
+    `results.TruncatedLineWarning` (as `results.ResultsStore` does)."""
+    return load_rows_with_reader(paths, prediction_dirs)[0]
+
+
+PredictionReader = Callable[[dict, str], tuple]
+
+
+def load_rows_with_reader(paths, prediction_dirs) -> tuple[list[dict], PredictionReader]:
+    """`load_rows`, and a reader of a row's prediction file for a test set (looked up beside the
+    row's results file, then in `prediction_dirs`; ValueError naming the row when it is missing)."""
+    from benchmark.harness import tasks
+
+    rows, seen, roots_of = [], {}, {}
+    for path in paths:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"--results: {path}: no such file")
+        if not Path(path).is_file():
+            raise ValueError(f"--results: {path}: not a regular file; expected a results.jsonl")
+        located, torn = results.read_valid_rows(path)
+        if torn:
+            warnings.warn(f"{torn}; the leaderboard is built without it",
+                          results.TruncatedLineWarning, stacklevel=2)
+        for where, row in located:
+            if row["task"] not in tasks.TASKS:
+                raise ValueError(f"{where}: task {row['task']!r} is not registered; expected one "
+                                 f"of {sorted(tasks.TASKS)}")
+            key = results.cell_key(row)
+            if key in seen:
+                raise ValueError(f"{where}: cell {key} already read from {seen[key]}")
+            seen[key] = where
+            roots = [Path(path).parent, *map(Path, prediction_dirs)]
+            roots_of[key] = (roots, where)
+            rows.append(complete_metrics(row, tasks.get_task(row["task"]), roots, where))
+
+    @functools.lru_cache(maxsize=None)
+    def read_file(file: Path) -> tuple:
+        return results.read_predictions(file)
+
+    def read(row: dict, test_set: str) -> tuple:
+        roots, where = roots_of[results.cell_key(row)]
+        rel = row["metrics"][test_set]["predictions"]
+        found = [Path(r) / rel for r in roots if (Path(r) / rel).is_file()]
+        if not found:
+            raise ValueError(f"{where}: prediction file {rel} of metrics.{test_set} is not in "
+                             f"{', '.join(map(str, roots))}; expected it there to compute the "
+                             f"difference to {CONTROL_METHOD}")
+        return read_file(found[0])
+
+    return rows, read
+
+
+def complete_metrics(row: dict, task, roots: Sequence[Path], where: str = "row") -> dict:
+    """`row` with every metric its task now reports (`scoring.metric_names`) that it lacks (rows
+    scored before that metric existed, e.g. `balanced_accuracy` or `study_max/mean_auc`) computed
+    from its stored prediction file, with the row's seed and bootstrap size; `row` itself when
+    nothing is missing. The file is `metrics.<test set>.predictions` under the first of `roots`
+    holding it; ValueError naming `where` when none does or it does not fit the task."""
+    from benchmark.harness import scoring
+
+    completed = None
+    for test_set in sorted(row["metrics"]):
+        result = row["metrics"][test_set]
+        if test_set not in task.test_sets:
+            continue
+        missing = [m for m in scoring.metric_names(task, test_set) if m not in result["values"]]
+        if not missing:
+            continue
+        rel = result["predictions"]
+        found = [Path(r) / rel for r in roots if (Path(r) / rel).is_file()]
+        if not found:
+            raise ValueError(f"{where}: metrics.{test_set} lacks {', '.join(missing)} and its "
+                             f"prediction file {rel} is not in {', '.join(map(str, roots))}; "
+                             "expected it there to compute them")
+        ids, groups, labels, scores, names = results.read_predictions(found[0])
+        if tuple(names) != tuple(task.class_names):
+            raise ValueError(f"{found[0]}:1: classes {list(names)}; task {task.name} has "
+                             f"{list(task.class_names)}")
+        scored = scoring.score_task(task, test_set, ids, labels, scores, groups,
+                                    bootstrap_samples=scoring.row_bootstrap_samples(row),
+                                    seed=int(row["seed"]))
+        if completed is None:
+            completed = {**row, "metrics": {t: {**r, "values": dict(r["values"]),
+                                                "ci95": dict(r["ci95"])}
+                                            for t, r in row["metrics"].items()}}
+        for m in missing:
+            completed["metrics"][test_set]["values"][m] = scored["values"][m]
+            completed["metrics"][test_set]["ci95"][m] = scored["ci95"][m]
+    return row if completed is None else completed
+
+
+def _mean_or_none(values: list[float]) -> float | None:
+    return float(sum(values) / len(values)) if values else None
+
+
+def _defined(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def _summarise_test_set(rows: list[dict], test_set: str, metric: str) -> TestSetSummary:
+    values, lows, highs = [], [], []
+    for row in rows:
+        result = row["metrics"].get(test_set)
+        if result is None or not _defined(result["values"].get(metric)):
+            continue
+        values.append(float(result["values"][metric]))
+        lo, hi = result["ci95"].get(metric, (None, None))
+        if _defined(lo) and _defined(hi):
+            lows.append(float(lo))
+            highs.append(float(hi))
+    if not values:
+        return TestSetSummary(None, None, 0, None, None)
+    mean, std = metrics.summarise_seeds(values)
+    return TestSetSummary(mean, std, len(values), _mean_or_none(lows), _mean_or_none(highs))
+
+
+def summarise(rows: Iterable[dict], task: TaskInfo,
+              predictions: PredictionReader | None = None) -> list[SummaryRow]:
+    """Lines of `task`'s tables from its result rows, seeds pooled, in sorted order (synthetic
+    last, then preset, method, backbone, eval_mode, label fraction, init); every column of
+    `table_specs(task)` is summarised. With `predictions` (a reader of a row's prediction set for
+    a test set), each line that is not the control's gets its `differences` to the control."""
+    columns = list(dict.fromkeys(c for spec in table_specs(task) for c in spec.columns))
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row["task"] != task.name:
+            continue
+        key = (bool(row["synthetic"]), row["preset"], row["method"], backbone_name(row),
+               row["eval_mode"], float(row["label_fraction"]), init_label(row), results.precision_name(row))
+        groups.setdefault(key, []).append(row)
+    lines = []
+    for key in sorted(groups):
+        synthetic, preset, method, backbone, eval_mode, fraction, init, precision = key
+        members = sorted(groups[key], key=lambda r: int(r["seed"]))
+        control, differences = _control_differences(task, key, members, groups, predictions)
+        lines.append(SummaryRow(
+            method=method, eval_mode=eval_mode, preset=preset, label_fraction=fraction,
+            synthetic=synthetic, metric=task.primary_metric,
+            test_sets=tuple((t, _summarise_test_set(members, t, task.primary_metric))
+                            for t in task.test_sets),
+            deterministic=all(is_deterministic(r) for r in members),
+            columns=tuple((c, _summarise_test_set(members, *c)) for c in columns),
+            init=init, backbone=backbone, precision=precision,
+            is_control=all(is_control(r) for r in members),
+            control=control, differences=differences))
+    return lines
+
+
+def _pretrain_seeds(rows: list[dict]) -> set:
+    """The pretraining seeds `rows` record (None for a row that does not)."""
+    return {results.pretrain_seed(r) for r in rows}
+
+
+def _control_differences(task: TaskInfo, key: tuple, members: list[dict],
+                         groups: dict[tuple, list[dict]], predictions: PredictionReader | None
+                         ) -> tuple[str, tuple[tuple[str, metrics.PairedDifference | None], ...]]:
+    """(control method, differences per test set) of the line `key` (`summarise`'s group key):
+    against the control rows of the same data kind, preset, backbone, eval mode and fraction (when
+    several control lines are there: preferably one of the line's precision, then one with the
+    line's pretraining seed, which drew a control's weights, then the first by name); no control
+    for a control's line, a line without a recorded backbone, or without `predictions`."""
+    synthetic, preset, _, backbone, eval_mode, fraction, _, precision = key
+    none = tuple((t, None) for t in task.test_sets)
+    if predictions is None or not backbone or all(is_control(r) for r in members):
+        return "", none
+    candidates = sorted(
+        (k for k, rs in groups.items() if (k[0], k[1], k[3], k[4], k[5]) ==
+         (synthetic, preset, backbone, eval_mode, fraction) and all(is_control(r) for r in rs)),
+        key=lambda k: (k[7] != precision, _pretrain_seeds(groups[k]) != _pretrain_seeds(members),
+                       k[2], k[6], k[7]))
+    if not candidates:
+        return "", none
+    controls = groups[candidates[0]]
+    found = tuple((t, scoring.control_difference(
+        task.kind, task.class_names, task.primary_metric, t, members, controls, predictions,
+        bootstrap_samples=scoring.row_bootstrap_samples(members[0]))) for t in task.test_sets)
+    return (candidates[0][2], found) if any(d is not None for _, d in found) else ("", none)
+
+
+def fmt(v: float | None, digits: int) -> str:
+    return "" if v is None else f"{v:.{digits}f}"
+
+
+def format_fraction(fraction: float) -> str:
+    """A label fraction as a percentage, e.g. 0.1 -> "10%"."""
+    return f"{round(fraction * 100, 6):g}%"
+
+
+def several_backbones(lines: list[SummaryRow]) -> bool:
+    return len({l.backbone for l in lines}) > 1
+
+
+def several_precisions(lines: list[SummaryRow]) -> bool:
+    return len({l.precision for l in lines}) > 1
+
+
+def sections(lines: list[SummaryRow]) -> list[tuple[str, str, list[SummaryRow]]]:
+    """(section id, title, lines) of our runs: real data always, synthetic when present."""
+    real = [l for l in lines if not l.synthetic]
+    synthetic = [l for l in lines if l.synthetic]
+    sections = [(SECTION_REAL, "Our runs: real data", real)]
+    if synthetic:
+        sections.append((SECTION_SYNTHETIC, "Our runs: SYNTHETIC data (pipeline check on generated "
+                         "images, not a result)", synthetic))
+    return sections
