@@ -38,7 +38,7 @@ class Recorder:
         self.logs.append(logs)
         if step in self.snapshot_at:
             self.snapshots[step] = ([w.copy() for w in model.get_weights()],
-                                    [np.array(v) for v in model.optimizer.variables])
+                                    [v.numpy() for v in model.optimizer.variables])
         if step == self.stop_at:
             raise Stop
 
@@ -204,7 +204,7 @@ def train(strategy, weights, batch, *, use_fit=False, steps=1):
         model = tiny_model(weights=weights)
     data = tf.data.Dataset.from_tensors(batch).repeat(steps)
     if use_fit:
-        loss = model.fit(data, epochs=1, verbose=0).history["loss"][-1]
+        loss = model.fit(data, epochs=1, verbose=0, shuffle=False).history["loss"][-1]
     else:
         loop = pretrain.make_train_loop(model, strategy)
         loss = float(loop(iter(strategy.experimental_distribute_dataset(data)), tf.constant(steps))["loss"])

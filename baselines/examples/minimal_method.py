@@ -57,7 +57,7 @@ class RotationPrediction(Method):
             model.compile(optimizer=build_optimizer(config),
                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
             model.optimizer.build(model.trainable_variables)  # slots now, not inside the traced step
-        model.fit(data, epochs=1, steps_per_epoch=config.steps, verbose=0)
+        model.fit(data, epochs=1, steps_per_epoch=config.steps, verbose=0, shuffle=False)
 
         if strategy.extended.should_checkpoint:
             checkpoint.save_stage(checkpoint_dir, encoder=encoder, method=self.name, backbone=backbone,
