@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import codecs
+import gzip
 import io
 import pathlib
 
@@ -60,9 +61,12 @@ def _pad(root: pathlib.Path, lines: list[str], image=None) -> pathlib.Path:
     return root
 
 
-def _nih(root: pathlib.Path, *, train="00000001_000.png\n", test="00000002_000.png\n", image=None):
-    rows = [NIH_HEADER, "00000001_000.png,Cardiomegaly,0,1,57,M,PA,2682,2749,0.143,0.143",
+NIH_ROWS = ["00000001_000.png,Cardiomegaly,0,1,57,M,PA,2682,2749,0.143,0.143",
             "00000002_000.png,No Finding,0,2,26,F,PA,2048,2500,0.171,0.171"]
+
+
+def _nih(root: pathlib.Path, *, train="00000001_000.png\n", test="00000002_000.png\n", image=None, rows=NIH_ROWS):
+    rows = [NIH_HEADER, *rows]
     (root / "images").mkdir(parents=True)
     for name in ("00000001_000.png", "00000002_000.png"):
         _png(root / "images" / name, image or Image.new("L", (8, 8), 100))
@@ -223,6 +227,48 @@ def test_malformed_nih_split_lists_name_file_and_line(tmp_path, case):
     else:
         root = _nih(tmp_path / "manual", **kwargs)
     assert _error("cxr_nih14", root, tmp_path) == expected.format(f=root / name)
+
+
+NIH_CSV_CASES = {
+    "patient_id_disagrees": ("00000002_000.png,No Finding,0,7,26,F,PA,2048,2500,0.171,0.171",
+                             "{f}, line 3: Image Index 00000002_000.png names patient 2 but Patient ID is 7; "
+                             "expected the first eight digits to equal Patient ID"),
+    "bad_image_index": ("00000002_0.png,No Finding,0,2,26,F,PA,2048,2500,0.171,0.171",
+                        "{f}, line 3: Image Index '00000002_0.png' is not of the form NNNNNNNN_NNN.png"),
+    "follow_up_not_integer": ("00000002_000.png,No Finding,x,2,26,F,PA,2048,2500,0.171,0.171",
+                              "{f}, line 3: Follow-up # is 'x'; expected an integer"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NIH_CSV_CASES))
+def test_malformed_nih_data_entry_names_file_and_line(tmp_path, case):
+    row, expected = NIH_CSV_CASES[case]
+    root = _nih(tmp_path / "manual", rows=[NIH_ROWS[0], row])
+    assert _error("cxr_nih14", root, tmp_path) == expected.format(f=root / "Data_Entry_2017_v2020.csv")
+
+
+def test_nih_follow_up_other_than_the_file_name_is_kept_as_stated(tmp_path):
+    """As in the real v2020 file (00000003_001.png has Follow-up # 0): only the patient part must agree."""
+    rows = ["00000001_001.png,Cardiomegaly,0,1,57,M,PA,2682,2749,0.143,0.143",
+            "00000002_000.png,No Finding,7,2,26,F,PA,2048,2500,0.171,0.171"]
+    root = _nih(tmp_path / "manual", rows=rows, train="00000001_001.png\n")
+    (root / "images" / "00000001_000.png").rename(root / "images" / "00000001_001.png")
+    builder = _build("cxr_nih14", root, tmp_path / "tfds")
+    got = {ex["image_index"].decode(): int(ex["follow_up"]) for split in ("train", "test")
+           for ex in _examples(builder, split)}
+    assert got == {"00000001_001.png": 0, "00000002_000.png": 7}
+
+
+def test_gzip_compressed_csv_is_read_and_a_truncated_one_is_one_line(tmp_path):
+    root = _nih(tmp_path / "manual")
+    csv_path = root / "Data_Entry_2017_v2020.csv"
+    plain = csv_path.read_bytes()
+    csv_path.write_bytes(gzip.compress(plain))
+    assert len(_examples(_build("cxr_nih14", root, tmp_path / "tfds"))) == 1
+    csv_path.write_bytes(gzip.compress(plain)[:-12])
+    assert _error("cxr_nih14", root, tmp_path / "again") == (
+        f"{csv_path}, line 1: broken gzip file (Compressed file ended before the end-of-stream marker was "
+        "reached); expected a complete .gz or plain text")
 
 
 def test_chexpert_empty_valid_split_is_an_error(tmp_path):

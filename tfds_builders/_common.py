@@ -20,10 +20,12 @@ import codecs
 import concurrent.futures
 import csv
 import dataclasses
+import gzip
 import io
 import itertools
 import os
 import pathlib
+import zlib
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -120,9 +122,15 @@ class CsvTable:
 
 
 def _decode(path: pathlib.Path) -> str:
-    """The text of `path`: UTF-8 (optional byte-order mark) or UTF-16 with a byte-order mark.
-    Raises ValueError naming file and line for any other encoding."""
+    """The text of `path`: UTF-8 (optional byte-order mark) or UTF-16 with a byte-order mark, gzip-
+    compressed or not (some redistributions ship `Data_Entry_2017_v2020.csv.gz`, `train.csv.gz`).
+    Raises ValueError naming file and line for any other encoding or a broken gzip stream."""
     data = path.read_bytes()
+    if data.startswith(b"\x1f\x8b"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e:
+            raise row_error(path, 1, f"broken gzip file ({e}); expected a complete .gz or plain text") from None
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         encoding = "utf-16"
     else:
@@ -163,8 +171,9 @@ def _header_problem(header: tuple[str, ...], accepted: list[tuple[str, ...]]) ->
 def read_csv(path, *, headers: Sequence[Sequence[str]]) -> CsvTable:
     """Reads a CSV whose header must equal one of `headers`; every row must have as many fields.
 
-    Accepts UTF-8 (with or without a byte-order mark) and UTF-16 with a byte-order mark, CRLF line
-    ends; blank lines are skipped. Raises FileNotFoundError if the file is missing and ValueError
+    Accepts UTF-8 (with or without a byte-order mark) and UTF-16 with a byte-order mark, plain or
+    gzip-compressed, LF or CRLF line ends, with or without a line end after the last row; blank lines
+    are skipped. Raises FileNotFoundError if the file is missing and ValueError
     (file + line) on another encoding, a bad header, a malformed row or no data rows at all.
     """
     path = pathlib.Path(path)

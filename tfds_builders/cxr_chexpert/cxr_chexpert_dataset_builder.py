@@ -62,12 +62,16 @@ def snake_case(observation: str) -> str:
     return observation.lower().replace(" ", "_")
 
 
+_LABEL_KEYS = tuple((obs, snake_case(obs)) for obs in OBSERVATIONS)
+
+
 @dataclasses.dataclass(frozen=True)
 class Record(_common.SourceRow):
     """One CSV row, parsed."""
 
     path: str  # the Path value as written
-    file: pathlib.Path
+    dataset_dir: pathlib.Path  # the folder `rel` is relative to
+    rel: str  # `path` without the CheXpert-v1.0[-small]/ top folder
     patient_id: str
     study_id: str
     view: str
@@ -75,6 +79,11 @@ class Record(_common.SourceRow):
     sex: str
     age: int
     labels: dict
+
+    @property
+    def file(self) -> pathlib.Path:
+        """The image file this row names (built on use: 223k Paths are slow to make up front)."""
+        return self.dataset_dir / self.rel
 
 
 def find_dataset_dir(manual_dir) -> pathlib.Path:
@@ -97,7 +106,16 @@ def find_dataset_dir(manual_dir) -> pathlib.Path:
 
 def read_split(dataset_dir: pathlib.Path, csv_name: str, header, folder: str) -> list[Record]:
     """Parses one split CSV; raises ValueError naming file and line on any malformed value."""
-    table = _common.read_csv(dataset_dir / csv_name, headers=[header])
+    return read_split_csv(dataset_dir / csv_name, header=header, folder=folder, dataset_dir=dataset_dir)
+
+
+def read_split_csv(csv_path, *, header=HEADER, folder: str = "train", dataset_dir=None) -> list[Record]:
+    """Parses one split CSV file (plain or .gz, e.g. a full `train.csv` without its images) into records
+    in file order; `file` is resolved against `dataset_dir` (default: the CSV's folder) but not opened.
+    Raises ValueError naming file and line on any malformed value."""
+    csv_path = pathlib.Path(csv_path)
+    dataset_dir = csv_path.parent if dataset_dir is None else pathlib.Path(dataset_dir)
+    table = _common.read_csv(csv_path, headers=[header])
     records, seen = [], {}
     for line, row in table.records():
         value = row["Path"]
@@ -113,13 +131,13 @@ def read_split(dataset_dir: pathlib.Path, csv_name: str, header, folder: str) ->
         seen[value] = line
         _, patient, study, _, file_view = match.groups()
         labels = {}
-        for obs in OBSERVATIONS:
+        for obs, key in _LABEL_KEYS:
             state = _STATE_OF_VALUE.get(row[obs].strip())
             if state is None:
                 raise _common.row_error(
                     table.path, line, f"column {obs!r} has value {row[obs]!r}; expected 1.0, 0.0, -1.0 or blank"
                 )
-            labels[snake_case(obs)] = state
+            labels[key] = state
         if header == TEST_HEADER:
             view, ap_pa, sex, age = file_view, "", "", -1
         else:
@@ -136,7 +154,7 @@ def read_split(dataset_dir: pathlib.Path, csv_name: str, header, folder: str) ->
         rel = value.split("/", 1)[1] if value.startswith(TOP_FOLDERS) else value
         records.append(
             Record(
-                csv=table.path, line=line, path=value, file=dataset_dir / rel, patient_id=patient,
+                csv=table.path, line=line, path=value, dataset_dir=dataset_dir, rel=rel, patient_id=patient,
                 study_id=f"{patient}/{study}", view=view, ap_pa=ap_pa, sex=sex, age=age, labels=labels,
             )
         )

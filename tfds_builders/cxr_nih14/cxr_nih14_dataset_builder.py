@@ -81,7 +81,8 @@ def _int(table, line, row, column) -> int:
 
 
 def read_entries(csv_path: pathlib.Path) -> dict[str, Record]:
-    """Parses Data_Entry_2017[_v2020].csv into {Image Index: Record}; ValueError names file and line."""
+    """Parses Data_Entry_2017[_v2020].csv (plain or .gz; no images needed) into {Image Index: Record}, in
+    file order; ValueError names file and line."""
     table = _common.read_csv(csv_path, headers=[HEADER_V2020, HEADER_2017])
     entries: dict[str, Record] = {}
     for line, row in table.records():
@@ -94,11 +95,14 @@ def read_entries(csv_path: pathlib.Path) -> dict[str, Record]:
                 table.path, line, f"Image Index {index} already listed on line {entries[index].line}"
             )
         patient_id = _int(table, line, row, "Patient ID")
+        # `Follow-up #` is kept as stated: in the v2020 file 24,106 of 112,120 rows have a number other than
+        # the file name's (00000003_001.png has Follow-up # 0). The patient part always equals Patient ID.
         follow_up = _int(table, line, row, "Follow-up #")
-        if (int(match.group(1)), int(match.group(2))) != (patient_id, follow_up):
+        if int(match.group(1)) != patient_id:
             raise _common.row_error(
                 table.path, line,
-                f"Image Index {index} disagrees with Patient ID {patient_id} / Follow-up # {follow_up}",
+                f"Image Index {index} names patient {int(match.group(1))} but Patient ID is {patient_id}; "
+                f"expected the first eight digits to equal Patient ID",
             )
         found = row["Finding Labels"].split("|")
         if found != [NO_FINDING]:

@@ -33,7 +33,7 @@ class Record(_common.SourceRow):
     sex: str
     localization: str
     site: str
-    file: pathlib.Path
+    file: pathlib.Path | None  # None from parse_metadata (no images looked up)
 
 
 def manual_dir_of(dl_manager) -> pathlib.Path:
@@ -69,12 +69,11 @@ def index_images(manual_dir: pathlib.Path) -> dict[str, pathlib.Path]:
     return found
 
 
-def read_metadata(manual_dir) -> list[Record]:
-    """Parses the metadata file and resolves every image; raises naming file and line on bad input,
-    and naming both rows when two images of one lesion have different dx."""
-    manual_dir = pathlib.Path(manual_dir)
-    table = _common.read_csv(find_metadata(manual_dir), headers=[HEADER, KAGGLE_HEADER])
-    images = index_images(manual_dir)
+def parse_metadata(csv_path) -> list[Record]:
+    """Parses a HAM10000 metadata file (either header; plain or .gz) without touching any image: the
+    records in file order, `file` None. Raises ValueError naming file and line on bad input, and naming
+    both rows when two images of one lesion have different dx."""
+    table = _common.read_csv(csv_path, headers=[HEADER, KAGGLE_HEADER])
     records, seen = [], {}
     for line, row in table.records():
         image_id, dx = row["image_id"], row["dx"]
@@ -87,19 +86,31 @@ def read_metadata(manual_dir) -> list[Record]:
             age = float(row["age"]) if row["age"].strip() else -1.0
         except ValueError:
             raise _common.row_error(table.path, line, f"age is {row['age']!r}; expected a number or blank") from None
-        file = images.get(f"{image_id}.jpg")
-        if file is None:
-            raise FileNotFoundError(
-                f"{table.path}, line {line}: image {image_id}.jpg not found in "
-                f"{' or '.join(f + '/' for f in IMAGE_FOLDERS)} under {manual_dir}"
-            )
         records.append(Record(
             csv=table.path, line=line, image_id=image_id, lesion_id=row["lesion_id"], diagnosis=dx,
             dx_type=row["dx_type"], age=age, sex=row["sex"], localization=row["localization"],
-            site=row.get("dataset", ""), file=file,
+            site=row.get("dataset", ""), file=None,
         ))
     _common.check_constant(records, key="lesion_id", fields=("diagnosis",), case="lesion")
     return records
+
+
+def read_metadata(manual_dir) -> list[Record]:
+    """`parse_metadata` of manual_dir's metadata file with every image resolved in the two image
+    folders; a row whose image is missing is a FileNotFoundError naming file and line."""
+    manual_dir = pathlib.Path(manual_dir)
+    records = parse_metadata(find_metadata(manual_dir))
+    images = index_images(manual_dir)
+    resolved = []
+    for rec in records:
+        file = images.get(f"{rec.image_id}.jpg")
+        if file is None:
+            raise FileNotFoundError(
+                f"{rec.where}: image {rec.image_id}.jpg not found in "
+                f"{' or '.join(f + '/' for f in IMAGE_FOLDERS)} under {manual_dir}"
+            )
+        resolved.append(dataclasses.replace(rec, file=file))
+    return resolved
 
 
 def group_by_lesion(records: list[Record]) -> list[list[Record]]:
