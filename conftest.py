@@ -15,3 +15,14 @@ try:
     )
 except RuntimeError:  # already initialised by an earlier import
     pass
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def smoke_data_dir(tmp_path_factory):
+    """One `--data_dir` for the session's synthetic builds: builds are keyed by what they were
+    generated from, so tests whose runs share a preset share its builds (each test process, e.g.
+    each pytest-xdist worker, has its own)."""
+    return tmp_path_factory.mktemp("shared_data")

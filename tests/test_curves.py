@@ -123,18 +123,18 @@ def test_summary_dir_goes_only_to_methods_that_accept_it():
     assert api.accepted_pretrain_args(Kwargs(), **offered) == offered
 
 
-def _run_config(tmp_path, method, **changes):
+def _run_config(tmp_path, data_dir, method, **changes):
     preset = dataclasses.replace(get_preset("smoke"), label_fractions=(100.0,), **changes)
     return runner.RunConfig(
         method=method, task=get_task("derm"), preset=preset,
-        data=data.DataConfig(data_dir=str(tmp_path / "data"), manual_dir=None, resolution=preset.resolution,
+        data=data.DataConfig(data_dir=str(data_dir), manual_dir=None, resolution=preset.resolution,
                              synthetic_sizes=preset.synthetic_sizes,
                              synthetic_image_size=preset.synthetic_image_size),
         output_dir=str(tmp_path / "out"), progress=False)
 
 
-def test_rows_carry_the_pretraining_summary_and_the_run_prints_it(tmp_path):
-    cfg = _run_config(tmp_path, "simclr")
+def test_rows_carry_the_pretraining_summary_and_the_run_prints_it(tmp_path, smoke_data_dir):
+    cfg = _run_config(tmp_path, smoke_data_dir, "simclr")
     [row] = runner.run(cfg)
     results.validate_row(row)
     summary = row["pretrain_summary"]
@@ -161,8 +161,8 @@ def test_rows_carry_the_pretraining_summary_and_the_run_prints_it(tmp_path):
     assert f"chance {2 * math.log(2 * batch - 1):.3f}" in line and f"chance {1 / (2 * batch - 1):.3f}" in line
 
 
-def test_random_init_rows_say_there_is_no_curve_and_rows_without_a_summary_stay_readable(tmp_path):
-    [row] = runner.run(_run_config(tmp_path, "random_init"))
+def test_random_init_rows_say_there_is_no_curve_and_rows_without_a_summary_stay_readable(tmp_path, smoke_data_dir):
+    [row] = runner.run(_run_config(tmp_path, smoke_data_dir, "random_init"))
     results.validate_row(row)
     assert row["pretrain_summary"] == {"method": "random_init", "steps": 0, "curve": None}
     assert not (tmp_path / "out" / "tensorboard" / "derm_random_init").exists()

@@ -136,17 +136,17 @@ def _assert_same_cell(dir_a, row_a, dir_b, row_b):
     assert strip(row_a) == strip(row_b)
 
 
-def test_saved_backbone_cell_does_not_depend_on_earlier_cells(tmp_path):
+def test_saved_backbone_cell_does_not_depend_on_earlier_cells(tmp_path, smoke_data_dir):
     """A fine-tuning cell (seed 1, both modes) run after others in one process equals the same cell
     run alone, byte for byte."""
     keras.utils.set_random_seed(0)
     path = tmp_path / "encoder.keras"
     build_encoder(SMOKE.backbone).save(path)
-    grid = _run_config(tmp_path / "data", tmp_path / "grid", f"saved:{path}", seeds=(0, 1),
+    grid = _run_config(smoke_data_dir, tmp_path / "grid", f"saved:{path}", seeds=(0, 1),
                        label_fractions=(100.0,), eval_modes=("finetune", "linear"))
     runner.run(grid)
     disturb_global_random_state()
-    alone = _run_config(tmp_path / "data", tmp_path / "alone", f"saved:{path}", seeds=(1,),
+    alone = _run_config(smoke_data_dir, tmp_path / "alone", f"saved:{path}", seeds=(1,),
                         label_fractions=(100.0,), eval_modes=("linear", "finetune"))
     runner.run(alone)
     grid_rows, alone_rows = _rows_and_predictions(tmp_path / "grid"), _rows_and_predictions(tmp_path / "alone")
@@ -178,10 +178,10 @@ def _cli(data_dir, output_dir, *extra):
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-def test_one_smoke_cell_in_two_processes_is_byte_identical(tmp_path):
+def test_one_smoke_cell_in_two_processes_is_byte_identical(tmp_path, smoke_data_dir):
     # In bfloat16 (float32 is the in-process tests' precision): determinism holds within a precision.
-    _cli(tmp_path / "data", tmp_path / "one", "--precision=bfloat16")
-    _cli(tmp_path / "data", tmp_path / "two", "--precision=bfloat16")
+    _cli(smoke_data_dir, tmp_path / "one", "--precision=bfloat16")
+    _cli(smoke_data_dir, tmp_path / "two", "--precision=bfloat16")
     one, two = _rows_and_predictions(tmp_path / "one"), _rows_and_predictions(tmp_path / "two")
     assert sorted(one) == sorted(two) and len(one) == 2
     for key, row in one.items():

@@ -15,11 +15,11 @@ from benchmark.harness.tasks import TaskOptions, get_task
 SMOKE = get_preset("smoke")
 
 
-def _config(tmp_path, task, method, **preset_changes):
+def _config(tmp_path, task, method, data_dir=None, **preset_changes):
     preset = dataclasses.replace(SMOKE, **preset_changes)
     return runner.RunConfig(
         method=method, task=get_task(task), preset=preset,
-        data=data.DataConfig(data_dir=str(tmp_path / "data"), manual_dir=None,
+        data=data.DataConfig(data_dir=str(data_dir or tmp_path / "data"), manual_dir=None,
                              resolution=preset.resolution, synthetic_sizes=preset.synthetic_sizes,
                              synthetic_image_size=preset.synthetic_image_size),
         output_dir=str(tmp_path / "out"), progress=False)
@@ -42,8 +42,8 @@ def _check_rows(rows, cfg, primary):
         assert row["synthetic"] is True and row["data_fingerprint"]
 
 
-def test_cxr_micle_runs_skips_finished_cells_and_never_shares_patients(tmp_path):
-    cfg = _config(tmp_path, "cxr", "micle")
+def test_cxr_micle_runs_skips_finished_cells_and_never_shares_patients(tmp_path, smoke_data_dir):
+    cfg = _config(tmp_path, "cxr", "micle", smoke_data_dir)
     rows = runner.run(cfg)
     assert sorted(r["label_fraction"] for r in rows) == [0.5, 1.0]
     _check_rows(rows, cfg, "mean_auc")
@@ -64,10 +64,10 @@ def test_cxr_micle_runs_skips_finished_cells_and_never_shares_patients(tmp_path)
             assert r["created"] == created[key]  # finished cells were not recomputed
 
 
-def test_pretraining_bags_regroup_the_cases_images(tmp_path):
+def test_pretraining_bags_regroup_the_cases_images(tmp_path, smoke_data_dir):
     """--bag: `study` gives one bag per study, `frontal` the frontal images of each case; every
     bag's images come from one training patient; the choice is recorded in the row's config."""
-    cfg = _config(tmp_path, "cxr", "micle")
+    cfg = _config(tmp_path, "cxr", "micle", smoke_data_dir)
     builders = data.prepare(cfg.task, cfg.data)
     cases = builders["pretrain"].as_dataset(split="train", shuffle_files=False)
     truth = {}
@@ -102,15 +102,15 @@ def test_unknown_or_unsupported_bags_are_refused(task, bag, message):
         get_task(task, TaskOptions(bag=bag))
 
 
-def test_derm_simclr_linear(tmp_path):
-    cfg = _config(tmp_path, "derm", "simclr", eval_modes=("linear",), label_fractions=(100.0,))
+def test_derm_simclr_linear(tmp_path, smoke_data_dir):
+    cfg = _config(tmp_path, "derm", "simclr", smoke_data_dir, eval_modes=("linear",), label_fractions=(100.0,))
     rows = runner.run(cfg)
     assert len(rows) == 1 and rows[0]["eval_mode"] == "linear"
     _check_rows(rows, cfg, "top1")
     assert "macro_auc" in rows[0]["metrics"]["shifted"]["values"]
 
 
-def test_cli_run_killed_mid_pretraining_resumes(tmp_path):
+def test_cli_run_killed_mid_pretraining_resumes(tmp_path, smoke_data_dir):
     """`python -m benchmark.run` killed during pretraining resumes from its checkpoint on rerun, and
     ends with the prediction files (byte for byte) and row of an uninterrupted run."""
     import signal
@@ -121,7 +121,7 @@ def test_cli_run_killed_mid_pretraining_resumes(tmp_path):
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "benchmark.run", "--method=simclr", "--task=cxr", "--preset=smoke",
             "--pretrain_steps=200", "--seeds=0", "--label_fractions=100", "--verbosity=0", "--control=none",
-            f"--data_dir={tmp_path / 'data'}", f"--output_dir={out}", "--noprogress"]
+            f"--data_dir={smoke_data_dir}", f"--output_dir={out}", "--noprogress"]
     meta_file = out / "pretrain" / "cxr_simclr" / "meta.json"
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -164,10 +164,11 @@ def _fail(*args, **kwargs):
     raise AssertionError("a finished grid prepared data again")
 
 
-def test_the_control_runs_once_beside_the_method_and_not_with_control_none(tmp_path, monkeypatch):
+def test_the_control_runs_once_beside_the_method_and_not_with_control_none(tmp_path, monkeypatch,
+                                                                          smoke_data_dir):
     from benchmark.board import report
 
-    cfg = dataclasses.replace(_config(tmp_path, "derm", "simclr", label_fractions=(100.0,)),
+    cfg = dataclasses.replace(_config(tmp_path, "derm", "simclr", smoke_data_dir, label_fractions=(100.0,)),
                               control="random_init")
     rows = runner.run(cfg)
     store = results.ResultsStore(os.path.join(cfg.output_dir, "results.jsonl"))
