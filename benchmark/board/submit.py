@@ -344,8 +344,10 @@ def _check_cells(path: Path, numbered: list[tuple[int, dict]], board: Leaderboar
         group = (row["task"], row["method"], row["preset"], row["eval_mode"])
         groups.setdefault(group, set()).add((_fraction_key(row["label_fraction"]), row["seed"]))
     for group in sorted(groups):
-        references = [r for r in _reference_rows(board, group[0], group[2])
-                      if r["eval_mode"] == group[3]]
+        of_preset = _reference_rows(board, group[0], group[2])
+        if not of_preset:
+            continue  # refused as no_reference (the test sets are compared against them)
+        references = [r for r in of_preset if r["eval_mode"] == group[3]]
         fractions, seeds = required_grid(references) if references else preset_grid(group[2])
         need = {(f, s) for f in fractions for s in seeds}
         have = groups[group]
