@@ -5,11 +5,12 @@ Standard library only at import time: `quiet_tensorflow` must run before TensorF
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
 import warnings
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -126,14 +127,33 @@ def exit_on_error(e: BaseException) -> None:
     sys.exit(f"error: {error_line(e)}")
 
 
-def run_entry_point(action: Callable[[], T]) -> tuple[int, T | None]:
-    """Runs `action` as an entry point must: a data error (ValueError) or OS error becomes one
-    `error:` line on stderr and status 1, a skipped truncated results line one `warning:` line;
-    returns (exit status, what `action` returned or None)."""
+@contextlib.contextmanager
+def row_warnings() -> Iterator[None]:
+    """Prints every skipped results line (`results.RowWarning`) raised inside as one `warning:`
+    line on stderr, each message once, when the block ends; other warnings are shown as usual."""
     from benchmark.harness import results
 
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", results.TruncatedLineWarning)
+        warnings.simplefilter("always", results.RowWarning)
+        try:
+            yield
+        finally:
+            told = set()
+            for w in caught:
+                if not issubclass(w.category, results.RowWarning):
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+                elif str(w.message) not in told:
+                    print(f"warning: {w.message}", file=sys.stderr)
+                    told.add(str(w.message))
+
+
+def run_entry_point(action: Callable[[], T]) -> tuple[int, T | None]:
+    """Runs `action` as an entry point must: a data error (ValueError) or OS error becomes one
+    `error:` line on stderr and status 1, a skipped results line (`results.RowWarning`) one
+    `warning:` line; returns (exit status, what `action` returned or None)."""
+    from benchmark.harness import results
+
+    with row_warnings():
         try:
             outcome = 0, action()
         except OSError as e:
@@ -142,14 +162,6 @@ def run_entry_point(action: Callable[[], T]) -> tuple[int, T | None]:
         except ValueError as e:
             outcome = 1, None
             message = str(e)
-    told = set()
-    for w in caught:
-        if issubclass(w.category, results.TruncatedLineWarning):
-            if str(w.message) not in told:
-                print(f"warning: {w.message}", file=sys.stderr)
-            told.add(str(w.message))
-        else:
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     if outcome[0]:
         print(message if message.startswith("submission rejected") else f"error: {message}",
               file=sys.stderr)

@@ -44,6 +44,9 @@ def define_flags() -> None:
     flags.DEFINE_string("scratch_dir", None, "Where the re-run writes (default: a new temporary dir).")
     flags.DEFINE_string("tpu_address", None, "TPU address, for rows computed with --strategy=tpu.")
     flags.DEFINE_bool("progress", True, "Show progress bars.")
+    flags.DEFINE_string("method_spec", None, "The row's config.method_spec, when it is not a "
+                        "registered method (an import path package.module:Class or saved:<path>): "
+                        "naming it here is what allows running that code.")
 
 
 def main(argv):
@@ -61,7 +64,8 @@ def main(argv):
         scratch = FLAGS.scratch_dir or tempfile.mkdtemp(prefix="reproduce_")
         cfg = reproduce.rerun_config(where, row, data_dir=FLAGS.data_dir, scratch_dir=scratch,
                            manual_dir=FLAGS.manual_dir, tpu_address=FLAGS.tpu_address,
-                           progress=cli.progress_enabled(FLAGS.progress))
+                           progress=cli.progress_enabled(FLAGS.progress),
+                           method_spec=FLAGS.method_spec)
         reproduce.check_code(where, row)
         if os.path.exists(os.path.join(scratch, "results.jsonl")):
             raise ValueError(f"--scratch_dir={scratch}: already holds results; give an empty folder")

@@ -252,10 +252,12 @@ def main(argv):
         cfg = dataclasses.replace(cfg, precision=chosen)
         rows = runner.run(cfg, strategy)
         controls = runner.control_rows(cfg)
+        with cli.row_warnings():
+            table = report.summary_table(rows, controls, output_dir=cfg.output_dir)
     except cli.user_errors() as e:
         cli.exit_on_error(e)
     print("\n".join(report.pretrain_lines(rows)) + "\n")
-    print(report.summary_table(rows, controls, predictions_dir=cfg.output_dir))
+    print(table)
     print(f"\nresults: {os.path.join(cfg.output_dir, 'results.jsonl')}")
     print(f"curves: tensorboard --logdir {os.path.join(cfg.output_dir, runner.TENSORBOARD_DIR)}")
 

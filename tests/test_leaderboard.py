@@ -243,7 +243,8 @@ def test_nondeterministic_rows_are_marked_without_changing_values(results_file, 
     flipped = [dict(r, deterministic=True) for r in rows]
     flipped[0]["deterministic"] = False
     (tmp_path / "flipped.jsonl").write_text("".join(json.dumps(r) + "\n" for r in flipped))
-    leaderboard.regenerate([tmp_path / "flipped.jsonl"], tmp_path / "b", PUBLISHED)
+    leaderboard.regenerate([tmp_path / "flipped.jsonl"], tmp_path / "b", PUBLISHED,
+                           prediction_dirs=[results_file.parent])
     unmarked = _csv_rows((tmp_path / "b" / "derm.csv").read_text())
     first = (rows[0]["method"], str(rows[0]["label_fraction"]), rows[0]["eval_mode"])
     assert [r["deterministic"] for r in unmarked if r["section"] != "published"].count("no") == 1
@@ -417,12 +418,13 @@ def test_torn_last_line_is_skipped_with_a_warning(results_file, tmp_path, capsys
     torn = _rows_file(tmp_path, lines[:-1] + [lines[-1][:40]])
     whole = _rows_file(tmp_path / "whole", lines[:-1]) if (tmp_path / "whole").mkdir() is None \
         else None
+    (tmp_path / "predictions").symlink_to(results_file.parent / "predictions")
     assert leaderboard_cmd.cli(str(torn), str(tmp_path / "a"), str(PUBLISHED)) == 0
     err = capsys.readouterr().err
     assert err == (f"warning: {torn}:{len(lines)}: ignoring truncated last line (Unterminated "
                    "string starting at: line 1 column 17 (char 16)); the leaderboard is built "
                    "without it\n")
-    leaderboard.regenerate([whole], tmp_path / "b", PUBLISHED)
+    leaderboard.regenerate([whole], tmp_path / "b", PUBLISHED, prediction_dirs=[tmp_path])
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
 
 
@@ -541,7 +543,8 @@ def test_summary_table_shows_the_control_and_the_paired_difference(tmp_path):
     build = _builder()
     rows = build.make_grid("derm", "simclr", tmp_path, skill=1.3)
     control = build.make_grid("derm", "random_init", tmp_path)
-    shown = report.summary_table(rows, control, predictions_dir=str(tmp_path))
+    build.write_rows(tmp_path / "results.jsonl", rows + control)
+    shown = report.summary_table(rows, control, output_dir=str(tmp_path))
     header, first = shown.splitlines()[:2]
     assert "control" in header and "difference [paired 95% CI]" in header
     values = [[r["metrics"]["in_distribution"]["values"]["top1"] for r in rs
@@ -551,5 +554,74 @@ def test_summary_table_shows_the_control_and_the_paired_difference(tmp_path):
             and f"{np.mean(values[1]):.3f} ± {np.std(values[1], ddof=1):.3f} (n=2)" in first)
     assert f"{np.mean(values[0]) - np.mean(values[1]):+.3f} [" in first
     assert "control: random_init" in shown and "paired patient-level bootstrap" in shown
-    alone = report.summary_table(rows).splitlines()[1]
-    assert alone.split()[-2:] == ["—", "—"] and "control:" not in report.summary_table(rows)
+    alone = report.summary_table(rows, output_dir=str(tmp_path))
+    assert alone.splitlines()[1].split()[-2:] == ["—", "—"] and "control:" not in alone
+
+
+def _swap_first_scores(path: Path) -> None:
+    """Edits a prediction file after its row was scored: the first two examples swap scores."""
+    lines = path.read_text().splitlines()
+    header, a, b = (l.split(",") for l in lines[:3])
+    k = (len(header) - 2) // 2
+    a[2 + k:], b[2 + k:] = b[2 + k:], a[2 + k:]
+    lines[1], lines[2] = ",".join(a), ",".join(b)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _board_with_control(tmp_path):
+    build = _builder()
+    rows = []
+    for method, skill in (("simclr", 1.3), ("random_init", 1.0)):
+        for row in build.make_grid("derm", method, tmp_path, skill=skill):
+            row["config"] = {"backbone": R18, "method_spec": method}
+            rows.append(row)
+    build.write_rows(tmp_path / "results.jsonl", rows)
+    return rows
+
+
+def test_a_row_whose_numbers_disagree_with_its_files_is_left_out_with_one_warning(tmp_path,
+                                                                                  capsys):
+    """Issue 21, principle 1: every number shown is computed from the prediction files. A stored
+    row whose metrics disagree with its (edited) file is named in one warning line and left out:
+    neither its stored mean nor its file's difference is shown."""
+    rows = _board_with_control(tmp_path)
+    edited = next(i for i, r in enumerate(rows) if r["method"] == "random_init"
+                  and r["label_fraction"] == 0.1 and r["seed"] == 1)
+    _swap_first_scores(tmp_path / rows[edited]["metrics"]["in_distribution"]["predictions"])
+    assert leaderboard_cmd.cli(str(tmp_path / "results.jsonl"), str(tmp_path / "out"),
+                               str(PUBLISHED)) == 0
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1, err
+    assert re.fullmatch(
+        rf"warning: {re.escape(str(tmp_path))}/results.jsonl:{edited + 1}: metrics."
+        r"in_distribution: values\.\S+ = 0.\d+ but re-scoring predictions/derm_random_init_cpu_"
+        r"finetune_f10_s1_in_distribution.csv gives 0.\d+ \(tolerance 1e-06\); the row is left "
+        r"out\n", err), err
+    lines = {(r["method"], r["label_fraction"]): r
+             for r in _csv_rows((tmp_path / "out" / "derm.csv").read_text()) if r["method"]
+             and r["section"] == "ours_synthetic"}
+    kept = rows[edited - 1]["metrics"]["shifted"]["values"]["top1"]  # the control's seed 0
+    assert lines[("random_init", "0.1")]["shifted_n_seeds"] == "1"
+    assert float(lines[("random_init", "0.1")]["shifted_mean"]) == pytest.approx(kept, abs=1e-6)
+    simclr = lines[("simclr", "0.1")]
+    assert simclr["in_distribution_diff_n_seeds"] == simclr["shifted_diff_n_seeds"] == "1"
+    assert lines[("simclr", "1")]["in_distribution_diff_n_seeds"] == "2"
+
+
+def test_the_runs_table_rescores_and_leaves_out_a_row_that_disagrees_with_its_files(tmp_path):
+    """Issue 21, principle 1: the table a run prints re-scores every row from its files; an
+    edited file's row is named by its results line and left out, never shown."""
+    from benchmark.board import report, rules
+
+    rows = _board_with_control(tmp_path)
+    method = [r for r in rows if r["method"] == "simclr"]
+    control = [r for r in rows if r["method"] == "random_init"]
+    _swap_first_scores(tmp_path / control[0]["metrics"]["shifted"]["predictions"])
+    with pytest.warns(rules.LeftOutRowWarning) as caught:
+        shown = report.summary_table(method, control, output_dir=str(tmp_path))
+    assert len(caught) == 1 and re.fullmatch(
+        rf"{re.escape(str(tmp_path))}/results.jsonl:5: metrics.shifted: values\.\S+ = 0.\d+ but "
+        r"re-scoring predictions/derm_random_init_cpu_finetune_f10_s0_shifted.csv gives 0.\d+ "
+        r"\(tolerance 1e-06\); the row is left out of the table", str(caught[0].message))
+    first = next(l for l in shown.splitlines() if "10%" in l and "shifted" in l)
+    assert first.count("(n=1)") == 2 and "(n=2)" in first  # control and difference: seed 1 only

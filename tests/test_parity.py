@@ -1,25 +1,37 @@
 """benchmark.parity: replicates of one configuration in float32 and bfloat16, compared per cell."""
+import importlib.util
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from benchmark.board import parity
-from test_results import _row
 
 
-def _replicate(precision, pretrain_seed, value, shifted=0.5, **config):
-    row = _row(method=f"micle-{precision}-p{pretrain_seed}", seed=pretrain_seed)
-    row["config"] = {"method": row["method"], "method_spec": "micle", "backbone": {"depth": 18}, "precision": {"used": precision, "requested": precision},
-                     "pretrain": {"seed": pretrain_seed, "precision": precision, "steps": 9}, **config}
-    row["metrics"]["in_distribution"]["values"]["mean_auc"] = value
-    row["metrics"]["shifted"]["values"]["mean_auc"] = shifted
+def _builder():
+    path = Path(__file__).parent / "data" / "submission_example" / "build_example.py"
+    spec = importlib.util.spec_from_file_location("build_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _replicate(directory, precision, pretrain_seed, skill, **config):
+    """A cxr row of one replicate, scored from the toy prediction files it writes."""
+    method = f"micle-{precision}-p{pretrain_seed}"
+    row = _builder().make_cell("cxr", method, 0.1, pretrain_seed, directory, skill=skill)
+    row["config"] = {"method": method, "method_spec": "micle", "backbone": {"depth": 18},
+                     "precision": {"used": precision, "requested": precision},
+                     "pretrain": {"seed": pretrain_seed, "precision": precision, "steps": 9},
+                     **config}
     return row
 
 
-F32, BF16 = (0.60, 0.62, 0.58), (0.70, 0.64, 0.61)
-F32_SHIFTED, BF16_SHIFTED = (0.50, 0.55, 0.45), (0.52, 0.50, 0.57)
+def _rows(directory):
+    return ([_replicate(directory, "float32", s, 1.0) for s in range(3)]
+            + [_replicate(directory, "bfloat16", s, 1.4) for s in range(3)])
 
 
 def _write(path, rows):
@@ -28,39 +40,97 @@ def _write(path, rows):
 
 
 def test_parity_table_compares_means_against_the_larger_spread(tmp_path):
-    rows = [_replicate("float32", s, v, w) for s, (v, w) in enumerate(zip(F32, F32_SHIFTED))]
-    rows += [_replicate("bfloat16", s, v, w) for s, (v, w) in enumerate(zip(BF16, BF16_SHIFTED))]
+    rows = _rows(tmp_path)
     lines = parity.parity_lines(parity.read_rows(_write(tmp_path / "r.jsonl", rows)))
-    assert [(l.test_set, l.values) for l in lines] == [
-        ("in_distribution", (F32, BF16)), ("shifted", (F32_SHIFTED, BF16_SHIFTED))]
-    inside, shifted = lines
-    assert inside.difference == pytest.approx(np.mean(BF16) - np.mean(F32))
-    assert inside.spread == pytest.approx(max(np.std(F32, ddof=1), np.std(BF16, ddof=1)))
-    assert inside.within is False  # +0.05 against a spread of 0.046
-    assert shifted.within is True  # +0.030 against a spread of 0.050
-    table = parity.table(lines)
-    assert "| cxr | finetune | 10% | in_distribution | mean_auc | 0.600 ± 0.020 (n=3) | 0.650 ± 0.046 (n=3) | +0.050 | 0.046 | NO |" in table
+    assert [l.test_set for l in lines] == ["in_distribution", "shifted"]
+    for line in lines:
+        f32, bf16 = ([r["metrics"][line.test_set]["values"]["mean_auc"] for r in rows
+                      if r["config"]["precision"]["used"] == p] for p in ("float32", "bfloat16"))
+        assert line.values == (tuple(f32), tuple(bf16))
+        assert line.difference == pytest.approx(np.mean(bf16) - np.mean(f32))
+        assert line.spread == pytest.approx(max(np.std(f32, ddof=1), np.std(bf16, ddof=1)))
+        assert line.within == (abs(line.difference) <= line.spread)
+        assert (f"| cxr | finetune | 10% | {line.test_set} | mean_auc | {np.mean(f32):.3f} ± "
+                f"{np.std(f32, ddof=1):.3f} (n=3) |") in parity.table(lines)
+
+
+def _edit_prediction(rows, directory, index, test_set="in_distribution"):
+    """Swaps the scores of the first two examples of a row's prediction file."""
+    path = directory / rows[index]["metrics"][test_set]["predictions"]
+    lines = path.read_text().splitlines()
+    header, a, b = lines[0].split(","), lines[1].split(","), lines[2].split(",")
+    k = (len(header) - 2) // 2
+    a[2 + k:], b[2 + k:] = b[2 + k:], a[2 + k:]
+    lines[1], lines[2] = ",".join(a), ",".join(b)
+    path.write_text("\n".join(lines) + "\n")
 
 
 @pytest.mark.parametrize("change,message", [
-    (lambda rows: rows[4]["config"].update(backbone={"depth": 50}),
+    (lambda rows, d: rows[4]["config"].update(backbone={"depth": 50}),
      r"r.jsonl:5: row of micle-bfloat16-p1 has another configuration than .*r.jsonl:1"),
-    (lambda rows: rows[3]["config"].update(method_spec="simclr"),
+    (lambda rows, d: rows[3]["config"].update(method_spec="simclr"),
      r"r.jsonl:4: row of micle-bfloat16-p0 has another configuration"),
-    (lambda rows: rows[5].update(seed=1) or rows[5]["config"]["pretrain"].update(seed=1),
+    (lambda rows, d: rows.__setitem__(5, _replicate(d, "bfloat16", 1, 1.4)),
      r"r.jsonl:6: replicate \(pretraining seed, seed\) = \(1, 1\) appears twice in bfloat16"),
-    (lambda rows: rows.pop(0) and rows.pop(0),
+    (lambda rows, d: rows.pop(0) and rows.pop(0),
      r"cell \('cxr', 'cpu', 'finetune', 0.1\): \{'float32': 1, 'bfloat16': 3\} replicates; expected at "
      r"least 2"),
-    (lambda rows: rows[0]["config"]["precision"].update(used="float16"),
+    (lambda rows, d: rows[0]["config"]["precision"].update(used="float16"),
      r"r.jsonl:1: config.precision.used 'float16'"),
+    (lambda rows, d: rows[4].update(code_digest="c" * 64),
+     r"^\S*r.jsonl:5: row of micle-bfloat16-p1 has another code_digest than \S*r.jsonl:1 "
+     r"\(cccccccccccc... vs \w{12}...\); parity pools only replicates of one code, machine kind "
+     r"and data$"),
+    (lambda rows, d: rows[2]["machine"].update(isa=["amx_bf16"]),
+     r"r.jsonl:3: row of micle-float32-p2 has another machine kind than .*parity pools only "
+     r"replicates of one code, machine kind and data$"),
+    (lambda rows, d: rows[1]["data_build"].update({"cxr_toy/64px/1.0.0": "d" * 64}),
+     r"r.jsonl:2: row of micle-float32-p1 has another data_build\[cxr_toy/64px/1.0.0\] than "
+     r"\S*r.jsonl:1 \(dddddddddddd... vs \w{12}...\)"),
+    (lambda rows, d: rows[1]["metrics"]["shifted"].update(fingerprint="e" * 64),
+     r"r.jsonl:2: row of micle-float32-p1 has another metrics.shifted.fingerprint than "),
+    (lambda rows, d: rows[4].update(data_fingerprint="f" * 64),
+     r"r.jsonl:5: row of micle-bfloat16-p1 trained on another subset \(data_fingerprint "
+     r"ffffffffffff...\) than \S*r.jsonl:2 \(\w{12}...\) of the same label fraction and seed"),
+    (lambda rows, d: _edit_prediction(rows, d, 3),
+     r"^\S*r.jsonl:4: metrics.in_distribution: values\.\S+ = 0.\d+ but re-scoring "
+     r"predictions/cxr_micle-bfloat16-p0_cpu_finetune_f10_s0_in_distribution.csv gives 0.\d+ "
+     r"\(tolerance 1e-06\); parity compares only rows whose numbers are their predictions'$"),
+    (lambda rows, d: (d / rows[2]["metrics"]["shifted"]["predictions"]).unlink(),
+     r"^\S*r.jsonl:3: prediction file predictions/\S+_shifted.csv of metrics.shifted is not in "
+     r"\S+; parity re-scores every replicate from its predictions$"),
 ])
 def test_parity_refuses_rows_that_are_not_replicates_of_one_configuration(tmp_path, change, message):
-    rows = [_replicate("float32", s, v) for s, v in enumerate(F32)]
-    rows += [_replicate("bfloat16", s, v) for s, v in enumerate(BF16)]
-    change(rows)
+    rows = _rows(tmp_path)
+    change(rows, tmp_path)
     with pytest.raises(ValueError, match=message):
         parity.parity_lines(parity.read_rows(_write(tmp_path / "r.jsonl", rows)))
+
+
+def test_an_undefined_primary_metric_is_one_line_naming_the_row(tmp_path):
+    """A replicate whose primary metric is undefined once re-scored (here: no positive label of
+    any class in one test set, so no AUC) is an error naming it, not a traceback."""
+    rows = _rows(tmp_path)
+    path = tmp_path / rows[1]["metrics"]["shifted"]["predictions"]
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    k = (len(header) - 2) // 2
+    for i in range(1, len(lines)):
+        cells = lines[i].split(",")
+        cells[2:2 + k] = ["" if c == "" else "0" for c in cells[2:2 + k]]
+        lines[i] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    from benchmark.board import rules
+    from benchmark.harness import results, tasks
+
+    rescored = rules.rescore(tasks.get_task("cxr"), "shifted", rows[1],
+                             results.read_predictions(path))
+    rows[1]["metrics"]["shifted"].update(values=rescored["values"], ci95=rescored["ci95"])
+    path_rows = _write(tmp_path / "r.jsonl", rows)
+    with pytest.raises(ValueError, match=r"^\S*r.jsonl:2: metrics.shifted.values.mean_auc is "
+                                         r"undefined \(null or NaN\) when re-scored from its "
+                                         r"predictions; parity needs a value for every replicate$"):
+        parity.parity_lines(parity.read_rows(path_rows))
 
 
 @pytest.mark.parametrize("paths,message", [
@@ -74,9 +144,7 @@ def test_parity_flags_fail_in_one_line(paths, message):
 
 
 def test_a_truncated_last_line_is_reported_and_skipped(tmp_path):
-    rows = [_replicate("float32", s, v) for s, v in enumerate(F32)]
-    rows += [_replicate("bfloat16", s, v) for s, v in enumerate(BF16)]
-    path = _write(tmp_path / "r.jsonl", rows)
+    path = _write(tmp_path / "r.jsonl", _rows(tmp_path))
     with open(path, "a") as f:
         f.write('{"task": "cx')
     from benchmark.harness import results

@@ -225,7 +225,7 @@ def test_rows_scored_before_new_metrics_are_rescored_from_their_predictions(boar
     moved = tmp_path / "moved"
     moved.mkdir()
     (moved / "results.jsonl").write_bytes(old.read_bytes())
-    with pytest.raises(ValueError, match=r"moved/results.jsonl:1: metrics.in_distribution lacks "
-                                         r".* and its prediction file predictions/"):
+    with pytest.raises(ValueError, match=r"moved/results.jsonl:1: prediction file predictions/"
+                                         r".* of metrics.in_distribution is not in "):
         board_lines.load_rows([moved / "results.jsonl"])
     assert len(board_lines.load_rows([moved / "results.jsonl"], prediction_dirs=[board])) == len(rows)

@@ -143,3 +143,32 @@ def test_rerun_config_recreates_the_cell():
     assert cfg.preset.label_fractions == (100.0,) and cfg.preset.seeds == (0,)
     assert cfg.preset.eval_modes == ("finetune",)
     assert cfg.deterministic is True and cfg.output_dir == "s"
+
+
+def test_a_row_never_chooses_code_to_run(tmp_path, monkeypatch):
+    """Issue 21, principle 7: a row whose `config.method_spec` is not a registered method (an
+    import path) is re-run only when the user names that spec, equal to the row's; the module is
+    never imported on the row's word."""
+    marker = tmp_path / "imported"
+    (tmp_path / "mod").mkdir()
+    (tmp_path / "mod" / "evil_reproduce_module.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "mod"))
+    row = copy.deepcopy(_committed_row())
+    spec = "evil_reproduce_module:Method"
+    row["config"]["method_spec"] = spec
+    with pytest.raises(ValueError, match=(
+            r"^r.jsonl:1: its config.method_spec 'evil_reproduce_module:Method' is not a "
+            r"registered method \(micle, none, random_init, simclr, supervised\); a row is data "
+            r"and never chooses code to run: if you trust that code, name it yourself with "
+            r"--method_spec=evil_reproduce_module:Method$")):
+        reproduce.rerun_config("r.jsonl:1", row, data_dir="d", scratch_dir="s")
+    with pytest.raises(ValueError, match=(r"^--method_spec=simclr: the row's config.method_spec "
+                                          r"is 'evil_reproduce_module:Method'; expected them "
+                                          r"equal$")):
+        reproduce.rerun_config("r.jsonl:1", row, data_dir="d", scratch_dir="s",
+                               method_spec="simclr")
+    assert not marker.exists() and "evil_reproduce_module" not in sys.modules
+    cfg = reproduce.rerun_config("r.jsonl:1", row, data_dir="d", scratch_dir="s",
+                                 method_spec=spec)
+    assert cfg.method == spec  # named by the user: what `runner.run` will import

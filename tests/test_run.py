@@ -177,7 +177,7 @@ def test_the_control_runs_once_beside_the_method_and_not_with_control_none(tmp_p
     assert control["config"]["backbone"] == rows[0]["config"]["backbone"]
     assert control["config"]["method_spec"] == "random_init"
     _check_rows([control], cfg, "top1")
-    table = report.summary_table(rows, [control], predictions_dir=cfg.output_dir)
+    table = report.summary_table(rows, [control], output_dir=cfg.output_dir)
     lines = [l for l in table.splitlines() if l.startswith("derm   simclr")]
     assert len(lines) == 2 and all("(n=1)" in l and "—" not in l for l in lines)
     assert "control: random_init" in table and "paired patient-level bootstrap" in table

@@ -140,6 +140,32 @@ def _fifo(sub):
     os.mkfifo(path)
 
 
+def _as_linear(row):
+    """`row` as a linear-probe row (the toy board has no reference rows of that eval mode)."""
+    probe = {"C": 1.0, "grid": [1.0], "validation": {"1.0": None}, "metric": "top1",
+             "standardised": True, "solver": "lbfgs", "max_iter": 1000, "unconverged": [],
+             "constant": [], "n_validation_examples": 0}
+    return dict(row, eval_mode="linear", linear_probe=probe)
+
+
+def _copy_prediction(source, target):
+    """Presents row `source`'s in-distribution predictions, byte for byte, as row `target`'s,
+    with the numbers a harness would store for that cell."""
+    def mutate(sub):
+        from benchmark.board import rules
+        from benchmark.harness import tasks
+
+        rows = _rows(sub)
+        data = (sub / rows[source]["metrics"]["in_distribution"]["predictions"]).read_bytes()
+        path = sub / rows[target]["metrics"]["in_distribution"]["predictions"]
+        path.write_bytes(data)
+        rescored = rules.rescore(tasks.get_task("derm"), "in_distribution", rows[target],
+                                 results.read_predictions(path))
+        rows[target]["metrics"]["in_distribution"].update(rescored)
+        _write(sub, rows)
+    return mutate
+
+
 def _unlink(name):
     return lambda sub: (sub / name).unlink()
 
@@ -248,6 +274,37 @@ CASES = {
                         ["results.jsonl:1: metrics.in_distribution: values.top1"]),
     "metric_mismatch/ci": (_edit_rows(lambda rows: _bump_value(rows, 1e-3, ci=True)),
                            ["results.jsonl:1: metrics.in_distribution: ci95.top1 lo"]),
+    # Issue 21, principle 2: names are unique ignoring case and punctuation, controls are the
+    # board's, the grid holds without reference rows of the eval mode, every cell its own files.
+    "method_clash/case": (_set_all("method", "Supervised"), [
+        "results.jsonl:1: method 'Supervised' names the same method as 'supervised' on the "
+        "leaderboard (names are compared ignoring case and punctuation); choose another name"]),
+    "method_clash/punctuation": (_set_all("method", "super-vised"), [
+        "method 'super-vised' names the same method as 'supervised' on the leaderboard"]),
+    "method_clash/within": (_edit_rows(lambda rows: [dict(r, method="Example.SSL") for r in
+                                                     rows[:1]] + rows[1:]), [
+        "results.jsonl:2: method 'example-ssl' names the same method as 'Example.SSL' on line 1"]),
+    "method_clash/control": (_set_all("method", "Random-Init2"), [
+        "results.jsonl:1: method 'Random-Init2' reads as the board's control 'random_init'; "
+        "controls are the reference rows, choose another name"]),
+    "cell_outside_grid/preset": (_edit_rows(lambda rows: [_as_linear(r) for r in rows]), [
+        "(task=derm, method=example-ssl, preset=cpu, eval_mode=linear) has cells "
+        "label_fraction=1 seed=0, label_fraction=1 seed=1 outside the required grid "
+        "label_fraction in {0.1} x seed in {0, 1} (preset cpu's; the leaderboard has no "
+        "reference rows of this eval mode)"]),
+    "incomplete_grid/preset": (_edit_rows(lambda rows: [_as_linear(r) for r in rows[:1]]), [
+        "(task=derm, method=example-ssl, preset=cpu, eval_mode=linear) is missing cells "
+        "label_fraction=0.1 seed=1; the required grid is label_fraction in {0.1} x seed in "
+        "{0, 1} (preset cpu's"]),
+    "duplicate_predictions": (_copy_prediction(0, 1), [
+        "results.jsonl:2: metrics.in_distribution: predictions/derm_example-ssl_cpu_finetune_"
+        "f10_s1_in_distribution.csv has the same bytes as predictions/derm_example-ssl_cpu_"
+        "finetune_f10_s0_in_distribution.csv of ", "results.jsonl:1, cell (task=derm, "
+        "method=example-ssl, preset=cpu, eval_mode=finetune, label_fraction=0.1, seed=0); every "
+        "cell is scored from its own predictions"]),
+    "duplicate_predictions/fraction": (_copy_prediction(1, 3), [
+        "results.jsonl:4: metrics.in_distribution: predictions/derm_example-ssl_cpu_finetune_"
+        "f100_s1_in_distribution.csv has the same bytes as ", "label_fraction=0.1, seed=1)"]),
 }
 
 
@@ -496,3 +553,62 @@ def test_submit_process_exits_non_zero_without_traceback(example):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: {board / 'results.jsonl'}:1: result row: missing key 'code_digest'")
+
+
+R18 = {"family": "resnet_v1", "depth": 18, "width": 0.25, "small_stem": False}
+
+
+def test_a_submission_is_never_a_control_nor_moves_another_lines_numbers(tmp_path):
+    """Issue 21, principle 2: a submitted row claiming `config.method_spec: random_init`, with a
+    name sorting before `random_init`, stays an ordinary line: the reference lines keep their
+    control and their differences, and the submitted line is compared with the board's control."""
+    build = _builder()
+    board = tmp_path / "board"
+    reference = []
+    for method, skill in (("supervised", 1.1), ("random_init", 1.0)):
+        for row in build.make_grid("derm", method, board, skill=skill):
+            row["config"] = {"backbone": R18, "method_spec": method}
+            reference.append(row)
+    build.write_rows(board / "results.jsonl", reference)
+    shutil.copyfile(REPO / "leaderboards" / "published.csv", board / "published.csv")
+    leaderboard.regenerate([board / "results.jsonl"], board)
+
+    def lines():
+        return {(r["method"], r["label_fraction"]): r
+                for r in csv.DictReader(open(board / "derm.csv", newline="")) if r["method"]
+                and r["section"] == "ours_synthetic"}
+
+    before = lines()
+    sub = tmp_path / "sub"
+    rows = build.make_grid("derm", "aaa-control", sub, skill=0.2)
+    for row in rows:
+        row["config"] = {"backbone": R18, "method_spec": "random_init"}
+    build.write_rows(sub / "results.jsonl", rows)
+    (sub / "submission.json").write_text(json.dumps({"submitter": "sly-lab"}))
+    submit.submit(sub, board)
+    after = lines()
+    columns = ("control", "is_control", "in_distribution_diff", "shifted_diff",
+               "shifted_diff_ci_low", "shifted_diff_ci_high")
+    for key, line in before.items():
+        assert {c: after[key][c] for c in columns} == {c: line[c] for c in columns}, key
+    mine = after[("aaa-control", "0.1")]
+    assert (mine["is_control"], mine["control"]) == ("no", "random_init")
+    assert after[("supervised", "0.1")]["control"] == "random_init"
+
+
+def test_board_commands_never_import_a_module_a_row_names(example, tmp_path, monkeypatch):
+    """Issue 21, principle 7: rows are data. A row whose `config.method_spec` names an importable
+    module is validated, merged and shown without that module ever being imported."""
+    marker = tmp_path / "imported"
+    (tmp_path / "mod").mkdir()
+    (tmp_path / "mod" / "evil_row_module.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\nclass Method: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "mod"))
+    sub = example / "submission_derm"
+    rows = _rows(sub)
+    for row in rows:
+        row["config"] = {"method_spec": "evil_row_module:Method", "method": "evil_row_module"}
+    _write(sub, rows)
+    submit.submit(sub, example / "leaderboard")
+    leaderboard.regenerate([example / "leaderboard" / "results.jsonl"], tmp_path / "out")
+    assert not marker.exists() and "evil_row_module" not in sys.modules

@@ -14,7 +14,8 @@ never pooled; a table whose lines have several backbones shows a `backbone` colu
 has it). The same holds for the training precision (`config.precision.used`, float32 or bfloat16;
 "n/a" for a row that does not record it): lines never pool precisions, a table whose lines have
 several shows a `precision` column, and the CSV always has it. Every line of the primary-metric table also shows, per test set, its difference to the
-control `random_init` (the same backbone without pretraining; `is_control`) of the same task,
+control `random_init` (the same backbone without pretraining; a reference row, never a
+submitted one: `is_control`) of the same task,
 preset, backbone, eval mode, label fraction and data kind: the mean over the seeds both ran of the
 method minus the control, with a 95% CI from a paired patient-level bootstrap computed from the
 stored prediction files (`scoring.control_difference`); "—" where no such control row exists (a
@@ -22,7 +23,9 @@ line whose backbone is not recorded never matches), "control" on the control's o
 plot has a second panel with these differences and their CIs as error bars. Output is
 byte-for-byte reproducible for the
 same rows: sorted order, fixed float formats, no timestamps, PNG written with fixed dpi and no
-metadata. A line pooling any seed that did not run deterministically (`deterministic: false`, or a
+metadata. Every number is re-scored from the rows' prediction files by the board's rules
+(`rules`); a row whose stored metrics disagree with its files is left out with a warning naming
+it. A line pooling any seed that did not run deterministically (`deterministic: false`, or a
 row older than that key) is marked NONDETERMINISTIC_MARK with a footnote, and `no` in the CSV's
 `deterministic` column; its numbers are computed like any other. CSV text cells that a spreadsheet
 would run as a formula (starting with = + - @, tab or carriage return, and not a number) are
@@ -34,12 +37,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from benchmark.board.lines import (
-    PredictionReader,
-    load_rows_with_reader,
-    summarise,
-    task_info,
-)
+from benchmark.board.lines import PredictionReader, load_board, summarise, task_info
 from benchmark.board.published import load_published
 from benchmark.board.render_csv import render_csv
 from benchmark.board.render_plot import render_plot
@@ -59,16 +57,17 @@ def output_directory(path: str | os.PathLike, flag: str) -> Path:
 
 
 def write_leaderboards(rows: list[dict], published: list[dict], output_dir: str | os.PathLike,
-                       *, info=task_info, predictions: PredictionReader | None = None) -> list[Path]:
+                       *, info=task_info, predictions: PredictionReader | None = None,
+                       submitted: frozenset = frozenset()) -> list[Path]:
     """Writes `<task>.md/.csv/.html/.png` for every task with rows or published figures; returns
-    the written paths in order. Differences to the control are computed from `predictions`
-    (see `summarise`)."""
+    the written paths in order. Differences to the control are computed from `predictions`, never
+    to a submitted row (`submitted`: their cell keys; see `summarise`)."""
     out = output_directory(output_dir, "--output_dir")
     names = sorted({r["task"] for r in rows} | {p["task"] for p in published})
     written = []
     for name in names:
         task = info(name)
-        lines = summarise(rows, task, predictions)
+        lines = summarise(rows, task, predictions, submitted)
         pub = [p for p in published if p["task"] == name]
         for suffix, text in ((".md", render_markdown(task, lines, pub)),
                              (".csv", render_csv(task, lines, pub)),
@@ -84,11 +83,14 @@ def regenerate(results_paths: Sequence[str | os.PathLike], output_dir: str | os.
                published_path: str | os.PathLike | None = None, *,
                prediction_dirs: Sequence[str | os.PathLike] = ()) -> list[Path]:
     """Reads the results files and the published figures (default `<output_dir>/published.csv`
-    when it exists) and rewrites every task's leaderboard files; prediction files of rows that
-    need re-scoring are looked up beside their results file, then in `prediction_dirs`."""
+    when it exists) and rewrites every task's leaderboard files from the rows as `load_board`
+    re-scores them (prediction files are looked up beside their results file, then in
+    `prediction_dirs`; a row whose stored metrics disagree with its files is left out with a
+    warning)."""
     if published_path is None:
         default = Path(output_dir) / "published.csv"
         published_path = default if default.is_file() else None
     published = load_published(published_path) if published_path else []
-    rows, predictions = load_rows_with_reader(results_paths, prediction_dirs)
-    return write_leaderboards(rows, published, output_dir, predictions=predictions)
+    board = load_board(results_paths, prediction_dirs)
+    return write_leaderboards(board.rows, published, output_dir, predictions=board.predictions,
+                              submitted=board.submitted)

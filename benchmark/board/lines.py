@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from benchmark.board import rules
 from benchmark.harness import metrics, results, scoring
 
 SECTION_REAL = "ours_real"
@@ -184,9 +185,12 @@ def backbone_name(row: dict) -> str:
     return f"{b['family']}-{b['depth']}{width}{small}"
 
 
-def is_control(row: dict) -> bool:
-    """Whether a row is of the `random_init` control: its config's `method_spec`, else (rows whose
-    config does not record it) its method name, `random_init` or `random_init-<backbone>`."""
+def is_control(row: dict, submitted: frozenset = frozenset()) -> bool:
+    """Whether a row is of the `random_init` control: a reference row (its cell key not in
+    `submitted`, see `rules`) whose config's `method_spec` is `random_init`, or (rows whose config
+    does not record it) whose method name is `random_init` or `random_init-<backbone>`."""
+    if results.cell_key(row) in submitted:
+        return False
     config = row.get("config") if isinstance(row.get("config"), dict) else {}
     spec = config.get("method_spec")
     if spec is not None:
@@ -201,43 +205,36 @@ def is_deterministic(row: dict) -> bool:
 
 def load_rows(paths: Sequence[str | os.PathLike],
               prediction_dirs: Sequence[str | os.PathLike] = ()) -> list[dict]:
-    """Rows of every results file in `paths`, each checked with `results.validate_row` (rows stored
-    before `results.NEW_ROW_KEYS` existed are accepted without them) and for a registered task, and completed by `complete_metrics` (prediction files are looked up beside
-    their results file, then in `prediction_dirs`); raises ValueError naming the file and line for
-    a malformed or invalid row or a cell present twice. A truncated last line is skipped with a
-    `results.TruncatedLineWarning` (as `results.ResultsStore` does)."""
-    return load_rows_with_reader(paths, prediction_dirs)[0]
+    """Rows of every results file in `paths` as the board shows them (`load_board`)."""
+    return load_board(paths, prediction_dirs).rows
 
 
 PredictionReader = Callable[[dict, str], tuple]
 
 
-def load_rows_with_reader(paths, prediction_dirs) -> tuple[list[dict], PredictionReader]:
-    """`load_rows`, and a reader of a row's prediction file for a test set (looked up beside the
-    row's results file, then in `prediction_dirs`; ValueError naming the row when it is missing)."""
+@dataclasses.dataclass(frozen=True)
+class LoadedBoard:
+    """The rows a board shows, a reader of a row's prediction set for a test set, and the cell
+    keys of submitted rows (`rules`: never controls)."""
+
+    rows: list[dict]
+    predictions: PredictionReader
+    submitted: frozenset
+
+
+def load_board(paths: Sequence[str | os.PathLike],
+               prediction_dirs: Sequence[str | os.PathLike] = ()) -> LoadedBoard:
+    """Rows of every results file in `paths`, each checked with `results.validate_row` (rows
+    stored before `results.NEW_ROW_KEYS` existed are accepted without them) and for a registered
+    task, with every metric re-scored from its prediction files by the board's rules
+    (`rules.rescored_row`; files are looked up beside their results file, then in
+    `prediction_dirs`). A row whose stored metrics disagree with its files is left out with a
+    `rules.LeftOutRowWarning` naming its file and line, a truncated last line with a
+    `results.TruncatedLineWarning`; ValueError naming the file and line for a malformed or
+    invalid row, a missing prediction file or a cell present twice."""
     from benchmark.harness import tasks
 
-    rows, seen, roots_of = [], {}, {}
-    for path in paths:
-        if not Path(path).exists():
-            raise FileNotFoundError(f"--results: {path}: no such file")
-        if not Path(path).is_file():
-            raise ValueError(f"--results: {path}: not a regular file; expected a results.jsonl")
-        located, torn = results.read_valid_rows(path)
-        if torn:
-            warnings.warn(f"{torn}; the leaderboard is built without it",
-                          results.TruncatedLineWarning, stacklevel=2)
-        for where, row in located:
-            if row["task"] not in tasks.TASKS:
-                raise ValueError(f"{where}: task {row['task']!r} is not registered; expected one "
-                                 f"of {sorted(tasks.TASKS)}")
-            key = results.cell_key(row)
-            if key in seen:
-                raise ValueError(f"{where}: cell {key} already read from {seen[key]}")
-            seen[key] = where
-            roots = [Path(path).parent, *map(Path, prediction_dirs)]
-            roots_of[key] = (roots, where)
-            rows.append(complete_metrics(row, tasks.get_task(row["task"]), roots, where))
+    rows, seen, roots_of, submitted = [], {}, {}, set()
 
     @functools.lru_cache(maxsize=None)
     def read_file(file: Path) -> tuple:
@@ -249,50 +246,37 @@ def load_rows_with_reader(paths, prediction_dirs) -> tuple[list[dict], Predictio
         found = [Path(r) / rel for r in roots if (Path(r) / rel).is_file()]
         if not found:
             raise ValueError(f"{where}: prediction file {rel} of metrics.{test_set} is not in "
-                             f"{', '.join(map(str, roots))}; expected it there to compute the "
-                             f"difference to {CONTROL_METHOD}")
+                             f"{', '.join(map(str, roots))}; expected it there to score the row")
         return read_file(found[0])
 
-    return rows, read
+    for path in paths:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"--results: {path}: no such file")
+        if not Path(path).is_file():
+            raise ValueError(f"--results: {path}: not a regular file; expected a results.jsonl")
+        located, torn = results.read_valid_rows(path)
+        if torn:
+            warnings.warn(f"{torn}; the leaderboard is built without it",
+                          results.TruncatedLineWarning, stacklevel=2)
+        owners = rules.read_owners(path)
+        for where, row in located:
+            if row["task"] not in tasks.TASKS:
+                raise ValueError(f"{where}: task {row['task']!r} is not registered; expected one "
+                                 f"of {sorted(tasks.TASKS)}")
+            key = results.cell_key(row)
+            if key in seen:
+                raise ValueError(f"{where}: cell {key} already read from {seen[key]}")
+            seen[key] = where
+            roots_of[key] = ([Path(path).parent, *map(Path, prediction_dirs)], where)
+            try:
+                rows.append(rules.rescored_row(row, tasks.get_task(row["task"]), read, where))
+            except rules.StoredMetricsMismatch as e:
+                warnings.warn(f"{e}; the row is left out", rules.LeftOutRowWarning, stacklevel=2)
+                continue
+            if row["method"] in owners:
+                submitted.add(key)
 
-
-def complete_metrics(row: dict, task, roots: Sequence[Path], where: str = "row") -> dict:
-    """`row` with every metric its task now reports (`scoring.metric_names`) that it lacks (rows
-    scored before that metric existed, e.g. `balanced_accuracy` or `study_max/mean_auc`) computed
-    from its stored prediction file, with the row's seed and bootstrap size; `row` itself when
-    nothing is missing. The file is `metrics.<test set>.predictions` under the first of `roots`
-    holding it; ValueError naming `where` when none does or it does not fit the task."""
-    from benchmark.harness import scoring
-
-    completed = None
-    for test_set in sorted(row["metrics"]):
-        result = row["metrics"][test_set]
-        if test_set not in task.test_sets:
-            continue
-        missing = [m for m in scoring.metric_names(task, test_set) if m not in result["values"]]
-        if not missing:
-            continue
-        rel = result["predictions"]
-        found = [Path(r) / rel for r in roots if (Path(r) / rel).is_file()]
-        if not found:
-            raise ValueError(f"{where}: metrics.{test_set} lacks {', '.join(missing)} and its "
-                             f"prediction file {rel} is not in {', '.join(map(str, roots))}; "
-                             "expected it there to compute them")
-        ids, groups, labels, scores, names = results.read_predictions(found[0])
-        if tuple(names) != tuple(task.class_names):
-            raise ValueError(f"{found[0]}:1: classes {list(names)}; task {task.name} has "
-                             f"{list(task.class_names)}")
-        scored = scoring.score_task(task, test_set, ids, labels, scores, groups,
-                                    bootstrap_samples=scoring.row_bootstrap_samples(row),
-                                    seed=int(row["seed"]))
-        if completed is None:
-            completed = {**row, "metrics": {t: {**r, "values": dict(r["values"]),
-                                                "ci95": dict(r["ci95"])}
-                                            for t, r in row["metrics"].items()}}
-        for m in missing:
-            completed["metrics"][test_set]["values"][m] = scored["values"][m]
-            completed["metrics"][test_set]["ci95"][m] = scored["ci95"][m]
-    return row if completed is None else completed
+    return LoadedBoard(rows, read, frozenset(submitted))
 
 
 def _mean_or_none(values: list[float]) -> float | None:
@@ -320,12 +304,13 @@ def _summarise_test_set(rows: list[dict], test_set: str, metric: str) -> TestSet
     return TestSetSummary(mean, std, len(values), _mean_or_none(lows), _mean_or_none(highs))
 
 
-def summarise(rows: Iterable[dict], task: TaskInfo,
-              predictions: PredictionReader | None = None) -> list[SummaryRow]:
+def summarise(rows: Iterable[dict], task: TaskInfo, predictions: PredictionReader | None = None,
+              submitted: frozenset = frozenset()) -> list[SummaryRow]:
     """Lines of `task`'s tables from its result rows, seeds pooled, in sorted order (synthetic
     last, then preset, method, backbone, eval_mode, label fraction, init); every column of
     `table_specs(task)` is summarised. With `predictions` (a reader of a row's prediction set for
-    a test set), each line that is not the control's gets its `differences` to the control."""
+    a test set), each line that is not the control's gets its `differences` to the control; rows
+    whose cell keys are in `submitted` are never the control (`is_control`)."""
     columns = list(dict.fromkeys(c for spec in table_specs(task) for c in spec.columns))
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
@@ -338,7 +323,8 @@ def summarise(rows: Iterable[dict], task: TaskInfo,
     for key in sorted(groups):
         synthetic, preset, method, backbone, eval_mode, fraction, init, precision = key
         members = sorted(groups[key], key=lambda r: int(r["seed"]))
-        control, differences = _control_differences(task, key, members, groups, predictions)
+        control, differences = _control_differences(task, key, members, groups, predictions,
+                                                    submitted)
         lines.append(SummaryRow(
             method=method, eval_mode=eval_mode, preset=preset, label_fraction=fraction,
             synthetic=synthetic, metric=task.primary_metric,
@@ -347,7 +333,7 @@ def summarise(rows: Iterable[dict], task: TaskInfo,
             deterministic=all(is_deterministic(r) for r in members),
             columns=tuple((c, _summarise_test_set(members, *c)) for c in columns),
             init=init, backbone=backbone, precision=precision,
-            is_control=all(is_control(r) for r in members),
+            is_control=all(is_control(r, submitted) for r in members),
             control=control, differences=differences))
     return lines
 
@@ -358,7 +344,8 @@ def _pretrain_seeds(rows: list[dict]) -> set:
 
 
 def _control_differences(task: TaskInfo, key: tuple, members: list[dict],
-                         groups: dict[tuple, list[dict]], predictions: PredictionReader | None
+                         groups: dict[tuple, list[dict]], predictions: PredictionReader | None,
+                         submitted: frozenset
                          ) -> tuple[str, tuple[tuple[str, metrics.PairedDifference | None], ...]]:
     """(control method, differences per test set) of the line `key` (`summarise`'s group key):
     against the control rows of the same data kind, preset, backbone, eval mode and fraction (when
@@ -367,11 +354,12 @@ def _control_differences(task: TaskInfo, key: tuple, members: list[dict],
     for a control's line, a line without a recorded backbone, or without `predictions`."""
     synthetic, preset, _, backbone, eval_mode, fraction, _, precision = key
     none = tuple((t, None) for t in task.test_sets)
-    if predictions is None or not backbone or all(is_control(r) for r in members):
+    if predictions is None or not backbone or all(is_control(r, submitted) for r in members):
         return "", none
     candidates = sorted(
         (k for k, rs in groups.items() if (k[0], k[1], k[3], k[4], k[5]) ==
-         (synthetic, preset, backbone, eval_mode, fraction) and all(is_control(r) for r in rs)),
+         (synthetic, preset, backbone, eval_mode, fraction)
+         and all(is_control(r, submitted) for r in rs)),
         key=lambda k: (k[7] != precision, _pretrain_seeds(groups[k]) != _pretrain_seeds(members),
                        k[2], k[6], k[7]))
     if not candidates:
@@ -379,7 +367,7 @@ def _control_differences(task: TaskInfo, key: tuple, members: list[dict],
     controls = groups[candidates[0]]
     found = tuple((t, scoring.control_difference(
         task.kind, task.class_names, task.primary_metric, t, members, controls, predictions,
-        bootstrap_samples=scoring.row_bootstrap_samples(members[0]))) for t in task.test_sets)
+        bootstrap_samples=rules.bootstrap_samples(preset))) for t in task.test_sets)
     return (candidates[0][2], found) if any(d is not None for _, d in found) else ("", none)
 
 

@@ -1,11 +1,14 @@
 """The result table a run prints: primary metric per eval mode × label fraction × test set, mean ±
 std over seeds, beside the control's (`random_init`: same backbone, no pretraining) and the
-method's difference to it with a paired patient-level bootstrap 95% CI."""
+method's difference to it with a paired patient-level bootstrap 95% CI, all re-scored from the
+prediction files by the board's rules (`rules`)."""
 from __future__ import annotations
 
 import collections
 import os
+import warnings
 
+from benchmark.board import rules
 from benchmark.harness import metrics, results, scoring
 
 NO_CONTROL = "—"
@@ -15,10 +18,13 @@ DIFFERENCE_NOTE = ("difference = method - control, mean over the seeds both ran 
                    "columns show the spread over seeds")
 
 
-def summary_table(rows: list[dict], control_rows: list[dict] = (), *,
-                  predictions_dir: str = ".") -> str:
+def summary_table(rows: list[dict], control_rows: list[dict] = (), *, output_dir: str) -> str:
     """A plain-text table of `rows` (one task and method) beside `control_rows` (its control's rows
-    of the same grid; none: "—"); prediction files are read under `predictions_dir`."""
+    of the same grid; none: "—"), every number re-scored from the prediction files under
+    `output_dir` by the board's rules (`rules.rescored_row`). A row whose stored metrics disagree
+    with its files is left out with a `rules.LeftOutRowWarning` naming its line in
+    `<output_dir>/results.jsonl`."""
+    rows, control_rows = _rescored(rows, output_dir), _rescored(control_rows, output_dir)
     cells = collections.defaultdict(list)
     for row in rows:
         cells[(row["task"], row["method"], row["eval_mode"], row["label_fraction"])].append(row)
@@ -35,7 +41,7 @@ def summary_table(rows: list[dict], control_rows: list[dict] = (), *,
             if not results_of:
                 continue
             primary = results_of[0]["primary"]
-            difference = _difference(task, primary, test_set, members, others, predictions_dir)
+            difference = _difference(task, primary, test_set, members, others, output_dir)
             lines.append(
                 f"{task:<6} {method[:12]:<12} {mode:<9} {fraction * 100:>6g}%  {test_set:<16} "
                 f"{primary[:10]:<10} {_seed_summary(members, test_set, primary):<21} "
@@ -44,6 +50,31 @@ def summary_table(rows: list[dict], control_rows: list[dict] = (), *,
         lines += ["", f"control: {', '.join(control_names)} (the same backbone, no pretraining)",
                   DIFFERENCE_NOTE]
     return "\n".join(lines)
+
+
+def _read(output_dir: str):
+    def read(row: dict, name: str) -> tuple:
+        return results.read_predictions(os.path.join(output_dir,
+                                                     row["metrics"][name]["predictions"]))
+    return read
+
+
+def _rescored(rows: list[dict], output_dir: str) -> list[dict]:
+    """`rows` re-scored from their files; those whose stored metrics disagree are left out."""
+    from benchmark.harness.tasks import get_task  # imports TensorFlow: only when there is a table
+
+    path = os.path.join(output_dir, "results.jsonl")
+    line_of = {results.cell_key(r): n for n, _, r in results.ResultsStore(path).scan()[0]}
+    kept = []
+    for row in rows:
+        key = results.cell_key(row)
+        where = f"{path}:{line_of[key]}" if key in line_of else f"{path}: cell {key}"
+        try:
+            kept.append(rules.rescored_row(row, get_task(row["task"]), _read(output_dir), where))
+        except rules.StoredMetricsMismatch as e:
+            warnings.warn(f"{e}; the row is left out of the table", rules.LeftOutRowWarning,
+                          stacklevel=3)
+    return kept
 
 
 def _seed_summary(rows: list[dict], test_set: str, metric: str) -> str:
@@ -57,20 +88,15 @@ def _seed_summary(rows: list[dict], test_set: str, metric: str) -> str:
 
 
 def _difference(task_name: str, metric: str, test_set: str, rows: list[dict],
-                control_rows: list[dict], predictions_dir: str) -> metrics.PairedDifference | None:
+                control_rows: list[dict], output_dir: str) -> metrics.PairedDifference | None:
     from benchmark.harness.tasks import get_task  # imports TensorFlow: only when there is a table
 
     if not control_rows:
         return None
     task = get_task(task_name)
-
-    def read(row: dict, name: str) -> tuple:
-        return results.read_predictions(os.path.join(predictions_dir,
-                                                     row["metrics"][name]["predictions"]))
-
     return scoring.control_difference(task.kind, task.class_names, metric, test_set, rows,
-                                      control_rows, read,
-                                      bootstrap_samples=scoring.row_bootstrap_samples(rows[0]))
+                                      control_rows, _read(output_dir),
+                                      bootstrap_samples=rules.bootstrap_samples(rows[0]["preset"]))
 
 
 def _shown(d: metrics.PairedDifference | None) -> str:

@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from baselines import precision
+from baselines import precision, registry
 from baselines.api import BackboneConfig, PretrainConfig
 from benchmark.harness import data, presets, results, runner
 from medssl_common.provenance import code_digest, code_version
@@ -100,10 +100,27 @@ def _percent(fraction: float) -> float:
     return percent
 
 
+def check_method_spec(where: str, spec, named: str | None) -> None:
+    """Refuses to run code a row names: a `config.method_spec` that is not a registered method
+    name (`registry.METHODS`: an import path, a saved backbone) is run only when the user names it
+    too (`named`, the --method_spec flag), equal to the row's."""
+    if named is None:
+        if isinstance(spec, str) and spec in registry.METHODS:
+            return
+        raise ValueError(f"{where}: its config.method_spec {spec!r} is not a registered method "
+                         f"({', '.join(sorted(registry.METHODS))}); a row is data and never "
+                         "chooses code to run: if you trust that code, name it yourself with "
+                         f"--method_spec={spec}")
+    if named != spec:
+        raise ValueError(f"--method_spec={named}: the row's config.method_spec is {spec!r}; "
+                         "expected them equal")
+
+
 def rerun_config(where: str, row: dict, *, data_dir: str, scratch_dir: str,
                  manual_dir: str | None = None, tpu_address: str | None = None,
-                 progress: bool = True) -> runner.RunConfig:
-    """The RunConfig that recomputes exactly the cell of `row` into `scratch_dir`."""
+                 progress: bool = True, method_spec: str | None = None) -> runner.RunConfig:
+    """The RunConfig that recomputes exactly the cell of `row` into `scratch_dir`; the row's
+    method must be registered or named by the user (`method_spec`, see `check_method_spec`)."""
     try:
         results.validate_row(row, new=False)
     except ValueError as e:
@@ -115,6 +132,7 @@ def rerun_config(where: str, row: dict, *, data_dir: str, scratch_dir: str,
     lacking = [k for k in needed if k not in config]
     if lacking:
         raise ValueError(f"{where}: cannot be re-run: its config lacks {', '.join(lacking)}")
+    check_method_spec(where, config["method_spec"], method_spec)
     try:
         preset = presets.get_preset(row["preset"])
         preset = dataclasses.replace(

@@ -15,10 +15,13 @@ Accepted only if every check passes; otherwise one `SubmissionError` names the k
   sets, the task's primary metric, a float label fraction in (0, 1] and an int seed >= 0;
 - method names follow `results.method_name_problem` and are not owned by another submitter
   (methods already on the leaderboard that no submitter owns belong to the reference baselines);
+  names are unique after case-folding and dropping punctuation (`rules.folded_name`), and none
+  reads as the control (`random_init...`): controls are the board's reference rows;
 - no cell twice, in the submission or against the leaderboard;
 - REQUIRED GRID: every (task, method, preset, eval_mode) submitted covers exactly the preset's label
-  fractions x seeds (`benchmark.harness.presets`: the grid the reference baselines of that preset run), e.g.
-  preset "paper": 1%, 10%, 100% x seeds 0-4; preset "cpu": 10%, 100% x seeds 0, 1;
+  fractions x seeds of the leaderboard's reference rows of that (task, preset, eval_mode), or the
+  preset's grid (`benchmark.harness.presets`) where there are none, e.g. preset "paper": 1%, 10%,
+  100% x seeds 0-4;
 - each test set's fingerprint equals the one of reference rows of that task, preset and test set
   in the leaderboard results file, and the prediction file holds exactly that test set (ids, labels
   and, when a reference prediction file is present, group ids);
@@ -26,8 +29,10 @@ Accepted only if every check passes; otherwise one `SubmissionError` names the k
   number of examples and groups; and, with the reference rows of the same label fraction and seed
   on the same test sets, the training subset (data_fingerprint, n_train_examples,
   n_train_groups);
-- every prediction file is re-scored with `benchmark.harness.scoring` (the preset's bootstrap samples, the
-  cell's seed); the submitted values, CIs and counts must agree within TOLERANCE.
+- no two cells present byte-identical prediction files for a test set (except the seeds of a
+  linear probe on 100% of the labels, which the harness makes identical);
+- every prediction file is re-scored by the board's rules (`rules.rescore`: the preset's bootstrap
+  samples, the cell's seed); the submitted values, CIs and counts must agree within TOLERANCE.
 Accepted rows are stored with the re-scored numbers, their prediction files (the bytes that were
 scored) under `<results dir>/submissions/<method>/`, method ownership recorded in
 `<results stem>_submitters.json`, and the leaderboard tables regenerated. All of it is written to
@@ -41,6 +46,7 @@ import copy
 import csv
 import dataclasses
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -52,10 +58,11 @@ from typing import Sequence
 
 import numpy as np
 
-from benchmark.board import leaderboard
-from benchmark.harness import results, scoring
+from benchmark.board import leaderboard, rules
+from benchmark.board.lines import CONTROL_METHOD
+from benchmark.harness import results
 
-TOLERANCE = 1e-6
+TOLERANCE = rules.TOLERANCE
 METHOD_NAME_PATTERN = results.METHOD_NAME_PATTERN
 SUBMITTER_PATTERN = METHOD_NAME_PATTERN
 REFERENCE_OWNER = "reference"
@@ -90,6 +97,7 @@ REJECTIONS = {
     "label_mismatch": "a prediction file's labels are not the test set's",
     "group_mismatch": "a prediction file's group ids are not the test set's",
     "metric_mismatch": "a submitted number disagrees with the re-scored one",
+    "duplicate_predictions": "two cells present byte-identical prediction files for a test set",
 }
 
 
@@ -128,7 +136,7 @@ class LeaderboardState:
 
     @property
     def owners_path(self) -> Path:
-        return owners_path(self.results_path)
+        return rules.owners_path(self.results_path)
 
     def owner(self, method: str) -> str | None:
         """The submitter owning `method`, REFERENCE_OWNER for other methods on the board, or
@@ -149,11 +157,6 @@ class Accepted:
     sources: tuple[dict[str, bytes], ...]  # per row: test set -> the scored prediction file
 
 
-def owners_path(results_path: Path) -> Path:
-    """Where method ownership is recorded for the results file `results_path`."""
-    return results_path.with_name(f"{results_path.stem}_submitters.json")
-
-
 def load_leaderboard(results_path: str | os.PathLike) -> LeaderboardState:
     """The current rows (none if the file does not exist) and method owners of a leaderboard;
     raises ValueError naming the file and line of a malformed or invalid row (a truncated last
@@ -170,14 +173,7 @@ def load_leaderboard(results_path: str | os.PathLike) -> LeaderboardState:
             results.validate_row(row, new=False)
         except ValueError as e:
             raise ValueError(f"{path}:{number}: {e}") from None
-    owners_file = owners_path(path)
-    try:
-        owners = json.loads(owners_file.read_text(encoding="utf-8")) if owners_file.exists() else {}
-    except ValueError as e:
-        raise ValueError(f"{owners_file}: not JSON ({e})") from None
-    if not (isinstance(owners, dict) and all(isinstance(v, str) for v in owners.values())):
-        raise ValueError(f"{owners_file}: expected a JSON object of method -> submitter")
-    return LeaderboardState(path, tuple(row for _, _, row in parsed), owners)
+    return LeaderboardState(path, tuple(row for _, _, row in parsed), rules.read_owners(path))
 
 
 def required_grid(reference_rows) -> tuple[tuple[float, ...], tuple[int, ...]]:
@@ -336,6 +332,7 @@ def _check_cells(path: Path, numbered: list[tuple[int, dict]], board: Leaderboar
             raise SubmissionError("method_clash", f"{path}:{number}: method {row['method']!r} "
                                   f"already belongs to {owner!r} on the leaderboard; choose "
                                   "another name")
+    _check_name_folding(path, numbered, board)
     on_board = {results.cell_key(r) for r in board.rows}
     for number, row in numbered:
         key = results.cell_key(row)
@@ -347,16 +344,18 @@ def _check_cells(path: Path, numbered: list[tuple[int, dict]], board: Leaderboar
         group = (row["task"], row["method"], row["preset"], row["eval_mode"])
         groups.setdefault(group, set()).add((_fraction_key(row["label_fraction"]), row["seed"]))
     for group in sorted(groups):
-        references = [r for r in _reference_rows(board, group[0], group[2])
-                      if r["eval_mode"] == group[3]]
-        if not references:
+        of_preset = _reference_rows(board, group[0], group[2])
+        if not of_preset:
             continue  # refused as no_reference (the test sets are compared against them)
-        fractions, seeds = required_grid(references)
+        references = [r for r in of_preset if r["eval_mode"] == group[3]]
+        fractions, seeds = required_grid(references) if references else preset_grid(group[2])
         need = {(f, s) for f in fractions for s in seeds}
         have = groups[group]
         name = f"(task={group[0]}, method={group[1]}, preset={group[2]}, eval_mode={group[3]})"
+        source = ("the leaderboard's reference rows" if references else
+                  f"preset {group[2]}'s; the leaderboard has no reference rows of this eval mode")
         grid = (f"label_fraction in {{{', '.join(f'{f:g}' for f in fractions)}}} x seed in "
-                f"{{{', '.join(str(s) for s in seeds)}}} (the leaderboard's reference rows)")
+                f"{{{', '.join(str(s) for s in seeds)}}} ({source})")
         missing = sorted(need - have)
         if missing:
             cells = ", ".join(f"label_fraction={f:g} seed={s}" for f, s in missing)
@@ -367,6 +366,39 @@ def _check_cells(path: Path, numbered: list[tuple[int, dict]], board: Leaderboar
             cells = ", ".join(f"label_fraction={f:g} seed={s}" for f, s in extra)
             raise SubmissionError("cell_outside_grid", f"{path}: {name} has cells {cells} outside "
                                   f"the required grid {grid}")
+
+
+def _check_name_folding(path: Path, numbered: list[tuple[int, dict]],
+                        board: LeaderboardState) -> None:
+    """Refuses a submitted method name that folds (`rules.folded_name`) like another spelling on
+    the leaderboard or in the submission, or like the control's (`random_init...`)."""
+    spelled: dict[str, str] = {}
+    for method in sorted({r["method"] for r in board.rows} | set(board.owners)):
+        spelled.setdefault(rules.folded_name(method), method)
+    where_of = {}
+    for number, row in numbered:
+        method, folded = row["method"], rules.folded_name(row["method"])
+        if folded.startswith(rules.folded_name(CONTROL_METHOD)):
+            raise SubmissionError("method_clash", f"{path}:{number}: method {method!r} reads as "
+                                  f"the board's control {CONTROL_METHOD!r}; controls are the "
+                                  "reference rows, choose another name")
+        other = spelled.get(folded)
+        if other is not None and other != method:
+            on = "on the leaderboard" if folded not in where_of else f"on line {where_of[folded]}"
+            raise SubmissionError("method_clash", f"{path}:{number}: method {method!r} names "
+                                  f"the same method as {other!r} {on} (names are compared "
+                                  "ignoring case and punctuation); choose another name")
+        spelled.setdefault(folded, method)
+        where_of.setdefault(folded, number)
+
+
+def preset_grid(preset: str) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """(label fractions in (0, 1], seeds) of `preset`'s grid."""
+    from benchmark.harness import presets
+
+    spec = presets.get_preset(preset)
+    return (tuple(sorted(_fraction_key(p / 100.0) for p in spec.label_fractions)),
+            tuple(sorted(spec.seeds)))
 
 
 def _reference_rows(board: LeaderboardState, task: str, preset: str) -> list[dict]:
@@ -537,61 +569,50 @@ def _label_text(labels: np.ndarray) -> str:
     return "[" + ", ".join("blank" if math.isnan(v) else f"{v:g}" for v in labels) + "]"
 
 
-def _close(a, b) -> bool:
-    a_nan = a is None or (isinstance(a, float) and math.isnan(a))
-    b_nan = b is None or (isinstance(b, float) and math.isnan(b))
-    if a_nan or b_nan:
-        return a_nan and b_nan
-    return abs(float(a) - float(b)) <= TOLERANCE
-
-
 def _compare(where: str, pred_path: Path, submitted: dict, rescored: dict) -> None:
-    for field in ("values", "ci95"):
-        if set(submitted[field]) != set(rescored[field]):
-            raise SubmissionError("metric_mismatch", f"{where}: {field} has metrics "
-                                  f"{sorted(submitted[field])}; re-scoring {pred_path} gives "
-                                  f"{sorted(rescored[field])}")
-    for name in sorted(rescored["values"]):
-        if not _close(submitted["values"][name], rescored["values"][name]):
-            raise SubmissionError("metric_mismatch", f"{where}: values.{name} = "
-                                  f"{submitted['values'][name]!r} but re-scoring {pred_path} gives "
-                                  f"{rescored['values'][name]!r} (tolerance {TOLERANCE:g})")
-    for name in sorted(rescored["ci95"]):
-        for bound, s, r in zip(("lo", "hi"), submitted["ci95"][name], rescored["ci95"][name]):
-            if not _close(s, r):
-                raise SubmissionError("metric_mismatch", f"{where}: ci95.{name} {bound} = {s!r} "
-                                      f"but re-scoring {pred_path} gives {r!r} (tolerance "
-                                      f"{TOLERANCE:g})")
-    for field in ("n_examples", "n_groups"):
-        if submitted[field] != rescored[field]:
-            raise SubmissionError("metric_mismatch", f"{where}: {field} = {submitted[field]!r} but "
-                                  f"{pred_path} has {rescored[field]!r}")
+    problem = rules.disagreement(submitted, rescored, str(pred_path), every_metric=True)
+    if problem:
+        raise SubmissionError("metric_mismatch", f"{where}: {problem}")
 
 
-def _nan_to_none(v):
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+def _may_coincide(a: dict, b: dict) -> bool:
+    """Whether two cells may have byte-identical predictions: seeds of one linear probe on 100% of
+    the labels (every patient labelled, a deterministic probe on the same features)."""
+    same = all(a[k] == b[k] for k in ("task", "method", "preset", "eval_mode"))
+    return same and a["eval_mode"] == "linear" and float(a["label_fraction"]) == float(
+        b["label_fraction"]) == 1.0
+
+
+def _check_own_predictions(where: str, row: dict, test_set: str, data: bytes,
+                           seen: dict[tuple, tuple[str, dict]]) -> None:
+    """Refuses a prediction file whose bytes another cell of the submission already presented
+    (`seen`: (test set, sha256) -> (where, row) of the first cell, updated here)."""
+    key = (test_set, hashlib.sha256(data).hexdigest())
+    if key in seen and not _may_coincide(seen[key][1], row):
+        first, other = seen[key]
+        raise SubmissionError("duplicate_predictions", f"{where}: metrics.{test_set}: "
+                              f"{row['metrics'][test_set]['predictions']} has the same bytes as "
+                              f"{other['metrics'][test_set]['predictions']} of {first}, cell "
+                              f"{_key_text(results.cell_key(other))}; every cell is scored from "
+                              "its own predictions (only the seeds of a linear probe on 100% of "
+                              "the labels may coincide)")
+    seen.setdefault(key, (where, row))
 
 
 def _rescore(where: str, directory: Path, row: dict, test_set: str, ref: ReferenceTestSet,
-             task, bootstrap_samples: int) -> tuple[dict, bytes]:
+             task, seen: dict[tuple, tuple[str, dict]]) -> tuple[dict, bytes]:
     """The row's test-set result with re-scored values, CIs and counts, and the bytes of its
-    prediction file that were scored."""
+    prediction file that were scored (checked against the files of other cells in `seen`)."""
     result = row["metrics"][test_set]
     path = directory / result["predictions"]
     ids, groups, labels, scores, data = _read_prediction_file(
         directory, result["predictions"], f"{where}: metrics.{test_set}", task)
+    _check_own_predictions(where, row, test_set, data, seen)
     _check_test_set_match(path, ref, ids, groups, labels)
-    scored = scoring.score_task(task, test_set, ids, labels, scores, groups,
-                                bootstrap_samples=bootstrap_samples, seed=int(row["seed"]))
-    rescored = {
-        "primary": result["primary"],
-        "values": {k: _nan_to_none(v) for k, v in scored["values"].items()},
-        "ci95": {k: [_nan_to_none(lo), _nan_to_none(hi)] for k, (lo, hi) in scored["ci95"].items()},
-        "n_examples": int(len(ids)),
-        "n_groups": int(len(set(groups))),
-        "fingerprint": ref.fingerprint,
-        "predictions": result["predictions"],
-    }
+    rescored = {"primary": result["primary"],
+                **rules.rescore(task, test_set, row, (ids, groups, labels, scores,
+                                                      task.class_names)),
+                "fingerprint": ref.fingerprint, "predictions": result["predictions"]}
     _compare(f"{where}: metrics.{test_set}", path, result, rescored)
     return rescored, data
 
@@ -599,7 +620,7 @@ def _rescore(where: str, directory: Path, row: dict, test_set: str, ref: Referen
 def validate_submission(submission_dir: str | os.PathLike, board: LeaderboardState) -> Accepted:
     """Checks a submission against `board` and re-scores it; raises SubmissionError on the first
     problem. Reads only."""
-    from benchmark.harness import presets, tasks
+    from benchmark.harness import tasks
 
     if not Path(submission_dir).is_dir():
         raise SubmissionError("missing_dir", f"{submission_dir}: no such directory")
@@ -618,17 +639,16 @@ def validate_submission(submission_dir: str | os.PathLike, board: LeaderboardSta
                 refs[key] = reference_test_sets(board, *key)
         _check_reference(f"{results_path}:{number}", row, board,
                          {t: refs[(row["task"], row["preset"], t)] for t in row["metrics"]})
-    accepted, sources = [], []
+    accepted, sources, seen = [], [], {}
     for number, row in numbered:
         task = tasks.get_task(row["task"])
-        samples = presets.get_preset(row["preset"]).bootstrap_samples
         new = copy.deepcopy(row)
         files = {}
         for test_set in sorted(row["metrics"]):
             ref = refs[(row["task"], row["preset"], test_set)][
                 row["metrics"][test_set]["fingerprint"]]
             new["metrics"][test_set], files[test_set] = _rescore(
-                f"{results_path}:{number}", directory, row, test_set, ref, task, samples)
+                f"{results_path}:{number}", directory, row, test_set, ref, task, seen)
         accepted.append(new)
         sources.append(files)
     return Accepted(submitter, tuple(accepted), tuple(sources))

@@ -75,7 +75,11 @@ def preset_problem(name) -> str | None:
     return f"preset {name!r} is not registered; expected one of {sorted(presets.PRESETS)}"
 
 
-class TruncatedLineWarning(RuntimeWarning):
+class RowWarning(RuntimeWarning):
+    """A line of a results file that is skipped, reported in one line naming it."""
+
+
+class TruncatedLineWarning(RowWarning):
     """A results file's last line is not a complete row (an interrupted writer) and is skipped."""
 
 

@@ -131,16 +131,6 @@ def aggregate_studies(study_ids, labels, scores, group_ids, how: str):
     return y[first], agg, groups[first]
 
 
-def row_bootstrap_samples(row: dict) -> int:
-    """The bootstrap size a result row was scored with: its config's, else its preset's."""
-    configured = row.get("config", {}).get("bootstrap_samples")
-    if isinstance(configured, int) and not isinstance(configured, bool) and configured > 0:
-        return configured
-    from benchmark.harness.presets import get_preset  # imports TensorFlow: only when needed
-
-    return get_preset(row["preset"]).bootstrap_samples
-
-
 def paired_difference(kind: str, class_names, metric: str, method_sets: Sequence,
                       control_sets: Sequence, *, bootstrap_samples: int,
                       seed: int = 0) -> metrics.PairedDifference:
