@@ -27,6 +27,6 @@ setuptools.setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest", "dill", "import-linter>=2.1"],
+        "test": ["pytest", "pytest-xdist", "dill", "import-linter>=2.1"],
     },
 )
