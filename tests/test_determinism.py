@@ -16,6 +16,7 @@ from baselines.api import BackboneConfig, PretrainConfig
 from baselines.registry import get_method
 from baselines.backbones import build_encoder
 from baselines.micle import MICLe
+from baselines.precision import Precision
 from baselines.simclr import SimCLR
 from benchmark.harness import data, results, runner
 from benchmark.harness.presets import get_preset
@@ -154,6 +155,26 @@ def test_saved_backbone_cell_does_not_depend_on_earlier_cells(tmp_path, smoke_da
     for key, row in alone_rows.items():
         assert row["deterministic"] is True
         _assert_same_cell(tmp_path / "alone", row, tmp_path / "grid", grid_rows[key])
+
+
+def test_a_bfloat16_grid_extended_by_a_second_run_equals_a_one_go_run(tmp_path, smoke_data_dir):
+    """Issue 21, principle 6: cells computed by a second run, from the stage the first one
+    finished (reloaded, not in memory), are byte-identical to a one-go run's in bfloat16 too (float32:
+    `test_saved_backbone_cell_does_not_depend_on_earlier_cells`): the linear probe's features come
+    from the encoder in the run's precision either way."""
+    used = Precision("bfloat16", "bfloat16", "requested")
+    changes = dict(label_fractions=(100.0,), eval_modes=("linear",))
+    one_go = dataclasses.replace(_run_config(smoke_data_dir, tmp_path / "one", "simclr", seeds=(0, 1),
+                                             **changes), precision=used)
+    runner.run(one_go)
+    first = dataclasses.replace(_run_config(smoke_data_dir, tmp_path / "two", "simclr", seeds=(0,),
+                                            **changes), precision=used)
+    runner.run(first)
+    runner.run(dataclasses.replace(first, preset=dataclasses.replace(first.preset, seeds=(0, 1))))
+    one, two = _rows_and_predictions(tmp_path / "one"), _rows_and_predictions(tmp_path / "two")
+    assert sorted(one) == sorted(two) and len(one) == 2
+    for key, row in one.items():
+        _assert_same_cell(tmp_path / "one", row, tmp_path / "two", two[key])
 
 
 def test_a_grid_is_not_continued_in_the_other_mode(tmp_path):

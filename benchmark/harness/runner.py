@@ -384,8 +384,11 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
         tag = f"{task.name}_{cfg.method_name}_{preset.name}_{mode}_f{fraction:g}_s{seed}"
         extra = {}
         if mode == "linear":
-            features = features or _probe_features(encoder, builders, task, splits, test_data,
-                                                   preset.image_size)
+            # The encoder in the run's precision, as fine-tuning copies it: the one pretraining
+            # left in memory and the one reloaded from its finished stage then compute alike.
+            features = features or _probe_features(
+                _copy_encoder(encoder, strategy, cfg.precision.used), builders, task, splits,
+                test_data, preset.image_size)
             probe = _fit_cell_probe(features, chosen, task, preset)
             extra["linear_probe"] = probe.record
         else:
