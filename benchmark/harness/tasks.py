@@ -238,3 +238,25 @@ def get_task(name: str, options: TaskOptions | None = None) -> Task:
     if options.bag not in task.bags:
         raise ValueError(f"--bag={options.bag} with --task={name}: expected one of {task.bags}")
     return task
+
+
+def with_test_sets(task: Task, names: tuple[str, ...] | list[str]) -> Task:
+    """`task` scored on the test sets `names` only (a subset of its own, in its order): the other
+    test sets' sources are not read, so their data need not be present. ValueError (one line,
+    naming `--test_sets`) for an empty, repeated or unknown name."""
+    names = tuple(names)
+    text = ",".join(names)
+    if not names or any(not n for n in names):
+        raise ValueError(f"--test_sets={text}: empty value; give comma-separated test sets from "
+                         f"{task.test_sets}, or leave the flag out for all of them")
+    unknown = [n for n in names if n not in task.test_sets]
+    if unknown:
+        raise ValueError(f"--test_sets={text}: unknown test set {unknown[0]!r} for --task="
+                         f"{task.name}; expected some of {task.test_sets}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--test_sets={text}: duplicate values")
+    kept = tuple(n for n in task.test_sets if n in names)
+    return dataclasses.replace(
+        task, test_sets=kept,
+        test_sources={n: s for n, s in task.test_sources.items() if n in kept},
+        study_ids={n: f for n, f in task.study_ids.items() if n in kept})
