@@ -310,9 +310,10 @@ flags.DEFINE_integer("chexpert_patients", 1090, "Synthetic CheXpert patients (~2
 flags.DEFINE_integer("nih_patients", 400, "Synthetic NIH patients.")
 flags.DEFINE_integer("ham_lesions", 1200, "Synthetic HAM10000 lesions.")
 flags.DEFINE_integer("pad_patients", 300, "Synthetic PAD-UFES-20 patients.")
-flags.DEFINE_string("manual_dir", None, "Real data: print the dataset card of each builder folder "
-                    "<manual_dir>/<builder>/ (the layout benchmark.run reads) instead of the "
-                    "synthetic checks.")
+if "manual_dir" not in FLAGS:  # a process importing benchmark.run too keeps its (same) flag
+    flags.DEFINE_string("manual_dir", None, "Real data: print the dataset card of each builder "
+                        "folder <manual_dir>/<builder>/ (the layout benchmark.run reads) instead "
+                        "of the synthetic checks.")
 flags.DEFINE_multi_string("metadata_file", [], "Real data: <builder>=<path> of a lone metadata file "
                           "(e.g. cxr_chexpert=chexpert_train.csv.gz) to print a card of; repeatable.")
 flags.DEFINE_bool("metadata_only", False, "With --manual_dir: look the images up without decoding "

@@ -65,7 +65,7 @@ def measure(builder: str, folder: pathlib.Path, data_dir: pathlib.Path, kind: st
 def measure_synthetic(builder: str, work_dir: pathlib.Path, *, size: int,
                       image_size: int) -> Rates:
     """`measure` on a synthetic set of `builder` generated under `work_dir` (`size` cases)."""
-    manual = synthetic.generate(builder, str(work_dir / "manual" / builder), size=size, seed=0,
+    manual = synthetic.generate(builder, str(work_dir / "manual"), size=size, seed=0,
                                 image_size=image_size)
     return measure(builder, pathlib.Path(manual), work_dir / "tfds", "synthetic")
 
