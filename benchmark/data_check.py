@@ -1,4 +1,5 @@
-"""Evidence that the four synthetic real-format sets carry a learnable signal, and builder throughput.
+"""Evidence that the four synthetic real-format sets carry a learnable signal, and builder throughput;
+dataset cards and image rates of a real download.
 
     python -m benchmark.data_check [--work_dir=DIR] [--seed=0] [--chexpert_patients=1090] ...
 

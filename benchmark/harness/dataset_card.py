@@ -29,8 +29,8 @@ BUILDERS = ("cxr_chexpert", "cxr_nih14", "derm_ham10000", "derm_pad_ufes20")
 NAMED = 5  # missing / unreadable images named per source; the rest are counted
 _NIH_TASK_FINDINGS = dict(zip(tasks.CXR_CLASSES, ("Atelectasis", "Cardiomegaly", "Consolidation",
                                                   "Edema", "Effusion")))
-_HAM_CLASS = {dx: tasks.DERM_CLASSES[i] for dx, i in tasks._HAM_TO_DERM.items()}
-_PAD_CLASS = {dx: tasks.DERM_CLASSES[i] for dx, i in tasks._PAD_TO_DERM.items()}
+_HAM_CLASS = {dx: tasks.DERM_CLASSES[i] for dx, i in tasks.HAM_TO_DERM.items()}
+_PAD_CLASS = {dx: tasks.DERM_CLASSES[i] for dx, i in tasks.PAD_TO_DERM.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +84,7 @@ def find_sources(manual_dir: str | None, metadata_files: dict[str, str]) -> list
             continue
         if name == "cxr_chexpert":
             top = chexpert.find_dataset_dir(folder)
-            found += [SourceFile(name, top / csv, top) for _, csv, _ in chexpert._SPLIT_FILES
+            found += [SourceFile(name, top / csv, top) for _, csv, _ in chexpert.SPLIT_FILES
                       if (top / csv).is_file()]
         elif name == "cxr_nih14":
             found.append(SourceFile(name, nih.find_csv(folder), folder))
@@ -124,7 +124,7 @@ def _counts(values) -> collections.Counter:
 def _chexpert(src: SourceFile, decode: bool | None) -> Facts:
     name = src.csv.name
     header, folder = chexpert.HEADER, "train"
-    for _, csv, hdr in chexpert._SPLIT_FILES:
+    for _, csv, hdr in chexpert.SPLIT_FILES:
         if csv == name:
             header = hdr
     if name.startswith("valid"):
@@ -157,7 +157,7 @@ def _nih(src: SourceFile, decode: bool | None) -> Facts:
     labels["No Finding"] = _counts("positive" if r.labels["no_finding"] else "negative"
                                    for r in records)
     splits, check = {}, None
-    if src.folder is not None:
+    if src.folder is not None and decode is not None:
         if all((src.folder / f).is_file() for _, f in nih.SPLIT_FILES):
             splits = {f: len(items) for (_, f), items in
                       zip(nih.SPLIT_FILES, nih.read_split_lists(src.folder, entries).values())}
@@ -171,8 +171,7 @@ def _nih(src: SourceFile, decode: bool | None) -> Facts:
         "cxr_nih14", src.csv, len(records), {"patients": _counts(r.patient_id for r in records)},
         {"View Position": _counts(r.view for r in records)}, labels,
         "the task's five pathologies (NIH Effusion as Pleural Effusion) and No Finding",
-        [r.age for r in records], 0, _counts(r.sex for r in records), splits,
-        check if decode is not None else None)
+        [r.age for r in records], 0, _counts(r.sex for r in records), splits, check)
 
 
 def _derm_labels(diagnoses, classes: dict[str, str]) -> dict[str, collections.Counter]:

@@ -43,8 +43,8 @@ _NIH_KEYS = ("atelectasis", "cardiomegaly", "consolidation", "edema", "effusion"
 _POSITIVE, _NEGATIVE, _UNCERTAIN, _BLANK = 0, 1, 2, 3
 
 DERM_CLASSES = ("akiec_ack_scc", "bcc", "bkl_sek", "mel", "nv")
-_HAM_TO_DERM = {"akiec": 0, "bcc": 1, "bkl": 2, "mel": 3, "nv": 4}  # df, vasc dropped
-_PAD_TO_DERM = {"ACK": 0, "SCC": 0, "BCC": 1, "SEK": 2, "MEL": 3, "NEV": 4}
+HAM_TO_DERM = {"akiec": 0, "bcc": 1, "bkl": 2, "mel": 3, "nv": 4}  # df, vasc dropped
+PAD_TO_DERM = {"ACK": 0, "SCC": 0, "BCC": 1, "SEK": 2, "MEL": 3, "NEV": 4}
 
 TEST_SETS = ("in_distribution", "shifted")
 
@@ -153,7 +153,7 @@ def _derm_keep(mapping: dict[str, int], names: tuple[str, ...]):
 
 
 def _ham(diagnoses: tuple[str, ...]):
-    keep, one_hot = _derm_keep(_HAM_TO_DERM, diagnoses)
+    keep, one_hot = _derm_keep(HAM_TO_DERM, diagnoses)
 
     def to_meta(ex):
         return {"label": one_hot(ex["diagnosis"]), "example_id": ex["image_id"], "group_id": ex["lesion_id"]}
@@ -162,7 +162,7 @@ def _ham(diagnoses: tuple[str, ...]):
 
 
 def _pad(diagnoses: tuple[str, ...]):
-    keep, one_hot = _derm_keep(_PAD_TO_DERM, diagnoses)
+    keep, one_hot = _derm_keep(PAD_TO_DERM, diagnoses)
 
     def to_meta(ex):
         return {"label": one_hot(ex["diagnosis"]), "example_id": ex["img_id"], "group_id": ex["patient_id"]}
