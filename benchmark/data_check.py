@@ -1,4 +1,5 @@
-"""Evidence that the four synthetic real-format sets carry a learnable signal, and builder throughput.
+"""Evidence that the four synthetic real-format sets carry a learnable signal, and builder throughput;
+dataset cards and image rates of a real download.
 
     python -m benchmark.data_check [--work_dir=DIR] [--seed=0] [--chexpert_patients=1090] ...
 
@@ -11,6 +12,17 @@ Labels follow the harness tasks (`benchmark.harness.tasks`): the five CheXpert c
 (uncertain ignored in training, blank = negative), NIH Effusion as Pleural Effusion; the five
 harmonised dermatology classes. It also prints generation and builder throughput (images/s) for
 `download_and_prepare` and `as_dataset` iteration of the CheXpert 64px config.
+
+Real data, before a long build (`benchmark.harness.dataset_card`):
+
+    python -m benchmark.data_check --manual_dir=DIR [--metadata_only] [--timing]
+    python -m benchmark.data_check --metadata_file=cxr_chexpert=train.csv.gz [--metadata_file=...]
+
+prints a dataset card per metadata file of `DIR/<builder>/` (and of each lone metadata file given
+as `--metadata_file=<builder>=<path>`, repeatable, no images): images, cases, views, label counts,
+age and sex, and how many rows name a missing or unreadable image (decoded with the builders'
+loader; only looked up with --metadata_only). --timing adds read+decode, build and read-the-build
+rates of the real images of each builder folder beside a synthetic set of the same builder.
 """
 from __future__ import annotations
 
@@ -32,7 +44,7 @@ from absl import app, flags  # noqa: E402
 
 import tfds_builders  # noqa: F401, E402  (registers the builders)
 from benchmark import cli  # noqa: E402
-from benchmark.harness import tasks  # noqa: E402
+from benchmark.harness import dataset_card, image_timing, tasks  # noqa: E402
 from benchmark.harness.metrics import roc_auc  # noqa: E402
 from tfds_builders.synthetic import cxr, derm  # noqa: E402
 
@@ -249,6 +261,42 @@ def check_derm(cfg: CheckConfig) -> None:
         print(_row(name, per_class_auc(data.y, probs), extra))
 
 
+def print_cards(manual_dir: str | None, metadata_files: dict[str, str], *, decode: bool) -> int:
+    """Prints the card of every source (a failing source: its one-line error); returns how many
+    sources failed."""
+    failed = 0
+    for src in dataset_card.find_sources(manual_dir, metadata_files):
+        try:
+            lines = dataset_card.render(dataset_card.read_facts(src, decode=decode))
+        except (ValueError, FileNotFoundError) as e:
+            failed += 1
+            lines = [f"{src.builder}: {src.csv}", f"  error: {str(e).splitlines()[0]}"]
+        print("\n".join(lines) + "\n", flush=True)
+    return failed
+
+
+def print_timing(manual_dir: str, work_dir: pathlib.Path) -> None:
+    """Prints image rates of the real images of each builder folder of `manual_dir` beside a
+    synthetic set of the same builder (the cpu preset's size and image size)."""
+    from benchmark.harness.presets import get_preset
+
+    preset = get_preset("cpu")
+    rates = []
+    for name in dataset_card.BUILDERS:
+        folder = pathlib.Path(manual_dir) / name
+        if not folder.is_dir() or not image_timing.source_files(name, folder):
+            continue
+        rates.append(image_timing.measure(name, folder, work_dir / "real", "real"))
+        rates.append(image_timing.measure_synthetic(
+            name, work_dir / "synthetic", size=preset.synthetic_sizes[name],
+            image_size=preset.synthetic_image_size))
+    if not rates:
+        raise FileNotFoundError(f"--timing: no builder folder of --manual_dir={manual_dir} holds "
+                                "images")
+    print(f"image rates (one run each, {os.cpu_count()} cores; synthetic: the cpu preset's sets)")
+    print("\n".join(image_timing.render(rates)))
+
+
 def run(cfg: CheckConfig) -> None:
     """Runs both checks, printing their figures."""
     check_cxr(cfg)
@@ -263,10 +311,50 @@ flags.DEFINE_integer("chexpert_patients", 1090, "Synthetic CheXpert patients (~2
 flags.DEFINE_integer("nih_patients", 400, "Synthetic NIH patients.")
 flags.DEFINE_integer("ham_lesions", 1200, "Synthetic HAM10000 lesions.")
 flags.DEFINE_integer("pad_patients", 300, "Synthetic PAD-UFES-20 patients.")
+if "manual_dir" not in FLAGS:  # a process importing benchmark.run too keeps its (same) flag
+    flags.DEFINE_string("manual_dir", None, "Real data: print the dataset card of each builder "
+                        "folder <manual_dir>/<builder>/ (the layout benchmark.run reads) instead "
+                        "of the synthetic checks.")
+flags.DEFINE_multi_string("metadata_file", [], "Real data: <builder>=<path> of a lone metadata file "
+                          "(e.g. cxr_chexpert=chexpert_train.csv.gz) to print a card of; repeatable.")
+flags.DEFINE_bool("metadata_only", False, "With --manual_dir: look the images up without decoding "
+                  "them (fast on a full download).")
+flags.DEFINE_bool("timing", False, "With --manual_dir: also time reading+decoding, building and "
+                  "reading the build of each builder folder's images beside a synthetic set.")
+
+
+def metadata_files() -> dict[str, str]:
+    """--metadata_file values as {builder: path}; ValueError naming the first bad one."""
+    out = {}
+    for value in FLAGS.metadata_file:
+        builder, sep, path = value.partition("=")
+        if not sep or not path:
+            raise ValueError(f"--metadata_file={value}: expected <builder>=<path>, e.g. "
+                             "cxr_chexpert=chexpert_train.csv.gz")
+        if builder not in dataset_card.BUILDERS:
+            raise ValueError(f"--metadata_file={value}: unknown builder {builder!r}; expected one "
+                             f"of {', '.join(dataset_card.BUILDERS)}")
+        if builder in out:
+            raise ValueError(f"--metadata_file={value}: {builder} is given twice")
+        if not os.path.isfile(path):
+            raise ValueError(f"--metadata_file={value}: no such file {path}")
+        out[builder] = path
+    return out
 
 
 def check_flags() -> None:
     """Raises ValueError naming the first bad flag (before anything is generated)."""
+    real = FLAGS.manual_dir is not None or FLAGS.metadata_file
+    for name in ("metadata_only", "timing"):
+        if FLAGS[name].value and FLAGS.manual_dir is None:
+            raise ValueError(f"--{name}: needs --manual_dir (the real data folder)")
+    if FLAGS.metadata_only and FLAGS.timing:
+        raise ValueError("--metadata_only with --timing: timing decodes and builds the images; "
+                         "give one of them")
+    if FLAGS.manual_dir is not None and not os.path.isdir(FLAGS.manual_dir):
+        raise ValueError(f"--manual_dir={FLAGS.manual_dir}: no such directory")
+    if real:
+        metadata_files()
     if FLAGS.seed < 0:
         raise ValueError(f"--seed={FLAGS.seed}: expected an integer >= 0")
     if FLAGS.image_size < 64:
@@ -292,6 +380,12 @@ def main(argv):
     tfds.disable_progress_bar()
     try:
         check_flags()
+        if FLAGS.manual_dir is not None or FLAGS.metadata_file:
+            failed = print_cards(FLAGS.manual_dir, metadata_files(), decode=not FLAGS.metadata_only)
+            if FLAGS.timing:
+                with tempfile.TemporaryDirectory() as tmp:
+                    print_timing(FLAGS.manual_dir, pathlib.Path(FLAGS.work_dir or tmp))
+            sys.exit(1 if failed else 0)
         with tempfile.TemporaryDirectory() as tmp:
             run(CheckConfig(
                 work_dir=FLAGS.work_dir or tmp, seed=FLAGS.seed, image_size=FLAGS.image_size,

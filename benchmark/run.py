@@ -28,7 +28,7 @@ from benchmark.board import report  # noqa: E402
 from benchmark.harness import data, protocol, results, runner  # noqa: E402
 from benchmark.harness.results import EVAL_MODES  # noqa: E402
 from benchmark.harness.presets import Preset, get_preset  # noqa: E402
-from benchmark.harness.tasks import TaskOptions, get_task  # noqa: E402
+from benchmark.harness.tasks import TaskOptions, get_task, with_test_sets  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("method", "micle", "Registered method (micle, simclr, supervised) or an import "
@@ -39,6 +39,10 @@ flags.DEFINE_string("data_dir", os.path.join("runs", "data"),
                     "Where TFDS builds (and synthetic sets) are stored.")
 flags.DEFINE_string("manual_dir", None, "Folder with one sub-folder per builder holding the real "
                     "downloads (e.g. <manual_dir>/cxr_chexpert/CheXpert-v1.0-small); unset = synthetic.")
+flags.DEFINE_string("test_sets", None, "Comma-separated test sets to score: in_distribution, "
+                    "shifted (default: all of the task's). A test set left out is not read, so its "
+                    "source need not be downloaded (e.g. --test_sets=in_distribution without "
+                    "PAD-UFES-20 or NIH ChestX-ray14).")
 flags.DEFINE_string("output_dir", None, "Results folder (default runs/<task>).")
 flags.DEFINE_string("label_fractions", None, "Comma-separated label percentages, e.g. 1,10,100 "
                     "(default: the preset's).")
@@ -173,6 +177,8 @@ def config_from_flags() -> runner.RunConfig:
     and does no TensorFlow work."""
     preset = get_preset(FLAGS.preset)
     task = get_task(FLAGS.task, TaskOptions(uncertainty=FLAGS.uncertainty, bag=FLAGS.bag))
+    if FLAGS.test_sets is not None:
+        task = with_test_sets(task, [v.strip() for v in FLAGS.test_sets.split(",")])
     method = registry.get_method(FLAGS.method)  # fail fast on an unknown method
     name = FLAGS.name or FLAGS.method
     if not results.METHOD_NAME_PATTERN.fullmatch(name):

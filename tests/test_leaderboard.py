@@ -625,3 +625,41 @@ def test_the_runs_table_rescores_and_leaves_out_a_row_that_disagrees_with_its_fi
         r"\(tolerance 1e-06\); the row is left out of the table", str(caught[0].message))
     first = next(l for l in shown.splitlines() if "10%" in l and "shifted" in l)
     assert first.count("(n=1)") == 2 and "(n=2)" in first  # control and difference: seed 1 only
+
+
+
+def test_a_line_without_the_shifted_test_set_shows_no_shifted_result(tmp_path):
+    """Rows of `benchmark.run --test_sets=in_distribution` (metrics of one test set): the shifted
+    columns read — with a note (md, html), the CSV leaves them blank and names the line's test sets;
+    its in-distribution numbers are those of the same rows with both test sets."""
+    build = _builder()
+    both = build.make_grid("derm", "simclr", tmp_path, synthetic=False)
+    only = []
+    for row in build.make_grid("derm", "simclr", tmp_path, synthetic=False):
+        row["method"] = "simclr-id"
+        del row["metrics"]["shifted"]
+        row["config"] = {"test_sets": ["in_distribution"]}
+        only.append(row)
+    build.write_rows(tmp_path / "results.jsonl", both + only)
+    leaderboard.regenerate([tmp_path / "results.jsonl"], tmp_path / "out", PUBLISHED)
+    lines = {(r["method"], r["label_fraction"]): r
+             for r in _csv_rows((tmp_path / "out" / "derm.csv").read_text())
+             if r["section"] == "ours_real"}
+    for fraction in ("0.1", "1"):
+        full, partial = lines[("simclr", fraction)], lines[("simclr-id", fraction)]
+        assert (full["test_sets"], partial["test_sets"]) == ("in_distribution shifted", "in_distribution")
+        assert {k: v for k, v in partial.items() if k.startswith("shifted_")} == {
+            k: "" for k in partial if k.startswith("shifted_")}
+        assert partial["in_distribution_mean"] == full["in_distribution_mean"] != ""
+        assert partial["in_distribution_n_seeds"] == full["in_distribution_n_seeds"] == "2"
+    md = (tmp_path / "out" / "derm.md").read_text()
+    table = md.split("## Our runs: real data")[1].split("### balanced")[0]
+    cells = {(c[0].strip(), c[4].strip()): [x.strip() for x in c]
+             for c in map(_cells, table.splitlines()[4:]) if len(c) > 6}
+    partial = cells[("simclr-id", "10%")]  # in-distribution 5:8, shifted 8:11, differences 11:13
+    assert "—" not in partial[5:8] and partial[8:] == ["—"] * 5
+    assert "—" not in cells[("simclr", "10%")][5:11]
+    real = md.split("## Our runs: real data")[1].split("## Other published")[0]
+    assert real.count(render_tables.escape_markdown(board_lines.NOT_REQUESTED_NOTE)) == 1
+    html_text = (tmp_path / "out" / "derm.html").read_text()
+    assert html_text.count(render_tables.escape_html(board_lines.NOT_REQUESTED_NOTE)) == 1

@@ -225,3 +225,53 @@ def test_real_ham_csv_through_the_builder():
     records = ham.read_metadata(folder)
     _check_ham_records(records, frame)
     assert {r.file.parent.name for r in records} == {"HAM10000_images_part_1", "HAM10000_images_part_2"}
+
+
+# ------------------------------------------------------------------------- dataset cards
+
+
+def test_dataset_cards_of_the_real_folder_and_full_metadata_files():
+    """`benchmark.data_check --manual_dir=<realdata> --metadata_only` and `--metadata_file=...`:
+    the cards' counts against pandas on the same files."""
+    from benchmark.harness import dataset_card
+
+    _need(REALDATA / "cxr_nih14")
+    _need(REALDATA / "derm_ham10000")
+    meta = REALDATA / "metadata"
+    files = {"cxr_chexpert": meta / "chexpert_train.csv.gz", "cxr_nih14": meta / "Data_Entry_2017_v2020.csv.gz",
+             "derm_ham10000": meta / "HAM10000_metadata.csv"}
+    for path in files.values():
+        _need(path)
+    sources = dataset_card.find_sources(str(REALDATA), {k: str(v) for k, v in files.items()})
+    cards = {(s.builder, s.folder is None): dataset_card.read_facts(s, decode=False) for s in sources}
+    assert sorted(cards) == [("cxr_chexpert", True), ("cxr_nih14", False), ("cxr_nih14", True),
+                             ("derm_ham10000", False), ("derm_ham10000", True)]
+
+    chexpert_frame = _strings(files["cxr_chexpert"])
+    card = cards[("cxr_chexpert", True)]
+    assert card.images == len(chexpert_frame) == 223_414
+    assert len(card.cases["patients"]) == 64_540
+    assert card.labels["Pleural Effusion"] == {
+        {"1.0": "positive", "0.0": "negative", "-1.0": "uncertain", "": "blank"}[v]: n
+        for v, n in chexpert_frame["Pleural Effusion"].value_counts().items()}
+    assert card.images_check is None
+
+    for folder, key in ((False, REALDATA / "cxr_nih14" / "Data_Entry_2017_v2020.csv"),
+                        (True, files["cxr_nih14"])):
+        frame, card = pd.read_csv(key), cards[("cxr_nih14", folder)]
+        assert card.images == len(frame) and len(card.cases["patients"]) == frame["Patient ID"].nunique()
+        assert card.labels["Pleural Effusion"]["positive"] == _finding_counts(frame["Finding Labels"])["Effusion"]
+        assert card.ages == frame["Patient Age"].tolist()
+    nih_card = cards[("cxr_nih14", False)]
+    assert nih_card.splits == {"train_val_list.txt": 387, "test_list.txt": 114}
+    assert nih_card.images_check.checked == 501 and not nih_card.images_check.missing
+
+    for folder, key in ((False, REALDATA / "derm_ham10000" / "HAM10000_metadata.csv"),
+                        (True, files["derm_ham10000"])):
+        frame, card = _strings(key), cards[("derm_ham10000", folder)]
+        assert card.images == len(frame) and len(card.cases["lesions"]) == frame["lesion_id"].nunique()
+        assert {k.split(" ->")[0]: v["images"] for k, v in card.labels.items()} == frame["dx"].value_counts().to_dict()
+        assert card.ages_missing == (frame["age"] == "").sum()
+        assert card.sex == frame["sex"].value_counts().to_dict()
+    assert cards[("derm_ham10000", False)].images_check.checked == 3_000
+    assert not cards[("derm_ham10000", False)].images_check.missing

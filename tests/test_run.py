@@ -218,3 +218,54 @@ def test_the_control_is_named_by_its_backbone_unless_it_is_the_presets():
                                          pretrain=dataclasses.replace(SMOKE.pretrain, seed=2))))
     assert reseeded.name == "random_init-resnet_v1-18x0.5-pseed2"
     assert reseeded.preset.pretrain.seed == 2  # the control's weights come from the same seed
+
+
+def test_a_run_of_the_in_distribution_test_set_needs_no_shifted_source(tmp_path):
+    """--test_sets=in_distribution: a manual dir holding only HAM10000 runs, no PAD-UFES-20 is
+    read or built, rows hold only in_distribution and record it; the same run asking for every
+    test set is the clear missing-folder error; a stored cell of other test sets is not a hit;
+    reproduce re-runs the row with its test sets."""
+    from benchmark.board import reproduce
+    from benchmark.harness.tasks import with_test_sets
+    from tfds_builders import synthetic
+
+    manual = tmp_path / "manual"
+    synthetic.generate("derm_ham10000", manual, size=SMOKE.synthetic_sizes["derm_ham10000"],
+                       image_size=SMOKE.synthetic_image_size)
+    cfg = _config(tmp_path, "derm", "random_init", eval_modes=("linear",), label_fractions=(100.0,))
+    cfg = dataclasses.replace(cfg, task=with_test_sets(cfg.task, ["in_distribution"]),
+                              data=dataclasses.replace(cfg.data, manual_dir=str(manual)))
+    [row] = runner.run(cfg)
+    results.validate_row(row)
+    assert set(row["metrics"]) == {"in_distribution"}
+    assert row["config"]["test_sets"] == ["in_distribution"]
+    assert list(row["data_build"]) == ["derm_ham10000/64px/1.0.0", "derm_ham10000/lesions_64px/1.0.0"]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["derm_ham10000", "downloads"]
+
+    every = dataclasses.replace(cfg, task=get_task("derm"))
+    with pytest.raises(ValueError, match=r"\.jsonl:1: cell .* is stored from another configuration "
+                       r"\(test_sets: stored \['in_distribution'\] != this run '<missing>'\)"):
+        runner.run(every)
+    with pytest.raises(FileNotFoundError, match=f"^--manual_dir={manual}: expected a folder "
+                       f"{manual}/derm_pad_ufes20 holding the derm_pad_ufes20 download"):
+        runner.run(dataclasses.replace(every, output_dir=str(tmp_path / "all")))
+
+    again = reproduce.rerun_config("row", row, data_dir=cfg.data.data_dir,
+                                   scratch_dir=str(tmp_path / "scratch"))
+    assert again.task.test_sets == ("in_distribution",)
+    assert "shifted" not in again.task.test_sources
+
+
+@pytest.mark.parametrize("value, message", [
+    ("", "--test_sets=: empty value; give comma-separated test sets from ('in_distribution', "
+         "'shifted'), or leave the flag out for all of them"),
+    ("ood", "--test_sets=ood: unknown test set 'ood' for --task=derm; expected some of "
+            "('in_distribution', 'shifted')"),
+    ("shifted,shifted", "--test_sets=shifted,shifted: duplicate values"),
+])
+def test_bad_test_sets_are_one_line_errors(value, message):
+    from benchmark.harness.tasks import with_test_sets
+
+    with pytest.raises(ValueError) as e:
+        with_test_sets(get_task("derm"), value.split(","))
+    assert str(e.value) == message

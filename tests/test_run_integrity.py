@@ -106,6 +106,11 @@ BAD_FLAGS = [
     ("--control=scratch", "--control=scratch: expected one of ('random_init',) or none"),
     ("--precision=float16", "--precision=float16: expected one of float32, bfloat16, auto"),
     ("stray", "unexpected arguments ['stray']; every setting is a --flag"),
+    ("--test_sets=", "--test_sets=: empty value; give comma-separated test sets from "
+                     "('in_distribution', 'shifted'), or leave the flag out for all of them"),
+    ("--test_sets=ood", "--test_sets=ood: unknown test set 'ood' for --task=cxr; expected some of "
+                        "('in_distribution', 'shifted')"),
+    ("--test_sets=shifted,shifted", "--test_sets=shifted,shifted: duplicate values"),
 ]
 
 
@@ -416,6 +421,22 @@ BAD_DATA_CHECK_FLAGS = [
     ("--work_dir={tmp}", "--work_dir={tmp}: not empty; the checks generate and build (and time the "
                          "build) from scratch, so give an empty or new folder"),
     ("stray", "unexpected arguments ['stray']; every setting is a --flag"),
+    ("--metadata_only", "--metadata_only: needs --manual_dir (the real data folder)"),
+    ("--timing", "--timing: needs --manual_dir (the real data folder)"),
+    ("--manual_dir={tmp} --metadata_only --timing", "--metadata_only with --timing: timing decodes "
+                                                     "and builds the images; give one of them"),
+    ("--manual_dir={missing}", "--manual_dir={missing}: no such directory"),
+    ("--manual_dir={tmp}", "--manual_dir={tmp}: holds none of the builder folders cxr_chexpert/, "
+                           "cxr_nih14/, derm_ham10000/, derm_pad_ufes20/; expected one sub-folder "
+                           "per builder"),
+    ("--metadata_file=foo", "--metadata_file=foo: expected <builder>=<path>, e.g. "
+                            "cxr_chexpert=chexpert_train.csv.gz"),
+    ("--metadata_file=mri={file}", "--metadata_file=mri={file}: unknown builder 'mri'; expected one "
+                                   "of cxr_chexpert, cxr_nih14, derm_ham10000, derm_pad_ufes20"),
+    ("--metadata_file=cxr_nih14={missing}", "--metadata_file=cxr_nih14={missing}: no such file "
+                                            "{missing}"),
+    ("--metadata_file=cxr_nih14={file} --metadata_file=cxr_nih14={file}",
+     "--metadata_file=cxr_nih14={file}: cxr_nih14 is given twice"),
 ]
 
 
@@ -426,7 +447,7 @@ def test_bad_data_check_flags_fail_in_one_line_before_any_work(arg, message, pat
     monkeypatch.setattr(data_check, "run", _fail)
     FLAGS.unparse_flags()
     try:
-        positional = FLAGS(["data_check", arg.format(**paths)])
+        positional = FLAGS(["data_check", *arg.format(**paths).split(" ")])
         with pytest.raises(SystemExit) as exit_info:
             data_check.main(positional)
     finally:

@@ -48,6 +48,18 @@ DIFFERENCE_RULE = (f"Δ vs {CONTROL_METHOD}: the line's mean minus the mean of {
                    f"{CONTROL_METHOD} rows (never taken from another backbone)")
 
 
+NOT_REQUESTED = "—"
+
+
+NOT_REQUESTED_NOTE = (f"{NOT_REQUESTED} in a test set's columns: the line's runs did not request "
+                      "that test set (`benchmark.run --test_sets`), so it has no result there.")
+
+
+def held_test_sets(row: dict, task: TaskInfo) -> tuple[str, ...]:
+    """The task's test sets a row holds (its `metrics` keys), in the task's order."""
+    return tuple(t for t in task.test_sets if t in row["metrics"])
+
+
 NONDETERMINISTIC_MARK = "†"
 
 
@@ -153,6 +165,12 @@ class SummaryRow:
     control: str = ""  # the control method the differences are to ("" when none matched)
     # test set -> primary metric minus the control's (None: no matching control rows)
     differences: tuple[tuple[str, metrics.PairedDifference | None], ...] = ()
+    # the test sets the line's rows hold (`--test_sets`; () = all of the task's)
+    held: tuple[str, ...] = ()
+
+    def holds(self, test_set: str) -> bool:
+        """Whether the line's runs scored `test_set` (not left out by `--test_sets`)."""
+        return not self.held or test_set in self.held
 
 
 _INIT_TITLES = {"simclr_tf2": "ImageNet-SSL", "simclr_tf1": "ImageNet-SSL",
@@ -307,21 +325,23 @@ def _summarise_test_set(rows: list[dict], test_set: str, metric: str) -> TestSet
 def summarise(rows: Iterable[dict], task: TaskInfo, predictions: PredictionReader | None = None,
               submitted: frozenset = frozenset()) -> list[SummaryRow]:
     """Lines of `task`'s tables from its result rows, seeds pooled, in sorted order (synthetic
-    last, then preset, method, backbone, eval_mode, label fraction, init); every column of
-    `table_specs(task)` is summarised. With `predictions` (a reader of a row's prediction set for
-    a test set), each line that is not the control's gets its `differences` to the control; rows
-    whose cell keys are in `submitted` are never the control (`is_control`)."""
+    last, then preset, method, backbone, eval_mode, label fraction, init; rows holding fewer test
+    sets, by `--test_sets`, form lines of their own); every column of `table_specs(task)` is
+    summarised. With `predictions` (a reader of a row's prediction set for a test set), each line
+    that is not the control's gets its `differences` to the control; rows whose cell keys are in
+    `submitted` are never the control (`is_control`)."""
     columns = list(dict.fromkeys(c for spec in table_specs(task) for c in spec.columns))
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         if row["task"] != task.name:
             continue
         key = (bool(row["synthetic"]), row["preset"], row["method"], backbone_name(row),
-               row["eval_mode"], float(row["label_fraction"]), init_label(row), results.precision_name(row))
+               row["eval_mode"], float(row["label_fraction"]), init_label(row), results.precision_name(row),
+               held_test_sets(row, task))
         groups.setdefault(key, []).append(row)
     lines = []
     for key in sorted(groups):
-        synthetic, preset, method, backbone, eval_mode, fraction, init, precision = key
+        synthetic, preset, method, backbone, eval_mode, fraction, init, precision, held = key
         members = sorted(groups[key], key=lambda r: int(r["seed"]))
         control, differences = _control_differences(task, key, members, groups, predictions,
                                                     submitted)
@@ -334,7 +354,8 @@ def summarise(rows: Iterable[dict], task: TaskInfo, predictions: PredictionReade
             columns=tuple((c, _summarise_test_set(members, *c)) for c in columns),
             init=init, backbone=backbone, precision=precision,
             is_control=all(is_control(r, submitted) for r in members),
-            control=control, differences=differences))
+            control=control, differences=differences,
+            held=() if held == task.test_sets else held))
     return lines
 
 
@@ -352,7 +373,7 @@ def _control_differences(task: TaskInfo, key: tuple, members: list[dict],
     several control lines are there: preferably one of the line's precision, then one with the
     line's pretraining seed, which drew a control's weights, then the first by name); no control
     for a control's line, a line without a recorded backbone, or without `predictions`."""
-    synthetic, preset, _, backbone, eval_mode, fraction, _, precision = key
+    synthetic, preset, _, backbone, eval_mode, fraction, _, precision, _ = key
     none = tuple((t, None) for t in task.test_sets)
     if predictions is None or not backbone or all(is_control(r, submitted) for r in members):
         return "", none

@@ -28,14 +28,15 @@ def _extra_columns(task: TaskInfo) -> list[tuple[str, str]]:
 
 def csv_columns(task: TaskInfo) -> list[str]:
     """Columns of `<task>.csv`: section, the run identity, whether every seed ran deterministically
-    (yes/no), per-test-set statistics of the primary metric, whether the line is the control's
+    (yes/no), the test sets the line holds (space-separated; a test set its runs did not request,
+    `benchmark.run --test_sets`, has blank columns), per-test-set statistics of the primary metric, whether the line is the control's
     (yes/no), the control its differences are to and per test set the difference, its paired CI
     and the number of seeds paired (blank without a control), the same statistics of every other
     table column (`<test set>_<metric>_mean` ...), then the published-figure fields (blank on our
     rows; run statistics blank on published rows; `backbone` is filled on both) with `placed_under`
     = the table key it is shown under, or `other`."""
     cols = ["section", "task", "method", "backbone", "precision", "init", "eval_mode", "preset",
-            "label_fraction", "metric", "deterministic"]
+            "label_fraction", "metric", "deterministic", "test_sets"]
     for t in task.test_sets:
         cols += [f"{t}_mean", f"{t}_std", f"{t}_n_seeds", f"{t}_ci_low", f"{t}_ci_high"]
     cols += ["is_control", "control"]
@@ -83,9 +84,11 @@ def render_csv(task: TaskInfo, lines: list[SummaryRow], published: list[dict]) -
                       "eval_mode": l.eval_mode,
                       "preset": l.preset,
                       "label_fraction": f"{l.label_fraction:.6g}", "metric": l.metric,
-                      "deterministic": "yes" if l.deterministic else "no"}
+                      "deterministic": "yes" if l.deterministic else "no",
+                      "test_sets": " ".join(t for t in task.test_sets if l.holds(t))}
             for t, s in l.test_sets:
-                record.update(_stat_fields(f"{t}_", s))
+                if l.holds(t):
+                    record.update(_stat_fields(f"{t}_", s))
             record.update(is_control="yes" if l.is_control else "no", control=l.control)
             for t, d in l.differences:
                 if d is not None:
@@ -95,7 +98,8 @@ def render_csv(task: TaskInfo, lines: list[SummaryRow], published: list[dict]) -
                                    f"{t}_diff_n_seeds": str(d.pairs)})
             stats = dict(l.columns)
             for t, m in _extra_columns(task):
-                record.update(_stat_fields(f"{t}_{m}_", stats[(t, m)]))
+                if l.holds(t):
+                    record.update(_stat_fields(f"{t}_{m}_", stats[(t, m)]))
             write(record)
     placed, other = place_published(task, published)
     shown = [(key, r) for key, plines in placed.items() for l in plines for r in l.rows]

@@ -13,6 +13,8 @@ from benchmark.board.lines import (
     NO_CONTROL,
     NONDETERMINISTIC_MARK,
     NONDETERMINISTIC_NOTE,
+    NOT_REQUESTED,
+    NOT_REQUESTED_NOTE,
     SECTION_PUBLISHED,
     SECTION_REAL,
     TEST_SET_TITLES,
@@ -79,6 +81,8 @@ def _runs_header(spec: TableSpec, synthetic: bool, backbone: bool = False,
 
 def _difference_cell(line: SummaryRow, test_set: str) -> str:
     """A line's difference to the control on `test_set` as shown in Markdown/HTML."""
+    if not line.holds(test_set):
+        return NOT_REQUESTED
     if line.is_control:
         return CONTROL_SELF
     d = dict(line.differences).get(test_set)
@@ -101,7 +105,7 @@ def _runs_cells(spec: TableSpec, line: SummaryRow, escape, backbone: bool = Fals
              format_fraction(line.label_fraction)]
     stats = dict(line.columns)
     for c in spec.columns:
-        shown = _display_cells(stats[c])
+        shown = _display_cells(stats[c]) if line.holds(c[0]) else (NOT_REQUESTED,) * 3
         cells += [shown[0]] if spec.per_class else list(shown)
     return cells + [_difference_cell(line, t) for t in differences]
 
@@ -210,6 +214,8 @@ def _page(task: TaskInfo, lines: list[SummaryRow], published: list[dict], headin
                       [_published_line_cells(spec, l, escape, link) for l in placed[spec.key]])
         if not all(l.deterministic for l in section):
             paragraph(NONDETERMINISTIC_NOTE)
+        if not all(l.holds(t) for l in section for t in task.test_sets):
+            paragraph(NOT_REQUESTED_NOTE)
     heading(2, OTHER_PUBLISHED_TITLE, SECTION_PUBLISHED)
     if other:
         table(list(OTHER_PUBLISHED_HEADER), [_other_published_cells(r, escape, link) for r in other])

@@ -32,7 +32,7 @@ from baselines.heads import with_head_layers
 from benchmark.harness import data, finetune, linear_probe, protocol, results, scoring
 from benchmark.harness.presets import Preset
 from medssl_common.provenance import code_digest, code_version, machine
-from benchmark.harness.tasks import Task
+from benchmark.harness.tasks import Task, get_task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +113,9 @@ def _config_record(cfg: RunConfig, method: api.Method) -> dict:
                  "synthetic_seed": cfg.data.synthetic_seed},
         "bootstrap_samples": preset.bootstrap_samples,
         "precision": cfg.precision.record(),
+        # only when --test_sets left some out (absent: all of the task's, as before the flag)
+        **({} if cfg.task.test_sets == get_task(cfg.task.name).test_sets
+           else {"test_sets": list(cfg.task.test_sets)}),
     }
 
 

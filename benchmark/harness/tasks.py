@@ -43,8 +43,8 @@ _NIH_KEYS = ("atelectasis", "cardiomegaly", "consolidation", "edema", "effusion"
 _POSITIVE, _NEGATIVE, _UNCERTAIN, _BLANK = 0, 1, 2, 3
 
 DERM_CLASSES = ("akiec_ack_scc", "bcc", "bkl_sek", "mel", "nv")
-_HAM_TO_DERM = {"akiec": 0, "bcc": 1, "bkl": 2, "mel": 3, "nv": 4}  # df, vasc dropped
-_PAD_TO_DERM = {"ACK": 0, "SCC": 0, "BCC": 1, "SEK": 2, "MEL": 3, "NEV": 4}
+HAM_TO_DERM = {"akiec": 0, "bcc": 1, "bkl": 2, "mel": 3, "nv": 4}  # df, vasc dropped
+PAD_TO_DERM = {"ACK": 0, "SCC": 0, "BCC": 1, "SEK": 2, "MEL": 3, "NEV": 4}
 
 TEST_SETS = ("in_distribution", "shifted")
 
@@ -153,7 +153,7 @@ def _derm_keep(mapping: dict[str, int], names: tuple[str, ...]):
 
 
 def _ham(diagnoses: tuple[str, ...]):
-    keep, one_hot = _derm_keep(_HAM_TO_DERM, diagnoses)
+    keep, one_hot = _derm_keep(HAM_TO_DERM, diagnoses)
 
     def to_meta(ex):
         return {"label": one_hot(ex["diagnosis"]), "example_id": ex["image_id"], "group_id": ex["lesion_id"]}
@@ -162,7 +162,7 @@ def _ham(diagnoses: tuple[str, ...]):
 
 
 def _pad(diagnoses: tuple[str, ...]):
-    keep, one_hot = _derm_keep(_PAD_TO_DERM, diagnoses)
+    keep, one_hot = _derm_keep(PAD_TO_DERM, diagnoses)
 
     def to_meta(ex):
         return {"label": one_hot(ex["diagnosis"]), "example_id": ex["img_id"], "group_id": ex["patient_id"]}
@@ -238,3 +238,25 @@ def get_task(name: str, options: TaskOptions | None = None) -> Task:
     if options.bag not in task.bags:
         raise ValueError(f"--bag={options.bag} with --task={name}: expected one of {task.bags}")
     return task
+
+
+def with_test_sets(task: Task, names: tuple[str, ...] | list[str]) -> Task:
+    """`task` scored on the test sets `names` only (a subset of its own, in its order): the other
+    test sets' sources are not read, so their data need not be present. ValueError (one line,
+    naming `--test_sets`) for an empty, repeated or unknown name."""
+    names = tuple(names)
+    text = ",".join(names)
+    if not names or any(not n for n in names):
+        raise ValueError(f"--test_sets={text}: empty value; give comma-separated test sets from "
+                         f"{task.test_sets}, or leave the flag out for all of them")
+    unknown = [n for n in names if n not in task.test_sets]
+    if unknown:
+        raise ValueError(f"--test_sets={text}: unknown test set {unknown[0]!r} for --task="
+                         f"{task.name}; expected some of {task.test_sets}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--test_sets={text}: duplicate values")
+    kept = tuple(n for n in task.test_sets if n in names)
+    return dataclasses.replace(
+        task, test_sets=kept,
+        test_sources={n: s for n, s in task.test_sources.items() if n in kept},
+        study_ids={n: f for n, f in task.study_ids.items() if n in kept})

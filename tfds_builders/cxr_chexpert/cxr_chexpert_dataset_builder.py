@@ -48,7 +48,7 @@ _EXPECTED = (
     "CheXpert-v1.0-small/ or CheXpert-v1.0/ holding train.csv, valid.csv, train/ and valid/ "
     "(optionally test_labels.csv and test/), or those files directly"
 )
-_SPLIT_FILES = (
+SPLIT_FILES = (
     ("train", "train.csv", HEADER), ("validation", "valid.csv", HEADER), ("test", "test_labels.csv", TEST_HEADER)
 )
 _RAGGED_NOTE = (
@@ -219,7 +219,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         dataset_dir = find_dataset_dir(_common.manual_dir_of(
             dl_manager, dataset="cxr_chexpert", expected=_EXPECTED, obtain=_OBTAIN))
         splits = {}
-        for split, csv_name, header in _SPLIT_FILES:
+        for split, csv_name, header in SPLIT_FILES:
             folder = {"train": "train", "validation": "valid", "test": "test"}[split]
             if split == "test" and not ((dataset_dir / csv_name).is_file() and (dataset_dir / "test").is_dir()):
                 continue

@@ -36,7 +36,7 @@ class Record(_common.SourceRow):
     fitzpatrick: int
     region: str
     biopsied: bool
-    file: pathlib.Path
+    file: pathlib.Path | None  # None from parse_metadata (no images looked up)
 
 
 def manual_dir_of(dl_manager) -> pathlib.Path:
@@ -56,17 +56,11 @@ def _fitzpatrick(value: str, path, line: int) -> int:
     return int(number)
 
 
-def read_metadata(manual_dir) -> list[Record]:
-    """Parses metadata.csv and resolves every image; raises naming file and line on bad input, and
-    naming both rows when a lesion's patient or diagnostic, or a patient's gender, differ between rows."""
-    manual_dir = pathlib.Path(manual_dir)
-    if not (manual_dir / METADATA_FILE).is_file():
-        raise FileNotFoundError(
-            f"derm_pad_ufes20: no {METADATA_FILE} in {manual_dir}; expected {_EXPECTED}. "
-            f"Obtain the data from {_OBTAIN}."
-        )
-    table = _common.read_csv(manual_dir / METADATA_FILE, headers=[HEADER])
-    images = _common.index_files(manual_dir, suffixes=(".png",))
+def parse_metadata(csv_path) -> list[Record]:
+    """Parses a PAD-UFES-20 metadata.csv without touching any image: the records in file order,
+    `file` None. Raises ValueError naming file and line on bad input, and naming both rows when a
+    lesion's patient or diagnostic, or a patient's gender, differ between rows."""
+    table = _common.read_csv(csv_path, headers=[HEADER])
     records, seen = [], {}
     for line, row in table.records():
         img_id, dx = row["img_id"], row["diagnostic"]
@@ -86,17 +80,34 @@ def read_metadata(manual_dir) -> list[Record]:
             raise _common.row_error(
                 table.path, line, f"img_id {img_id!r} does not match patient_id {row['patient_id']!r} and "
                                   f"lesion_id {lesion_id}; expected {row['patient_id']}_{lesion_id}_<n>.png")
-        file = images.get(img_id)
-        if file is None:
-            raise FileNotFoundError(f"{table.path}, line {line}: image {img_id} not found under {manual_dir}")
         records.append(Record(
             csv=table.path, line=line, img_id=img_id, patient_id=row["patient_id"], lesion_id=lesion_id,
             gender=row["gender"], diagnosis=dx, fitzpatrick=_fitzpatrick(row["fitspatrick"], table.path, line), region=row["region"],
-            biopsied=_BOOL[row["biopsed"]], file=file,
+            biopsied=_BOOL[row["biopsed"]], file=None,
         ))
     _common.check_constant(records, key="lesion_id", fields=("patient_id", "diagnosis"), case="lesion")
     _common.check_constant(records, key="patient_id", fields=("gender",), case="patient")
     return records
+
+
+def read_metadata(manual_dir) -> list[Record]:
+    """`parse_metadata` of manual_dir/metadata.csv with every image resolved under manual_dir; a row
+    whose image is missing is a FileNotFoundError naming file and line."""
+    manual_dir = pathlib.Path(manual_dir)
+    if not (manual_dir / METADATA_FILE).is_file():
+        raise FileNotFoundError(
+            f"derm_pad_ufes20: no {METADATA_FILE} in {manual_dir}; expected {_EXPECTED}. "
+            f"Obtain the data from {_OBTAIN}."
+        )
+    records = parse_metadata(manual_dir / METADATA_FILE)
+    images = _common.index_files(manual_dir, suffixes=(".png",))
+    resolved = []
+    for rec in records:
+        file = images.get(rec.img_id)
+        if file is None:
+            raise FileNotFoundError(f"{rec.csv}, line {rec.line}: image {rec.img_id} not found under {manual_dir}")
+        resolved.append(dataclasses.replace(rec, file=file))
+    return resolved
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
