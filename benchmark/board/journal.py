@@ -92,13 +92,14 @@ def _forward(moves: Sequence[tuple[Path, Path]], done: list[tuple[Path, Path, bo
         if not os.path.lexists(staged):
             continue  # renamed before the writer was killed
         with results.naming_file(final):
-            final.parent.mkdir(parents=True, exist_ok=True)
+            if not final.parent.is_dir():
+                final.parent.mkdir(parents=True)
             backed_up = os.path.lexists(final)
             if backed_up:
+                if os.path.lexists(_backup(staged)):  # a killed writer's
+                    os.unlink(_backup(staged))
                 results.refuse_link(final)
                 os.chmod(staged, stat.S_IMODE(os.stat(final).st_mode))
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(_backup(staged))
                 os.link(final, _backup(staged), follow_symlinks=False)
             os.replace(staged, final)
         done.append((staged, final, backed_up))
