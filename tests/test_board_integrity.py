@@ -262,17 +262,37 @@ def test_files_the_suite_writes_or_locks_are_never_links(example, capsys):
     assert (example / "shared.jsonl").read_bytes() == (board / "results.jsonl").read_bytes()
 
 
-def test_a_run_never_appends_through_a_link(example, tmp_path):
-    """`ResultsStore.append` (every run's results file) refuses a symlinked results file and a
-    prediction target that is a hard link."""
+def test_a_journal_the_suite_did_not_write_is_one_line(example, capsys):
+    board = example / "leaderboard"
+    log = journal.journal_path(board / "results.jsonl")
+    log.write_text("[]\n")
+    before = _snapshot(board)
+    assert submit_cmd.cli(str(example / "submission_derm"), str(board), None) == 1
+    assert capsys.readouterr().err == (
+        f"error: {log}: not a format 1 commit journal (list indices must be integers or slices, "
+        "not str); it was not written by benchmark.submit; move it away to use the board\n")
+    assert _snapshot(board) == before
+
+
+def test_a_run_never_writes_through_a_link(example, tmp_path):
+    """`ResultsStore.append` (every run's results file) refuses a symlinked results file, and a
+    run refuses a symlinked `.run.lock`; the files they point to are untouched."""
+    from benchmark.harness import runner
+
     target = tmp_path / "elsewhere.jsonl"
     target.write_text("")
-    run_results = tmp_path / "run" / "results.jsonl"
-    run_results.parent.mkdir()
-    run_results.symlink_to(target)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "results.jsonl").symlink_to(target)
     row = results.ResultsStore(example / "leaderboard" / "results.jsonl").rows()[0]
-    with pytest.raises(ValueError, match=r"results.jsonl: is a symbolic link \(to "):
-        results.ResultsStore(run_results).append(dict(row, pretrain_summary={
-            "method": row["method"], "steps": None, "curve": None}))
+    with pytest.raises(ValueError) as info:
+        results.ResultsStore(run_dir / "results.jsonl").append(row)
+    assert str(info.value) == (
+        f"{run_dir / 'results.jsonl'}: is a symbolic link (to {target}); the suite does not write "
+        "through links it did not make; replace it with a regular file")
+    (run_dir / runner.LOCK_FILE).symlink_to(target)
+    with pytest.raises(ValueError, match=r"\.run\.lock: is a symbolic link"):
+        with runner.hold_output_dir(str(run_dir)):
+            pass
     assert target.read_text() == ""
-    assert sorted(p.name for p in run_results.parent.iterdir()) == ["results.jsonl"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [runner.LOCK_FILE, "results.jsonl"]

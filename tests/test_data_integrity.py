@@ -130,6 +130,18 @@ def test_a_truncated_shard_names_the_build_to_delete(alone, tmp_path, capsys):
     assert str(info.value) == (
         f"data build {build_dir}: shard {shard.name} is truncated (its last record is cut short "
         f"at byte {shard.stat().st_size}); delete {build_dir} to rebuild it")
+    records, offset = [], 0  # where each record of the shard starts
+    data_bytes = shard.read_bytes()
+    while offset < len(data_bytes):
+        records.append(offset)
+        offset += 16 + int.from_bytes(data_bytes[offset:offset + 8], "little")
+    shard.write_bytes(data_bytes[:records[-1]])  # the last record dropped whole
+    with pytest.raises(ValueError) as info:
+        data.build(NAME, "64px", cfg)
+    expected = builder.info.splits["train"].num_examples
+    assert str(info.value) == (
+        f"data build {build_dir}: its shards hold {expected - 1} examples, its "
+        f"dataset_info.json says {expected}; delete {build_dir} to rebuild it")
     shutil.rmtree(build_dir)
     rebuilt = data.build(NAME, "64px", cfg)
     assert rebuilt.info.splits["train"].num_examples == builder.info.splits["train"].num_examples
