@@ -296,3 +296,22 @@ def test_a_run_never_writes_through_a_link(example, tmp_path):
             pass
     assert target.read_text() == ""
     assert sorted(p.name for p in run_dir.iterdir()) == [runner.LOCK_FILE, "results.jsonl"]
+
+
+def test_the_leaderboard_reads_results_it_may_not_lock(example, tmp_path, monkeypatch):
+    """A results file in a folder the user may not write (simulated: tests run as root) is read
+    without its lock, as nobody can commit there either; the tables are written as usual."""
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    shutil.copyfile(example / "leaderboard" / "results.jsonl", read_only / "results.jsonl")
+    shutil.copytree(example / "leaderboard" / "predictions", read_only / "predictions")
+    real_open = os.open
+
+    def no_new_files(path, flags, *args, **kwargs):
+        if str(path).startswith(str(read_only)) and flags & os.O_CREAT:
+            raise PermissionError(13, os.strerror(13), str(path))
+        return real_open(path, flags, *args, **kwargs)
+    monkeypatch.setattr(os, "open", no_new_files)
+    out = tmp_path / "out"
+    assert leaderboard_cmd.cli(str(read_only / "results.jsonl"), str(out), None) == 0
+    assert (out / "derm.md").read_bytes() == (example / "leaderboard" / "derm.md").read_bytes()

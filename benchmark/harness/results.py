@@ -135,10 +135,12 @@ def file_lock(path, *, shared: bool = False) -> Iterator[None]:
         except OSError as e:
             if e.errno == errno.ELOOP:
                 refuse_link(path)
-            if shared and e.errno in (errno.EACCES, errno.EROFS) and not path.exists():
-                yield
-                return
-            raise OSError(e.errno, e.strerror, str(path)) from None
+            if not (shared and e.errno in (errno.EACCES, errno.EROFS) and not path.exists()):
+                raise OSError(e.errno, e.strerror, str(path)) from None
+            fd = None
+        if fd is None:  # a reader in a folder it may not write to
+            yield
+            return
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
