@@ -20,7 +20,7 @@ def cli(results_flag: str, output_dir: str, published: str | None) -> int:
         paths = [p for p in (results_flag or "").split(",") if p]
         if not paths:
             raise ValueError("--results: expected one or more comma-separated results.jsonl paths")
-        return leaderboard.regenerate(paths, output_dir, published or None)
+        return leaderboard.regenerate_board(paths, output_dir, published or None)
 
     status, written = run_entry_point(action)
     for path in written or ():

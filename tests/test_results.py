@@ -153,7 +153,7 @@ def test_store_appends_sorted_rows_and_reports_done(tmp_path):
     with pytest.raises(ValueError, match="'eval_mode'"):
         store.append(_row(seed=2, eval_mode="probe"))
     assert store.path.read_text().splitlines() == lines
-    assert sorted(os.listdir(store.path.parent)) == ["results.jsonl", "results.jsonl.lock"]
+    assert sorted(os.listdir(store.path.parent)) == ["results.jsonl"]  # no empty lock file left
 
 
 def test_store_keeps_old_file_when_replace_fails(tmp_path, monkeypatch):
@@ -168,7 +168,7 @@ def test_store_keeps_old_file_when_replace_fails(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="simulated crash"):
         store.append(_row(seed=1))
     assert store.path.read_bytes() == before
-    assert sorted(os.listdir(tmp_path)) == ["results.jsonl", "results.jsonl.lock"]
+    assert sorted(os.listdir(tmp_path)) == ["results.jsonl"]
 
 
 def test_store_survives_process_killed_between_write_and_replace(tmp_path):

@@ -465,13 +465,13 @@ def _drop_key(text):
 
 def _read_only_board(example, monkeypatch):
     board = example / "leaderboard"
-    real_open = open
+    real_open = os.open
 
-    def fake_open(path, mode="r", *args, **kwargs):
-        if str(path).startswith(str(board)) and any(c in mode for c in "wax+"):
+    def fake_open(path, flags, *args, **kwargs):
+        if str(path).startswith(str(board)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
-        return real_open(path, mode, *args, **kwargs)
-    monkeypatch.setattr("builtins.open", fake_open)
+        return real_open(path, flags, *args, **kwargs)
+    monkeypatch.setattr(os, "open", fake_open)
 
 
 # name -> (setup(example, monkeypatch) -> (submission, leaderboard_dir, results flag),

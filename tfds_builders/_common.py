@@ -25,6 +25,7 @@ import io
 import itertools
 import os
 import pathlib
+import warnings
 import zlib
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -32,7 +33,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image, ImageCms
 
-Image.MAX_IMAGE_PIXELS = None  # source X-rays reach ~3000x3000 px; they are trusted archives
+# The most pixels an image of these datasets may decode to (source X-rays reach ~3000 x 3000 px,
+# smartphone lesion photos ~4000 x 3000); more is a decompression bomb or not an image of them.
+MAX_IMAGE_PIXELS = 50_000_000
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 
 IMAGE_SIZES = (None, 224, 64)  # None = source resolution
@@ -308,18 +313,27 @@ def load_image(path, *, mode: str, size: int | None, where: str) -> bytes:
     size=None keeps the source resolution and returns the file's own bytes when its mode already matches
     (otherwise it is re-encoded losslessly as PNG); an int resizes the shorter side and centre-crops
     (PNG for "L", JPEG quality 95 for "RGB"). `where` (e.g. "train.csv, line 12") prefixes error messages.
-    Raises FileNotFoundError for a missing file and ValueError for an unreadable one.
+    Raises FileNotFoundError for a missing file and ValueError for an unreadable one or one of more
+    than MAX_IMAGE_PIXELS pixels (before decoding it).
     """
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{where}: image {path} not found")
+    bomb = ValueError(f"{where}: image {path} would decode to more than {MAX_IMAGE_PIXELS} pixels "
+                      "(a decompression bomb, or not an image of this dataset); refusing to decode it")
     try:
         data = path.read_bytes()
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data))  # reads the header only
+        if image.width * image.height > MAX_IMAGE_PIXELS:  # also where the warning is not an error
+            raise bomb
         if size is not None and image.format == "JPEG":
             image.draft(mode, (size, size))
         image.load()
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise bomb from None
     except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for corrupt/truncated files
+        if e is bomb:
+            raise
         raise ValueError(f"{where}: image {path} is unreadable ({e})") from None
     if image.format not in ("JPEG", "PNG"):
         raise ValueError(f"{where}: image {path} is {image.format}, expected JPEG or PNG")

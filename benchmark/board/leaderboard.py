@@ -33,10 +33,12 @@ prefixed with a quote.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Sequence
 
+from benchmark.board import journal
 from benchmark.board.lines import PredictionReader, load_board, summarise, task_info
 from benchmark.board.published import load_published
 from benchmark.board.render_csv import render_csv
@@ -94,3 +96,28 @@ def regenerate(results_paths: Sequence[str | os.PathLike], output_dir: str | os.
     board = load_board(results_paths, prediction_dirs)
     return write_leaderboards(board.rows, published, output_dir, predictions=board.predictions,
                               submitted=board.submitted)
+
+
+def regenerate_board(results_paths: Sequence[str | os.PathLike], output_dir: str | os.PathLike,
+                     published_path: str | os.PathLike | None = None) -> list[Path]:
+    """`regenerate` as `python -m benchmark.leaderboard` runs it beside other writers: holding the
+    lock of every results file it reads (shared) and, when `output_dir` is a board (holds a
+    results.jsonl), the board's (exclusive), so it never reads or writes half of a submission's
+    commit; a commit left by a killed writer is completed first (`journal.recover`)."""
+    out = output_directory(output_dir, "--output_dir")
+    board = out / "results.jsonl"
+    exclusive = {results.lock_path(board).absolute(): board} if board.is_file() else {}
+    shared = {}
+    for path in map(Path, results_paths):
+        if path.is_file():
+            lock = results.lock_path(path).absolute()
+            if lock in exclusive or os.path.lexists(journal.journal_path(path)):
+                exclusive[lock] = path
+            else:
+                shared[lock] = path
+    with contextlib.ExitStack() as stack:
+        for lock in sorted(set(shared) | set(exclusive)):
+            stack.enter_context(results.file_lock(lock, shared=lock not in exclusive))
+            if lock in exclusive:
+                journal.recover(exclusive[lock], [out])
+        return regenerate(results_paths, out, published_path)

@@ -35,17 +35,18 @@ Accepted only if every check passes; otherwise one `SubmissionError` names the k
   samples, the cell's seed); the submitted values, CIs and counts must agree within TOLERANCE.
 Accepted rows are stored with the re-scored numbers, their prediction files (the bytes that were
 scored) under `<results dir>/submissions/<method>/`, method ownership recorded in
-`<results stem>_submitters.json`, and the leaderboard tables regenerated. All of it is written to
-staging directories first and then moved into place; if anything fails (a bad published.csv, a
-full disk), whatever was moved is put back, so the leaderboard is exactly as before.
+`<results stem>_submitters.json`, and the leaderboard tables regenerated. All of it happens under
+the board's lock and is written to staging directories first, then moved into place by a
+journaled commit (`benchmark.board.journal`): if anything fails (a bad published.csv, a full
+disk), whatever was moved is put back, so the leaderboard is exactly as before; if the process is
+killed, the next writer completes the commit or, before the journal, discards the staged files.
+Files the merge would write or replace must not be links (`results.refuse_link`).
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import csv
 import dataclasses
-import fcntl
 import hashlib
 import json
 import math
@@ -58,7 +59,7 @@ from typing import Sequence
 
 import numpy as np
 
-from benchmark.board import leaderboard, rules
+from benchmark.board import journal, leaderboard, rules
 from benchmark.board.lines import CONTROL_METHOD
 from benchmark.harness import results
 
@@ -701,46 +702,9 @@ def _stage(current: LeaderboardState, stored: list[dict], accepted: Accepted,
     return moves
 
 
-def _commit(moves: list[tuple[Path, Path]]) -> None:
-    """Moves staged files into place (each by one rename, keeping the permissions of the file it
-    replaces); on any failure puts back every file and directory it changed, then re-raises."""
-    done: list[tuple[Path, Path | None]] = []
-    created: list[Path] = []
-    try:
-        for staged, final in moves:
-            missing = [d for d in (final.parent, *final.parent.parents) if not d.exists()]
-            for d in reversed(missing):
-                with results.naming_file(d):
-                    d.mkdir()
-                created.append(d)
-            backup = None
-            if final.exists():
-                backup = staged.with_name(staged.name + ".old")
-                with results.naming_file(final):
-                    os.chmod(staged, stat.S_IMODE(os.stat(final).st_mode))
-                    os.link(final, backup)
-            with results.naming_file(final):
-                os.replace(staged, final)
-            done.append((final, backup))
-        for d in sorted({final.parent for _, final in moves}):
-            with results.naming_file(d):
-                results.fsync_dir(d)
-    except BaseException:
-        for final, backup in reversed(done):
-            with contextlib.suppress(OSError):
-                if backup is None:
-                    os.unlink(final)
-                else:
-                    os.replace(backup, final)
-        for d in reversed(created):
-            with contextlib.suppress(OSError):
-                d.rmdir()
-        raise
-
-
 def merge(accepted: Accepted, board: LeaderboardState,
           leaderboard_dir: str | os.PathLike) -> list[dict]:
-    """Under the results file's lock: stores the scored prediction files, records method
+    """Under the board's lock (`journal.board_lock`): stores the scored prediction files, records method
     ownership, appends the rows to the results file and regenerates the tables and plots in
     `leaderboard_dir`, all or nothing (see the module docstring); returns the stored rows."""
     path = board.results_path
@@ -751,9 +715,7 @@ def merge(accepted: Accepted, board: LeaderboardState,
         for test_set in sorted(files):
             new["metrics"][test_set]["predictions"] = _stored_name(row, test_set)
         stored.append(new)
-    lock_path = path.with_name(path.name + ".lock")
-    with results.naming_file(lock_path), open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with journal.board_lock(path, [leaderboard_dir]):
         current = load_leaderboard(path)  # re-read under the lock: a writer may have raced us
         on_board = {results.cell_key(r) for r in current.rows}
         for row in stored:
@@ -776,13 +738,17 @@ def merge(accepted: Accepted, board: LeaderboardState,
         def staging_dir(directory: Path) -> Path:
             if directory not in staging:
                 with results.naming_file(directory):
-                    staging[directory] = Path(tempfile.mkdtemp(prefix=".submit-staging-",
+                    staging[directory] = Path(tempfile.mkdtemp(prefix=journal.STAGING_PREFIX,
                                                                dir=directory))
             return staging[directory]
 
         unchanged = "; the submission was not merged and the leaderboard is unchanged"
+        log = journal.journal_path(path)
         try:
-            _commit(_stage(current, stored, accepted, leaderboard_dir, staging_dir))
+            moves = _stage(current, stored, accepted, leaderboard_dir, staging_dir)
+            for _, final in moves:
+                results.refuse_link(final)
+            journal.commit(log, moves, list(staging.values()))
         except SubmissionError:
             raise
         except OSError as e:
@@ -791,8 +757,9 @@ def merge(accepted: Accepted, board: LeaderboardState,
         except ValueError as e:
             raise ValueError(f"{e}{unchanged}") from e
         finally:
-            for d in staging.values():
-                shutil.rmtree(d, ignore_errors=True)
+            if not os.path.lexists(log):
+                for d in staging.values():
+                    shutil.rmtree(d, ignore_errors=True)
     return stored
 
 

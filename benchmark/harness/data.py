@@ -34,7 +34,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import tfds_builders  # noqa: F401  (registers the builders)
-from benchmark.harness import protocol
+from benchmark.harness import protocol, results
 from benchmark.harness.tasks import Source, Task
 from tfds_builders import synthetic
 
@@ -162,6 +162,7 @@ def _build(name: str, config: str, tfds_dir: str, manual: pathlib.Path, source: 
     if builder.is_prepared():
         old = _read_record(record_path)
         if old == wanted:
+            check_shards(builder)
             return builder
         why = _why_stale(old, source, record_path)
         if not rebuild_stale:
@@ -185,6 +186,35 @@ def _build(name: str, config: str, tfds_dir: str, manual: pathlib.Path, source: 
     return builder
 
 
+def _records_in(shard: pathlib.Path, build_dir: pathlib.Path) -> int:
+    """How many TFRecord records `shard` holds, read by their length headers only; ValueError
+    naming the build to delete when the last one is cut short."""
+    size, count, offset = shard.stat().st_size, 0, 0
+    with open(shard, "rb") as f:
+        while offset < size:
+            header = f.read(12)
+            length = int.from_bytes(header[:8], "little") if len(header) == 12 else size
+            offset += 12 + length + 4
+            if offset > size:
+                raise ValueError(f"data build {build_dir}: shard {shard.name} is truncated (its "
+                                 f"last record is cut short at byte {size}); delete {build_dir} "
+                                 "to rebuild it")
+            f.seek(offset)
+            count += 1
+    return count
+
+
+def check_shards(builder: tfds.core.DatasetBuilder) -> None:
+    """Raises ValueError (one line naming the build folder to delete) when a shard of the build is
+    truncated or its shards hold another number of examples than its dataset_info.json says."""
+    build_dir = pathlib.Path(str(builder.data_dir))
+    found = sum(_records_in(shard, build_dir) for shard in sorted(build_dir.glob("*.tfrecord*")))
+    expected = sum(split.num_examples for split in builder.info.splits.values())
+    if found != expected:
+        raise ValueError(f"data build {build_dir}: its shards hold {found} examples, its "
+                         f"dataset_info.json says {expected}; delete {build_dir} to rebuild it")
+
+
 def synthetic_key(name: str, cfg: DataConfig) -> str:
     """The folder name of builder `name`'s synthetic set under `data_dir/synthetic/`."""
     return (f"{name}-n{cfg.synthetic_sizes[name]}-px{cfg.synthetic_image_size}"
@@ -192,25 +222,38 @@ def synthetic_key(name: str, cfg: DataConfig) -> str:
 
 
 def build(name: str, config: str, cfg: DataConfig) -> tfds.core.DatasetBuilder:
-    """Builder `name` with `config`, generated (synthetic) and built unless an identical build exists."""
+    """Builder `name` with `config`, generated (synthetic) and built unless an identical build
+    exists, under the lock of that builder's builds (`build_lock`): concurrent runs sharing a
+    --data_dir wait for each other, and the later one reuses the build."""
     _check_data_dir(cfg.data_dir)
     if cfg.synthetic:
         if name not in cfg.synthetic_sizes:
             raise ValueError(f"no synthetic size configured for {name!r}")
         root = os.path.join(cfg.data_dir, "synthetic", synthetic_key(name, cfg))
-        manual = synthetic.generate(name, os.path.join(root, "manual"),
-                                    size=cfg.synthetic_sizes[name], seed=cfg.synthetic_seed,
-                                    image_size=cfg.synthetic_image_size)
-        source = {"generator": synthetic.stamp(name, size=cfg.synthetic_sizes[name],
-                                                seed=cfg.synthetic_seed,
-                                                image_size=cfg.synthetic_image_size)}
-        return _build(name, config, root, manual, source, rebuild_stale=True)
+        with build_lock(root, name):
+            manual = synthetic.generate(name, os.path.join(root, "manual"),
+                                        size=cfg.synthetic_sizes[name], seed=cfg.synthetic_seed,
+                                        image_size=cfg.synthetic_image_size)
+            source = {"generator": synthetic.stamp(name, size=cfg.synthetic_sizes[name],
+                                                    seed=cfg.synthetic_seed,
+                                                    image_size=cfg.synthetic_image_size)}
+            return _build(name, config, root, manual, source, rebuild_stale=True)
     manual = pathlib.Path(cfg.manual_dir) / name
     if not manual.is_dir():
         raise FileNotFoundError(
             f"--manual_dir={cfg.manual_dir}: expected a folder {manual} holding the {name} "
             f"download (see tfds_builders/{name}/README.md)")
-    return _build(name, config, cfg.data_dir, manual, source_fingerprint(manual), rebuild_stale=False)
+    with build_lock(cfg.data_dir, name):
+        return _build(name, config, cfg.data_dir, manual, source_fingerprint(manual),
+                      rebuild_stale=False)
+
+
+def build_lock(tfds_dir: str, name: str):
+    """The lock of builder `name`'s builds under `tfds_dir` (`<tfds_dir>/<name>.lock`, never
+    followed if a link)."""
+    with results.naming_file(tfds_dir):
+        os.makedirs(tfds_dir, exist_ok=True)
+    return results.file_lock(pathlib.Path(tfds_dir) / f"{name}.lock")
 
 
 def prepare(task: Task, cfg: DataConfig) -> dict[str, tfds.core.DatasetBuilder]:

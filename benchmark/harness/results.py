@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime
+import errno
 import fcntl
 import hashlib
 import importlib.metadata
@@ -101,6 +102,70 @@ def naming_file(path) -> Iterator[None]:
         if e.filename is None and e.errno is not None:
             raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
         raise
+
+
+def refuse_link(path) -> None:
+    """Raises ValueError naming `path` when it is a symbolic link or a file with another hard link:
+    the suite writes, replaces and locks only files it made, never through a link to elsewhere."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(info.st_mode):
+        raise ValueError(f"{path}: is a symbolic link (to {os.readlink(path)}); the suite does not "
+                         "write through links it did not make; replace it with a regular file")
+    if not stat.S_ISDIR(info.st_mode) and info.st_nlink > 1:
+        raise ValueError(f"{path}: has {info.st_nlink} hard links; the suite does not write a file "
+                         "shared with another path; replace it with a copy of its own")
+
+
+def lock_path(path) -> Path:
+    """The lock file of the results file (or board results file) `path`."""
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
+
+
+@contextlib.contextmanager
+def file_lock(path, *, shared: bool = False) -> Iterator[None]:
+    """Holds an flock on the lock file `path` for the block: exclusive, or `shared` (a reader).
+    The file is created if missing and never opened through a symlink or hard link (ValueError
+    naming it); an exclusive holder deletes it when done, so no empty lock file stays behind
+    (a waiter that then holds the deleted file takes the lock again on the new one). A reader
+    that may not create the lock file (read-only folder) reads without it."""
+    path = Path(path)
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                refuse_link(path)
+            if not (shared and e.errno in (errno.EACCES, errno.EROFS) and not path.exists()):
+                raise OSError(e.errno, e.strerror, str(path)) from None
+            fd = None
+        if fd is None:  # a reader in a folder it may not write to
+            yield
+            return
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+                refuse_link(path)
+                raise ValueError(f"{path}: not a regular file; expected the lock file")
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            try:
+                now = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if (now.st_dev, now.st_ino) != (info.st_dev, info.st_ino):
+                continue
+            try:
+                yield
+            finally:
+                if not shared:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+            return
+        finally:
+            os.close(fd)
 
 
 def cell_key(row: dict) -> tuple:
@@ -324,6 +389,10 @@ def _jsonable(value) -> Any:
     return value
 
 
+# The name of an `atomic_writer` temporary: `.<name>.<12 hex>.tmp` beside the file it replaces.
+TEMPORARY_NAME = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")
+
+
 def _temporary_beside(path: Path) -> tuple[int, str]:
     """A new file next to `path` (created with the umask's mode, like a plain open)."""
     while True:
@@ -341,8 +410,10 @@ def _temporary_beside(path: Path) -> tuple[int, str]:
 def atomic_writer(path: Path, binary: bool = False) -> Iterator[io.IOBase]:
     """A text (or binary) file that replaces `path` only when the block completes; it keeps the
     permissions of the file it replaces (a new file gets the umask's, like a plain open). An OS
-    error that names no file (e.g. ENOSPC) is raised naming `path`."""
+    error that names no file (e.g. ENOSPC) is raised naming `path`; a `path` that is a link is
+    refused (`refuse_link`)."""
     path = Path(path)
+    refuse_link(path)
     with naming_file(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = _temporary_beside(path)
@@ -482,8 +553,9 @@ class ResultsStore:
             validate_row(row, new=True)
             line = json.dumps(row, sort_keys=True, allow_nan=False, ensure_ascii=False)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
+            with file_lock(lock_path(self.path)):
+                for target in (self.path, *pending.values()):
+                    refuse_link(target)
                 existing = self._read_lines()
                 key = cell_key(row)
                 if any(cell_key(r) == key for _, _, r in existing):

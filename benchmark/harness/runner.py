@@ -126,9 +126,10 @@ LOCK_FILE = ".run.lock"
 def hold_output_dir(output_dir: str):
     """Holds an exclusive lock on `output_dir` (`<output_dir>/.run.lock`, which records the
     holder's pid, host, start time and command line) for the block; raises ValueError naming the
-    holder if another run has it."""
+    holder if another run has it, or naming the lock file if it is a link (`results.refuse_link`)."""
     path = os.path.join(output_dir, LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    results.refuse_link(path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     with os.fdopen(fd, "r+", encoding="utf-8") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -3,13 +3,16 @@
 Each writer takes a root folder, a size and a seed and lays the files out exactly as the real
 download does, so the real builders read them unchanged. `generate` addresses them by builder name
 and caches: a finished folder holds a `.synthetic.json` stamp of its arguments (and of
-`GENERATOR_VERSION`) and is reused only if the stamp matches; otherwise it is regenerated.
+`GENERATOR_VERSION`), written last, and is reused only if the stamp matches; otherwise it is
+regenerated. A set is published whole, by one rename, so concurrent runs never see half of one.
 """
 from __future__ import annotations
 
+import errno
 import json
 import pathlib
 import shutil
+import tempfile
 
 from tfds_builders.synthetic import cxr, derm
 
@@ -33,21 +36,40 @@ def stamp(name: str, *, size: int, seed: int, image_size: int) -> dict:
             "generator_version": GENERATOR_VERSION}
 
 
+def _stamped(target: pathlib.Path, wanted: dict) -> bool:
+    try:
+        return json.loads((target / _STAMP).read_text()) == wanted
+    except (OSError, ValueError):
+        return False
+
+
 def generate(name: str, root: str | pathlib.Path, *, size: int, seed: int = 0,
              image_size: int = 128) -> pathlib.Path:
-    """Writes (once) the synthetic set for builder `name` under `root/name` and returns that manual_dir."""
+    """Writes (once) the synthetic set for builder `name` under `root/name` and returns that
+    manual_dir. Safe to run in several processes at once: each writes its own folder beside the
+    target, stamps it last, and publishes it by one rename; a process that finds the set already
+    published keeps it and discards its own. A set without the matching stamp is replaced."""
     wanted = stamp(name, size=size, seed=seed, image_size=image_size)
     writer, size_arg = WRITERS[name]
     target = pathlib.Path(root) / name
-    stamp_file = target / _STAMP
-    if stamp_file.exists() and json.loads(stamp_file.read_text()) == wanted:
+    if _stamped(target, wanted):
         return target
-    if target.exists():
-        shutil.rmtree(target)
-    partial = target.with_name(target.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    writer(partial, **{size_arg: size}, seed=seed, image_size=image_size)
-    (partial / _STAMP).write_text(json.dumps(wanted, sort_keys=True))
-    partial.rename(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = pathlib.Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=target.parent))
+    try:
+        writer(partial, **{size_arg: size}, seed=seed, image_size=image_size)
+        (partial / _STAMP).write_text(json.dumps(wanted, sort_keys=True))
+        if _stamped(target, wanted):
+            return target
+        if target.exists():  # another generator version or size, or an unstamped set
+            stale = pathlib.Path(tempfile.mkdtemp(prefix=f".{name}.stale-", dir=target.parent))
+            target.rename(stale / name)
+            shutil.rmtree(stale)
+        try:
+            partial.rename(target)
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not _stamped(target, wanted):
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return target
