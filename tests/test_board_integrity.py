@@ -2,7 +2,6 @@
 no links followed (the toy board of tests/data/submission_example)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -10,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import pytest
@@ -19,16 +17,9 @@ from benchmark import leaderboard as leaderboard_cmd
 from benchmark import submit as submit_cmd
 from benchmark.board import journal, leaderboard, submit
 from benchmark.harness import results
+from shared_helpers import example_builder, fork, wait
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _builder():
-    path = Path(__file__).parent / "data" / "submission_example" / "build_example.py"
-    spec = importlib.util.spec_from_file_location("build_example", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +27,7 @@ def base(tmp_path_factory):
     """A toy board (reference rows and their tables; no published figures, to stay fast) and one
     submission per task."""
     root = tmp_path_factory.mktemp("board")
-    dirs = _builder().build(root)
+    dirs = example_builder().build(root)
     leaderboard.regenerate([dirs["leaderboard"] / "results.jsonl"], dirs["leaderboard"])
     return root
 
@@ -78,26 +69,6 @@ def _assert_consistent(board: Path, scratch: Path) -> None:
             or p.name.endswith(journal.JOURNAL_SUFFIX)] == []
 
 
-def _fork(action) -> int:
-    """Runs `action` in a child process; returns its pid (exit 0 when it returned)."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        status = 0
-        try:
-            action()
-        except BaseException:
-            traceback.print_exc()
-            status = 1
-        os._exit(status)
-    return pid
-
-
-def _wait(pid: int) -> int:
-    """The child's exit status, or -signal when a signal ended it."""
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
-
-
 def _kill_at_replace(calls: int) -> None:
     """In a child: SIGKILL this process at its `calls`-th os.replace."""
     seen = [0]
@@ -113,9 +84,9 @@ def _kill_at_replace(calls: int) -> None:
 
 def test_two_submits_at_once_both_land(example, tmp_path):
     board = example / "leaderboard"
-    pids = [_fork(lambda t=t: submit.submit(example / f"submission_{t}", board))
+    pids = [fork(lambda t=t: submit.submit(example / f"submission_{t}", board))
             for t in ("derm", "cxr")]
-    assert [_wait(pid) for pid in pids] == [0, 0]
+    assert [wait(pid) for pid in pids] == [0, 0]
     methods = [(r["task"], r["method"]) for r in results.ResultsStore(board / "results.jsonl").rows()]
     assert methods.count(("derm", "example-ssl")) == methods.count(("cxr", "example-ssl")) == 4
     _assert_consistent(board, tmp_path)
@@ -152,10 +123,10 @@ def test_leaderboard_while_a_submit_commits_keeps_the_accepted_rows(example, tmp
         leaderboard.write_leaderboards = slow_write
         assert leaderboard_cmd.cli(str(results_file), str(board), None) == 0
 
-    reader = _fork(regenerate)
+    reader = fork(regenerate)
     os.read(ready, 1)
-    writer = _fork(lambda: submit.submit(example / "submission_derm", board))
-    assert (_wait(reader), _wait(writer)) == (0, 0)
+    writer = fork(lambda: submit.submit(example / "submission_derm", board))
+    assert (wait(reader), wait(writer)) == (0, 0)
     assert "| example-ssl |" in (board / "derm.md").read_text()
     _assert_consistent(board, tmp_path)
 
@@ -171,7 +142,7 @@ def journaled(base, tmp_path_factory):
         journal._forward = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
         submit.submit(root / "submission_derm", root / "leaderboard")
 
-    assert _wait(_fork(killed_after_the_journal)) == -signal.SIGKILL
+    assert wait(fork(killed_after_the_journal)) == -signal.SIGKILL
     assert journal.journal_path(root / "leaderboard" / "results.jsonl").is_file()
     return root
 
@@ -217,7 +188,7 @@ def test_a_submit_killed_before_its_journal_changes_nothing(example, step):
             _kill_at_replace(3)
         submit.submit(example / "submission_derm", board)
 
-    assert _wait(_fork(killed)) == -signal.SIGKILL
+    assert wait(fork(killed)) == -signal.SIGKILL
     assert any(p.name.startswith(".") for p in board.iterdir())  # left-overs of the killed writer
     assert leaderboard_cmd.cli(str(board / "results.jsonl"), str(board), None) == 0
     assert _snapshot(board) == before

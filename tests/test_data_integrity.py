@@ -2,10 +2,8 @@
 stay bounded (decompression bombs, truncated TFDS shards)."""
 from __future__ import annotations
 
-import os
 import zlib
 import shutil
-import traceback
 import warnings
 from pathlib import Path
 
@@ -14,25 +12,9 @@ from PIL import Image
 
 from benchmark.harness import data
 from tfds_builders import _common, synthetic
+from shared_helpers import fork, wait
 
 NAME = "derm_pad_ufes20"
-
-
-def _fork(action) -> int:
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        status = 0
-        try:
-            action()
-        except BaseException:
-            traceback.print_exc()
-            status = 1
-        os._exit(status)
-    return pid
-
-
-def _wait(pid: int) -> int:
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -61,9 +43,9 @@ def test_concurrent_generations_of_one_set_publish_one_complete_set(alone, tmp_p
     expected = _files(Path(cfg.data_dir) / "synthetic" / data.synthetic_key(NAME, cfg) / "manual")
     for attempt in range(2):
         root = tmp_path / f"manual{attempt}"
-        pids = [_fork(lambda: synthetic.generate(NAME, root, size=20, image_size=32))
+        pids = [fork(lambda: synthetic.generate(NAME, root, size=20, image_size=32))
                 for _ in range(3)]
-        assert [_wait(pid) for pid in pids] == [0, 0, 0]
+        assert [wait(pid) for pid in pids] == [0, 0, 0]
         assert _files(root) == expected
         assert sorted(p.name for p in root.iterdir()) == [NAME]
 
@@ -73,8 +55,8 @@ def test_concurrent_preparations_of_one_data_dir_make_one_good_build(alone, tmp_
     once: one waits for the other's lock and reuses its build."""
     cfg, builder = alone
     shared = _synthetic(tmp_path / "data")
-    pids = [_fork(lambda: data.build(NAME, "64px", shared)) for _ in range(2)]
-    assert [_wait(pid) for pid in pids] == [0, 0]
+    pids = [fork(lambda: data.build(NAME, "64px", shared)) for _ in range(2)]
+    assert [wait(pid) for pid in pids] == [0, 0]
     ours = data.build(NAME, "64px", shared)
     assert data.build_fingerprints({"x": ours}) == data.build_fingerprints({"x": builder})
     assert ours.info.splits["train"].num_examples == builder.info.splits["train"].num_examples

@@ -2,7 +2,6 @@
 import csv
 import errno
 import json
-import importlib.util
 import io
 import os
 import re
@@ -19,24 +18,17 @@ from benchmark.board import published as board_published
 from benchmark.board import render_csv
 from benchmark.board import render_tables
 from benchmark import leaderboard as leaderboard_cmd
+from shared_helpers import example_builder
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO / "leaderboards" / "published.csv"
 HOSTILE = "<script>alert(1)</script>|*x*_`[y]`\nz"
 
 
-def _builder():
-    path = Path(__file__).parent / "data" / "submission_example" / "build_example.py"
-    spec = importlib.util.spec_from_file_location("build_example", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def results_file(tmp_path_factory):
     """Real-data derm rows (deterministic), synthetic derm and cxr rows (non-deterministic)."""
-    build = _builder()
+    build = example_builder()
     d = tmp_path_factory.mktemp("runs")
     rows = build.make_grid("derm", "supervised", d, synthetic=False, deterministic=True)
     rows += build.make_grid("derm", "simclr", d, synthetic=True, skill=1.3, deterministic=False)
@@ -446,7 +438,7 @@ BIT = {"family": "bit", "depth": 50, "width": 0.25, "small_stem": False}
 
 
 def test_lines_show_their_paired_difference_to_random_init_on_the_same_backbone_only(tmp_path):
-    build = _builder()
+    build = example_builder()
     rows = []
     for method, backbone, skill in (("simclr", R18, 1.3), ("random_init", R18, 1.0),
                                     ("supervised", BIT, 1.1)):
@@ -493,7 +485,7 @@ def test_lines_show_their_paired_difference_to_random_init_on_the_same_backbone_
 
 
 def test_a_line_pairs_with_the_control_of_its_own_pretraining_seed(tmp_path):
-    build = _builder()
+    build = example_builder()
     rows = []
     for method, seed, skill in (("simclr", 0, 1.3), ("simclr-pseed1", 1, 1.2),
                                 ("random_init", 0, 1.0), ("random_init-pseed1", 1, 0.9)):
@@ -510,7 +502,7 @@ def test_a_line_pairs_with_the_control_of_its_own_pretraining_seed(tmp_path):
 def test_lines_never_pool_precisions_and_pair_with_a_control_of_their_own(tmp_path):
     """Seeds of one method in float32 and bfloat16 are two lines with a precision column, each
     paired with the control of its own precision."""
-    build = _builder()
+    build = example_builder()
     rows = []
     for method, skill in (("simclr", 1.3), ("random_init", 1.0)):
         for precision, seeds in (("float32", (0, 1)), ("bfloat16", (2, 3))):
@@ -540,7 +532,7 @@ def test_lines_never_pool_precisions_and_pair_with_a_control_of_their_own(tmp_pa
 def test_summary_table_shows_the_control_and_the_paired_difference(tmp_path):
     from benchmark.board import report
 
-    build = _builder()
+    build = example_builder()
     rows = build.make_grid("derm", "simclr", tmp_path, skill=1.3)
     control = build.make_grid("derm", "random_init", tmp_path)
     build.write_rows(tmp_path / "results.jsonl", rows + control)
@@ -569,7 +561,7 @@ def _swap_first_scores(path: Path) -> None:
 
 
 def _board_with_control(tmp_path):
-    build = _builder()
+    build = example_builder()
     rows = []
     for method, skill in (("simclr", 1.3), ("random_init", 1.0)):
         for row in build.make_grid("derm", method, tmp_path, skill=skill):
@@ -627,12 +619,11 @@ def test_the_runs_table_rescores_and_leaves_out_a_row_that_disagrees_with_its_fi
     assert first.count("(n=1)") == 2 and "(n=2)" in first  # control and difference: seed 1 only
 
 
-
 def test_a_line_without_the_shifted_test_set_shows_no_shifted_result(tmp_path):
     """Rows of `benchmark.run --test_sets=in_distribution` (metrics of one test set): the shifted
     columns read — with a note (md, html), the CSV leaves them blank and names the line's test sets;
     its in-distribution numbers are those of the same rows with both test sets."""
-    build = _builder()
+    build = example_builder()
     both = build.make_grid("derm", "simclr", tmp_path, synthetic=False)
     only = []
     for row in build.make_grid("derm", "simclr", tmp_path, synthetic=False):

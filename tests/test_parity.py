@@ -1,27 +1,18 @@
 """benchmark.parity: replicates of one configuration in float32 and bfloat16, compared per cell."""
-import importlib.util
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from benchmark.board import parity
-
-
-def _builder():
-    path = Path(__file__).parent / "data" / "submission_example" / "build_example.py"
-    spec = importlib.util.spec_from_file_location("build_example", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from shared_helpers import example_builder
 
 
 def _replicate(directory, precision, pretrain_seed, skill, **config):
     """A cxr row of one replicate, scored from the toy prediction files it writes."""
     method = f"micle-{precision}-p{pretrain_seed}"
-    row = _builder().make_cell("cxr", method, 0.1, pretrain_seed, directory, skill=skill)
+    row = example_builder().make_cell("cxr", method, 0.1, pretrain_seed, directory, skill=skill)
     row["config"] = {"method": method, "method_spec": "micle", "backbone": {"depth": 18},
                      "precision": {"used": precision, "requested": precision},
                      "pretrain": {"seed": pretrain_seed, "precision": precision, "steps": 9},

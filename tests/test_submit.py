@@ -2,7 +2,6 @@
 a good one is re-scored, merged and shown."""
 import csv
 import errno
-import importlib.util
 import json
 import os
 import shutil
@@ -17,23 +16,16 @@ from benchmark import submit as submit_cmd
 from benchmark.board import leaderboard, submit
 from benchmark.harness import results
 from benchmark.board.submit import SubmissionError
+from shared_helpers import example_builder
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _builder():
-    path = Path(__file__).parent / "data" / "submission_example" / "build_example.py"
-    spec = importlib.util.spec_from_file_location("build_example", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     """A toy leaderboard (reference rows, tables, published.csv) and one submission per task."""
     root = tmp_path_factory.mktemp("example")
-    dirs = _builder().build(root)
+    dirs = example_builder().build(root)
     shutil.copyfile(REPO / "leaderboards" / "published.csv", dirs["leaderboard"] / "published.csv")
     leaderboard.regenerate([dirs["leaderboard"] / "results.jsonl"], dirs["leaderboard"])
     return root
@@ -377,7 +369,7 @@ def test_good_submission_is_rescored_merged_and_shown(example):
     _expect_rejection(derm, board, "duplicate_cell", ["is already on the leaderboard"])
     # Another submitter cannot use the name, even for cells not on the board.
     (derm / "submission.json").write_text(json.dumps({"submitter": "other-lab"}))
-    _write(derm, [dict(r, eval_mode="linear", linear_probe=_builder().make_cell(
+    _write(derm, [dict(r, eval_mode="linear", linear_probe=example_builder().make_cell(
         "derm", r["method"], r["label_fraction"], r["seed"], example / "probe",
         eval_mode="linear")["linear_probe"]) for r in submitted])
     _expect_rejection(derm, board, "method_clash", ["already belongs to 'example-lab'"])
@@ -562,7 +554,7 @@ def test_a_submission_is_never_a_control_nor_moves_another_lines_numbers(tmp_pat
     """Issue 21, principle 2: a submitted row claiming `config.method_spec: random_init`, with a
     name sorting before `random_init`, stays an ordinary line: the reference lines keep their
     control and their differences, and the submitted line is compared with the board's control."""
-    build = _builder()
+    build = example_builder()
     board = tmp_path / "board"
     reference = []
     for method, skill in (("supervised", 1.1), ("random_init", 1.0)):
