@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from baselines import api, registry
+from benchmark.board import reproduce
 from benchmark.harness import finetune, results, runner, scoring
 from benchmark.harness.presets import get_preset
 from test_results import SELECTION, _row
@@ -166,3 +167,27 @@ def test_the_selection_never_reads_a_test_set(tmp_path, monkeypatch):
     assert changed["finetune_selection"]["source"] == "preset"
     assert all(changed["metrics"][n]["fingerprint"] != plain["metrics"][n]["fingerprint"]
                for n in plain["metrics"])
+    monkeypatch.undo()
+
+    # benchmark.reproduce rebuilds the grid from the row's config and reproduces the row.
+    rerun = reproduce.rerun_config("r.jsonl:1", plain, data_dir=cfg.data.data_dir,
+                                   scratch_dir=str(tmp_path / "rerun"), progress=False)
+    _, grid = runner.finetune_grid(registry.get_method("random_init"), rerun.preset,
+                                   plain["n_train_examples"])
+    assert [finetune.schedule_record(p) for p in grid] == [
+        {k: v for k, v in s.items() if k not in ("eval_steps", "validation")}
+        for s in plain["finetune_selection"]["schedules"]]
+    [again] = runner.run(rerun)
+    assert [c.identical for c in reproduce.compare(cfg.output_dir, plain, rerun.output_dir, again)] == [True, True]
+    assert reproduce.row_differences(plain, again) == []
+
+
+def test_a_row_of_the_single_fine_tuning_schedule_cannot_be_rerun(tmp_path):
+    from test_run import _config
+
+    config = runner._config_record(_config(tmp_path, "derm", "simclr"), registry.get_method("simclr"))
+    config["finetune"] = {"steps": 4, "batch_size": 16, "learning_rate": 0.05}
+    with pytest.raises(ValueError, match=r"^r.jsonl:1: cannot be re-run with this code: FinetuneSettings."
+                                         r"__init__\(\) got an unexpected keyword argument 'learning_rate'$"):
+        reproduce.rerun_config("r.jsonl:1", _row(config=config), data_dir=str(tmp_path),
+                               scratch_dir=str(tmp_path))
