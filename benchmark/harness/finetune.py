@@ -1,5 +1,6 @@
-"""Supervised stage of the protocol: full fine-tuning of a pretrained encoder, then per-example
-predictions on a test set (the linear eval mode is `benchmark.harness.linear_probe`)."""
+"""Supervised stage of the protocol: full fine-tuning of a pretrained encoder under a grid of
+schedules, the schedule and step chosen on the validation split, then per-example predictions on a
+test set (the linear eval mode is `benchmark.harness.linear_probe`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -145,9 +146,6 @@ class _ScheduleVariables(keras.optimizers.schedules.LearningRateSchedule):
         decays = tf.reduce_sum(tf.cast(step >= self.boundaries, tf.float32))
         decayed = self.peak * tf.pow(0.1, decays)
         return tf.where(step < self.warmup, self.peak * step / tf.maximum(self.warmup, 1.0), decayed)
-
-    def get_config(self):
-        return {}
 
 
 def eval_steps(steps: int, points: int) -> list[int]:
