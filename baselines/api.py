@@ -90,9 +90,11 @@ class Method(abc.ABC):
         the supervised BiT baseline maps it to the BiT family)."""
         return requested
 
-    def finetune_policy(self, num_examples: int) -> FinetunePolicy | None:
-        """The fine-tuning schedule this method asks for on `num_examples` labelled images; None
-        leaves it to the harness preset. The harness may scale steps down for CPU presets."""
+    def finetune_policy(self, num_examples: int) -> FinetunePolicy | tuple[FinetunePolicy, ...] | None:
+        """The fine-tuning schedule this method asks for on `num_examples` labelled images, or its
+        own grid of schedules (the harness keeps the one, and the step, that scores best on the
+        validation split); None leaves it to the harness preset's grid. The harness may scale steps
+        down for CPU presets."""
         return None
 
     @abc.abstractmethod

@@ -148,9 +148,11 @@ def test_rows_carry_the_pretraining_summary_and_the_run_prints_it(tmp_path, smok
     assert set(events.read_scalars(str(out / "derm_simclr" / "pretrain"))) == TAGS
     [cell] = (out / "finetune").iterdir()
     assert cell.name == "derm_simclr_smoke_finetune_f100_s0"
-    steps = runner._policy(registry.get_method("simclr"), cfg.preset, row["n_train_examples"]).steps
-    assert [s for s, _ in events.read_scalars(str(cell))["loss"]] == sorted(
-        {*range(finetune.LOSS_LOG_EVERY, steps + 1, finetune.LOSS_LOG_EVERY), steps})
+    _, grid = runner.finetune_grid(registry.get_method("simclr"), cfg.preset, row["n_train_examples"])
+    assert sorted(p.name for p in cell.iterdir()) == sorted(finetune.schedule_name(p) for p in grid)
+    for policy in grid:  # one loss curve per schedule tried
+        assert [s for s, _ in events.read_scalars(str(cell / finetune.schedule_name(policy)))["loss"]] == sorted(
+            {*range(finetune.LOSS_LOG_EVERY, policy.steps + 1, finetune.LOSS_LOG_EVERY), policy.steps})
 
     # A rerun of the finished stage for a new cell keeps the stage's summary.
     more = runner.run(dataclasses.replace(cfg, preset=dataclasses.replace(cfg.preset, seeds=(0, 1))))

@@ -155,6 +155,9 @@ def test_saved_backbone_cell_does_not_depend_on_earlier_cells(tmp_path, smoke_da
     for key, row in alone_rows.items():
         assert row["deterministic"] is True
         _assert_same_cell(tmp_path / "alone", row, tmp_path / "grid", grid_rows[key])
+    [finetuned] = [r for r in alone_rows.values() if r["eval_mode"] == "finetune"]
+    assert finetuned["finetune_selection"]["chosen"] == grid_rows[results.cell_key(finetuned)][
+        "finetune_selection"]["chosen"]  # the same schedule and step, from the same validation scores
 
 
 def test_a_bfloat16_grid_extended_by_a_second_run_equals_a_one_go_run(tmp_path, smoke_data_dir):
@@ -209,6 +212,8 @@ def test_one_smoke_cell_in_two_processes_is_byte_identical(tmp_path, smoke_data_
         assert row["deterministic"] is True
         assert row["config"]["precision"] == {"requested": "bfloat16", "used": "bfloat16", "reason": "requested"}
         _assert_same_cell(tmp_path / "one", row, tmp_path / "two", two[key])
+        if row["eval_mode"] == "finetune":  # the same search, point for point
+            assert row["finetune_selection"] == two[key]["finetune_selection"]
     stage = "pretrain/cxr_micle"
     assert_same_weights(checkpoint.load_encoder(str(tmp_path / "one" / stage)).get_weights(),
                         checkpoint.load_encoder(str(tmp_path / "two" / stage)).get_weights())

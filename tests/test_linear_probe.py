@@ -195,11 +195,12 @@ def test_an_empty_validation_split_is_refused_before_pretraining(tmp_path, monke
     monkeypatch.setattr(data, "split_task", no_validation)
     monkeypatch.setattr(RandomInit, "pretrain", no_pretraining)
     cfg = _config(tmp_path, "derm", "random_init", eval_modes=("linear",))
-    with pytest.raises(ValueError, match=r"^task derm: its validation split holds no patients "
-                                         r"\(validation_fraction=0.1\), and the linear probe "
-                                         r"chooses its C there; use more data, or "
-                                         r"--eval_modes=finetune$"):
-        runner.run(cfg)
+    for modes in (("linear",), ("finetune",)):
+        with pytest.raises(ValueError, match=r"^task derm: its validation split holds no patients "
+                                             r"\(validation_fraction=0.1\), and fine-tuning chooses "
+                                             r"its schedule and the linear probe its C there; use "
+                                             r"more data$"):
+            runner.run(dataclasses.replace(cfg, preset=dataclasses.replace(cfg.preset, eval_modes=modes)))
     assert not os.path.exists(os.path.join(cfg.output_dir, "results.jsonl"))
 
 
@@ -222,7 +223,10 @@ def test_a_row_of_the_removed_sgd_linear_settings_cannot_be_rerun(tmp_path):
     with open(os.path.join(os.path.dirname(__file__), "data", "reproduce_smoke", "results.jsonl"),
               encoding="utf-8") as f:
         row = json.loads(f.readline())
-    row["config"]["finetune"].update(linear_steps=None, linear_learning_rate=0.5)
+    from benchmark.harness.presets import get_preset
+
+    row["config"]["finetune"] = dict(dataclasses.asdict(get_preset("smoke").finetune), linear_steps=None,
+                                     linear_learning_rate=0.5)
     with pytest.raises(ValueError, match=r"^r.jsonl:1: cannot be re-run with this code: .*"
                                          r"unexpected keyword argument 'linear_(steps|learning_rate)'"):
         reproduce.rerun_config("r.jsonl:1", row, data_dir=str(tmp_path), scratch_dir=str(tmp_path))

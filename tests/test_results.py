@@ -31,6 +31,7 @@ def _row(**changes):
                  "auc/Pleural Effusion": [0.8, 0.9]},
         "n_examples": 20, "n_groups": 12, "fingerprint": HEX,
         "predictions": "predictions/cxr_simclr_cpu_finetune_0.1_0_in_distribution.csv",
+        "collapsed": None,
     }
     row = {
         "schema": 2, "task": "cxr", "method": "simclr", "preset": "cpu", "eval_mode": "finetune",
@@ -44,7 +45,17 @@ def _row(**changes):
         "pretrain_summary": {"method": "simclr", "steps": 4, "curve": None},
     }
     row.update(changes)
+    if row["eval_mode"] == "finetune":
+        row.setdefault("finetune_selection", SELECTION)
     return row
+
+
+SELECTION = {  # a finetune row's schedule search (benchmark.harness.finetune.Trainer.search)
+    "source": "preset", "metric": "mean_auc", "eval_points": 2,
+    "schedules": [{"steps": 4, "learning_rate": 0.05, "batch_size": 16, "warmup_steps": 1,
+                   "decay_boundaries": [2, 3], "mixup_alpha": 0.0, "eval_steps": [2, 4],
+                   "validation": [0.6, None]}],
+    "chosen": {"schedule": 0, "step": 2, "validation": 0.6}, "n_validation_examples": 9}
 
 
 def test_valid_row_and_cell_key():

@@ -369,7 +369,8 @@ def test_good_submission_is_rescored_merged_and_shown(example):
     _expect_rejection(derm, board, "duplicate_cell", ["is already on the leaderboard"])
     # Another submitter cannot use the name, even for cells not on the board.
     (derm / "submission.json").write_text(json.dumps({"submitter": "other-lab"}))
-    _write(derm, [dict(r, eval_mode="linear", linear_probe=example_builder().make_cell(
+    _write(derm, [dict({k: v for k, v in r.items() if k != "finetune_selection"}, eval_mode="linear",
+                       linear_probe=example_builder().make_cell(
         "derm", r["method"], r["label_fraction"], r["seed"], example / "probe",
         eval_mode="linear")["linear_probe"]) for r in submitted])
     _expect_rejection(derm, board, "method_clash", ["already belongs to 'example-lab'"])

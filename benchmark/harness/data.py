@@ -353,6 +353,47 @@ def labelled_dataset(builders, sources: tuple[Source, ...] | Source,
     return out
 
 
+IN_MEMORY_BYTES = 2 * 2**30  # largest decoded split `load_split` keeps in memory
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedSplit:
+    """Labelled examples of some builder splits: decoded once into memory (`arrays`: "image",
+    "label", "example_id", "group_id" in stored order) when their images fit in `IN_MEMORY_BYTES`,
+    else (`arrays` None) read and decoded from the builds at each use."""
+
+    builders: dict
+    sources: tuple[Source, ...]
+    example_ids: np.ndarray
+    arrays: dict[str, np.ndarray] | None
+
+    def dataset(self, example_ids: np.ndarray | None = None) -> tf.data.Dataset:
+        """The `labelled_dataset` of these examples, restricted to `example_ids` when given, in
+        stored order."""
+        wanted = self.example_ids if example_ids is None else example_ids
+        if self.arrays is None:
+            return labelled_dataset(self.builders, self.sources, wanted)
+        keep = np.isin(self.arrays["example_id"], np.asarray(wanted, dtype=str))
+        return tf.data.Dataset.from_tensor_slices({k: v[keep] for k, v in self.arrays.items()})
+
+
+def load_split(builders, sources: tuple[Source, ...] | Source, example_ids: np.ndarray,
+               limit_bytes: int = IN_MEMORY_BYTES) -> LoadedSplit:
+    """The examples `example_ids` of `sources`, decoded into memory unless their images exceed
+    `limit_bytes`."""
+    sources = sources if isinstance(sources, tuple) else (sources,)
+    columns, size = {"image": [], "label": [], "example_id": [], "group_id": []}, 0
+    for ex in labelled_dataset(builders, sources, example_ids).as_numpy_iterator():
+        size += ex["image"].nbytes
+        if size > limit_bytes:
+            return LoadedSplit(builders, sources, example_ids, None)
+        for key, column in columns.items():
+            column.append(ex[key])
+    arrays = {key: np.array([x.decode() for x in column]) if key in ("example_id", "group_id")
+              else np.stack(column) for key, column in columns.items()}
+    return LoadedSplit(builders, sources, example_ids, arrays)
+
+
 _FRONTAL = 0  # cxr_chexpert's `view` ClassLabel: frontal, lateral
 
 

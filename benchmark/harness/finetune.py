@@ -1,8 +1,11 @@
-"""Supervised stage of the protocol: full fine-tuning of a pretrained encoder, then per-example
-predictions on a test set (the linear eval mode is `benchmark.harness.linear_probe`)."""
+"""Supervised stage of the protocol: full fine-tuning of a pretrained encoder under a grid of
+schedules, the schedule and step chosen on the validation split, then per-example predictions on a
+test set (the linear eval mode is `benchmark.harness.linear_probe`)."""
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 
 import keras
 import numpy as np
@@ -12,22 +15,10 @@ from tqdm.auto import tqdm
 
 from baselines import augment, events, schedules
 from baselines.api import FinetunePolicy
+from benchmark.harness import metrics
 
 LOSS_LOG_EVERY = 10  # steps between the points of a cell's fine-tuning loss curve
 _VIEW_STREAM, _MIXUP_STREAM = 1, 2  # augment.element_seed streams of a fine-tuning cell's seed
-
-
-@dataclasses.dataclass(frozen=True)
-class FinetuneConfig:
-    """One fine-tuning run: task kind, input size, schedule and seed."""
-
-    kind: str  # "multilabel" or "multiclass"
-    num_classes: int
-    image_size: int
-    policy: FinetunePolicy
-    weight_decay: float = 0.0
-    seed: int = 0
-    progress: bool = True
 
 
 class MaskedBinaryCrossentropy(keras.losses.Loss):
@@ -80,33 +71,31 @@ def _mixup(alpha: float):
     return mix
 
 
-def train_input(ds: tf.data.Dataset, config: FinetuneConfig) -> tf.data.Dataset:
+def train_input(ds: tf.data.Dataset, *, image_size: int, policy: FinetunePolicy,
+                seed: int) -> tf.data.Dataset:
     """Shuffled, repeated, augmented batches of (image, label) for supervised training; every
-    example's augmentation and every batch's MixUp draw from its own seed, a function of
-    (`config.seed`, position) (the shuffle also mixes in TensorFlow's global seed, which
-    `finetune` sets to `config.seed`)."""
-    ds = ds.repeat().shuffle(2048, seed=config.seed)
-    ds = augment.with_element_seeds(ds, config.seed, stream=_VIEW_STREAM)
-    ds = ds.map(_train_view(config.image_size), num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(config.policy.batch_size, drop_remainder=True)
-    if config.policy.mixup_alpha > 0:
-        ds = augment.with_element_seeds(ds, config.seed, stream=_MIXUP_STREAM)
-        ds = ds.map(_mixup(config.policy.mixup_alpha), num_parallel_calls=tf.data.AUTOTUNE)
+    example's augmentation and every batch's MixUp draw from its own seed, a function of (`seed`,
+    position) (the shuffle also mixes in TensorFlow's global seed, which `Trainer.search` sets to
+    `seed`)."""
+    ds = ds.repeat().shuffle(2048, seed=seed)
+    ds = augment.with_element_seeds(ds, seed, stream=_VIEW_STREAM)
+    ds = ds.map(_train_view(image_size), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(policy.batch_size, drop_remainder=True)
+    if policy.mixup_alpha > 0:
+        ds = augment.with_element_seeds(ds, seed, stream=_MIXUP_STREAM)
+        ds = ds.map(_mixup(policy.mixup_alpha), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
 class _Progress(keras.callbacks.Callback):
-    def __init__(self, total: int, desc: str):
+    def __init__(self, bar):
         super().__init__()
-        self.bar = tqdm(total=total, desc=desc, leave=False)
+        self.bar = bar
 
     def on_train_batch_end(self, batch, logs=None):
         self.bar.update(1)
         if logs and "loss" in logs:
             self.bar.set_postfix(loss=f"{float(logs['loss']):.3f}")
-
-    def on_train_end(self, logs=None):
-        self.bar.close()
 
 
 class _LossCurve(keras.callbacks.Callback):
@@ -135,25 +124,166 @@ class _LossCurve(keras.callbacks.Callback):
         self.writer.close()
 
 
-def finetune(encoder: keras.Model, train: tf.data.Dataset, config: FinetuneConfig,
-             strategy: tf.distribute.Strategy, summary_dir: str | None = None) -> Classifier:
-    """Trains a classifier on `train` ({"image", "label", ...} examples) and returns it; the chief
-    writes its loss curve to TensorBoard events in `summary_dir` (a directory of its own) if given."""
-    keras.utils.set_random_seed(config.seed)
-    with strategy.scope():
-        model = Classifier(encoder, config.num_classes)
-        loss = (MaskedBinaryCrossentropy() if config.kind == "multilabel"
-                else keras.losses.CategoricalCrossentropy(from_logits=True))
-        optimizer = keras.optimizers.SGD(
-            learning_rate=schedules.piecewise_warmup(config.policy), momentum=0.9,
-            weight_decay=config.weight_decay or None)
-        model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
-    callbacks = [_Progress(config.policy.steps, "finetune")] if config.progress else []
-    if summary_dir and strategy.extended.should_checkpoint:
-        callbacks.append(_LossCurve(summary_dir, config.policy.steps))
-    model.fit(train_input(train, config), steps_per_epoch=config.policy.steps, epochs=1, verbose=0,
-              callbacks=callbacks, shuffle=False)  # the input pipeline shuffles, seeded
-    return model
+class _ScheduleVariables(keras.optimizers.schedules.LearningRateSchedule):
+    """The warm-up + x0.1-step schedule of a FinetunePolicy (`schedules.WarmupStepDecay`) with its
+    parameters in variables, so one traced train step serves every schedule (`set` changes them)."""
+
+    def __init__(self):
+        self.peak = tf.Variable(0.0, trainable=False, name="peak_learning_rate")
+        self.warmup = tf.Variable(0.0, trainable=False, name="warmup_steps")
+        self.boundaries = tf.Variable(tf.zeros([0]), trainable=False, shape=tf.TensorShape([None]),
+                                      name="decay_boundaries")
+
+    def set(self, policy: FinetunePolicy) -> None:
+        schedules.piecewise_warmup(policy)  # the same checks of the policy
+        self.peak.assign(float(policy.learning_rate))
+        self.warmup.assign(float(policy.warmup_steps))
+        self.boundaries.assign(tf.constant([float(b) for b in policy.decay_boundaries], tf.float32,
+                                           shape=[len(policy.decay_boundaries)]))
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        decays = tf.reduce_sum(tf.cast(step >= self.boundaries, tf.float32))
+        decayed = self.peak * tf.pow(0.1, decays)
+        return tf.where(step < self.warmup, self.peak * step / tf.maximum(self.warmup, 1.0), decayed)
+
+
+def eval_steps(steps: int, points: int) -> list[int]:
+    """The steps after which a schedule of `steps` steps scores the validation split: `points`
+    evenly spaced steps, the last one included (ceil(steps * k / points), k = 1..points, deduplicated)."""
+    return sorted({math.ceil(steps * k / points) for k in range(1, points + 1)})
+
+
+def point_order(point: dict) -> tuple:
+    """Sort key of a validation point (`choose_point`): best score first (undefined last), then
+    fewer steps trained, then the smaller learning rate, then the shorter schedule."""
+    score = point["validation"]
+    undefined = score is None or math.isnan(score)
+    return (undefined, 0.0 if undefined else -score, point["step"], point["learning_rate"],
+            point["schedule_steps"])
+
+
+def choose_point(points) -> dict:
+    """The chosen point among {"schedule", "step", "learning_rate", "schedule_steps", "validation"}
+    records: the best validation score; ties (and undefined scores) go to the cheaper, more
+    regularised point — fewer steps trained, then the smaller learning rate, then the shorter
+    schedule (`point_order`)."""
+    return min(points, key=point_order)
+
+
+@dataclasses.dataclass(frozen=True)
+class Validation:
+    """The validation split as the selection scores it."""
+
+    batches: tf.data.Dataset  # {"image": centre views (`augment.eval_view`), "label"} batches
+    size: int  # examples
+    metric: str  # the task's primary metric
+    class_names: tuple[str, ...]
+
+
+def validation_set(ds: tf.data.Dataset, size: int, *, image_size: int, metric: str, class_names,
+                   batch_size: int = 128) -> Validation:
+    """The `Validation` of the `size` {"image", "label", ...} examples of `ds`."""
+    def view(ex):
+        return {"image": augment.eval_view(ex["image"], image_size), "label": ex["label"]}
+
+    batches = ds.map(view, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
+    return Validation(batches, size, metric, tuple(str(c) for c in class_names))
+
+
+class Trainer:
+    """One classifier (a copy of the encoder + zero-initialised linear head, SGD with momentum 0.9),
+    compiled once and reset exactly to its start before every schedule, so a run traces one train
+    step for all its cells, schedules and seeds, and a cell does not depend on the cells before it."""
+
+    def __init__(self, encoder: keras.Model, *, kind: str, num_classes: int, image_size: int,
+                 weight_decay: float, strategy: tf.distribute.Strategy):
+        self.kind, self.image_size, self.strategy = kind, image_size, strategy
+        with strategy.scope():
+            self.model = Classifier(encoder, num_classes)
+            self.model(tf.zeros([1, image_size, image_size, 3]))
+            self.schedule = _ScheduleVariables()
+            loss = (MaskedBinaryCrossentropy() if kind == "multilabel"
+                    else keras.losses.CategoricalCrossentropy(from_logits=True))
+            optimizer = keras.optimizers.SGD(learning_rate=self.schedule, momentum=0.9,
+                                             weight_decay=weight_decay or None)
+            self.model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
+        self._start = self.model.get_weights()
+
+    def _reset(self, policy: FinetunePolicy) -> None:
+        self.model.set_weights(self._start)
+        for variable in self.model.optimizer.variables:
+            variable.assign(tf.zeros(variable.shape, variable.dtype))
+        self.schedule.set(policy)
+
+    def validation_score(self, validation: Validation) -> float | None:
+        """The model's primary metric on the validation split (None when undefined)."""
+        activation = tf.nn.sigmoid if self.kind == "multilabel" else tf.nn.softmax
+        scores, labels = [], []
+        for batch in validation.batches:
+            scores.append(activation(self.model.predict_on_batch(batch["image"])).numpy())
+            labels.append(batch["label"].numpy())
+        value = metrics.metric_value(self.kind, validation.metric, np.concatenate(labels),
+                                     np.concatenate(scores), validation.class_names)
+        return None if math.isnan(value) else float(value)
+
+    def search(self, train: tf.data.Dataset, validation: Validation, grid, *, source: str,
+               eval_points: int, seed: int, progress: bool = False,
+               summary_dir: str | None = None) -> dict:
+        """Trains from the start under every schedule (FinetunePolicy) of `grid` on `train`
+        ({"image", "label", ...} examples), scores `validation` after each of `eval_steps` of each
+        schedule, leaves the model with the weights of the chosen point (`choose_point`) and
+        returns the row's `finetune_selection` record (`source`: "preset" or "method"). The chief
+        writes each schedule's loss curve to `summary_dir/<schedule_name>` if given."""
+        points, records, best = [], [], None
+        bar = tqdm(total=sum(p.steps for p in grid), desc="finetune", leave=False, disable=not progress)
+        for index, policy in enumerate(grid):
+            self._reset(policy)
+            keras.utils.set_random_seed(seed)
+            at = eval_steps(policy.steps, eval_points)
+            scores = []
+
+            def evaluate(step, index=index, policy=policy, at=at, scores=scores):
+                nonlocal best
+                if step not in at:
+                    return
+                point = {"schedule": index, "step": step, "learning_rate": policy.learning_rate,
+                         "schedule_steps": policy.steps,
+                         "validation": self.validation_score(validation)}
+                scores.append(point["validation"])
+                points.append(point)
+                if choose_point(points) is point:
+                    best = self.model.get_weights()
+
+            callbacks = [keras.callbacks.LambdaCallback(
+                on_train_batch_end=lambda batch, logs: evaluate(batch + 1)), _Progress(bar)]
+            if summary_dir and self.strategy.extended.should_checkpoint:
+                callbacks.append(_LossCurve(os.path.join(summary_dir, schedule_name(policy)),
+                                            policy.steps))
+            self.model.fit(train_input(train, image_size=self.image_size, policy=policy, seed=seed),
+                           steps_per_epoch=policy.steps, epochs=1, verbose=0, callbacks=callbacks,
+                           shuffle=False)  # the input pipeline shuffles, seeded
+            records.append({**schedule_record(policy), "eval_steps": at, "validation": scores})
+        bar.close()
+        self.model.set_weights(best)
+        chosen = choose_point(points)
+        return {"source": source, "metric": validation.metric, "eval_points": eval_points,
+                "schedules": records,
+                "chosen": {"schedule": chosen["schedule"], "step": chosen["step"],
+                           "validation": chosen["validation"]},
+                "n_validation_examples": int(validation.size)}
+
+
+def schedule_record(policy: FinetunePolicy) -> dict:
+    """A schedule as its record in `finetune_selection.schedules`."""
+    record = dataclasses.asdict(policy)
+    record["decay_boundaries"] = list(policy.decay_boundaries)
+    return record
+
+
+def schedule_name(policy: FinetunePolicy) -> str:
+    """A schedule's folder name for its loss curve, e.g. lr0.1_steps150."""
+    return f"lr{policy.learning_rate:g}_steps{policy.steps}"
 
 
 def predict(model: Classifier, ds: tf.data.Dataset, *, kind: str, image_size: int,

@@ -145,12 +145,6 @@ def _head_scores(heads: tuple, x: np.ndarray, kind: str, num_classes: int) -> np
                      else np.full(len(x), head) for head in heads], axis=1)
 
 
-def _metric(kind: str, metric: str, labels: np.ndarray, scores: np.ndarray, class_names) -> float:
-    if kind == "multiclass":
-        return metrics.multiclass_metrics(np.argmax(labels, axis=1), scores, class_names)[metric]
-    return metrics.multilabel_metrics(labels, scores, class_names)[metric]
-
-
 def _search(xt, train_y, xv, val_y, kind, class_names, metric, grid):
     """(validation score per C, C values that hit MAX_ITER, chosen C, its heads) over `grid`."""
     validation, unconverged = {}, []
@@ -160,7 +154,7 @@ def _search(xt, train_y, xv, val_y, kind, class_names, metric, grid):
         if any(isinstance(h, LogisticRegression) and np.any(h.n_iter_ >= MAX_ITER) for h in heads):
             unconverged.append(c)
         scores = _head_scores(heads, xv, kind, train_y.shape[1])
-        score = _metric(kind, metric, val_y, scores, class_names)
+        score = metrics.metric_value(kind, metric, val_y, scores, class_names)
         validation[str(c)] = None if np.isnan(score) else float(score)
         if best is None or (not np.isnan(score) and (np.isnan(best_score) or score > best_score)):
             best, best_score = (c, heads), score

@@ -355,3 +355,11 @@ def multilabel_metric_fn(class_names: Sequence[str]) -> MetricFn:
 def multiclass_metric_fn(class_names: Sequence[str]) -> MetricFn:
     """`multiclass_metrics` bound to `class_names`, vectorised under `bootstrap_ci`."""
     return _BoundMetrics(False, class_names)
+
+
+def metric_value(kind: str, metric: str, labels: np.ndarray, scores: np.ndarray, class_names) -> float:
+    """One metric of a "multilabel" (labels [N, K] 0/1/nan) or "multiclass" (one-hot labels [N, K])
+    prediction set with scores [N, K]; nan when undefined."""
+    if kind == "multiclass":
+        return multiclass_metrics(np.argmax(labels, axis=1), scores, class_names)[metric]
+    return multilabel_metrics(labels, scores, class_names)[metric]

@@ -8,13 +8,23 @@ from baselines.api import BackboneConfig, PretrainConfig
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneSettings:
-    """Default supervised schedule of a preset (a method's own policy, e.g. BiT-HyperRule, wins):
-    `epochs` passes over the labelled examples, clipped to [min_steps, steps]; and the grid of
-    inverse L2 strengths C searched by the linear probe (`benchmark.harness.linear_probe`)."""
+    """How a preset fine-tunes and probes.
+
+    Fine-tuning's grid of schedules (`benchmark.harness.runner.finetune_grid`): the epochs rule
+    gives a length — `epochs` passes over the labelled examples, clipped to [min_steps, steps]
+    (`steps` when `epochs` is None) — and every learning rate of `learning_rates` is tried with
+    every multiple of it in `length_scales`, each with warm-up over `warmup_fraction` of its steps
+    and x0.1 at 60 % and 85 %. A method's own policy (e.g. BiT-HyperRule) replaces the grid with its
+    own schedules, shortened by `steps_scale` (CPU presets). Every schedule scores the validation
+    split after `eval_points` evenly spaced steps, the last included, and the best point is kept.
+    The linear probe searches the inverse L2 strengths C of `probe_grid`
+    (`benchmark.harness.linear_probe`)."""
 
     steps: int
     batch_size: int
-    learning_rate: float
+    learning_rates: tuple[float, ...]
+    length_scales: tuple[float, ...] = (1.0,)
+    eval_points: int = 4
     warmup_fraction: float = 0.1
     weight_decay: float = 0.0
     steps_scale: float = 1.0  # applied to a method's own policy (CPU presets shorten BiT-HyperRule)
@@ -23,8 +33,15 @@ class FinetuneSettings:
     ft_proj_selector: int = 0  # fine-tune from this projection-head layer (SimCLRv2); 0 = the encoder
     probe_grid: tuple[float, ...] = tuple(10.0 ** k for k in range(-4, 5))  # linear probe's C values
 
-    def __post_init__(self):  # a tuple of floats also when rebuilt from a row's JSON lists
-        object.__setattr__(self, "probe_grid", tuple(float(c) for c in self.probe_grid))
+    def __post_init__(self):  # tuples of floats also when rebuilt from a row's JSON lists
+        for name in ("learning_rates", "length_scales", "probe_grid"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        for name in ("learning_rates", "length_scales"):
+            values = getattr(self, name)
+            if not values or any(not v > 0 for v in values) or len(set(values)) != len(values):
+                raise ValueError(f"FinetuneSettings.{name}={list(values)}: expected distinct values > 0")
+        if self.eval_points < 1:
+            raise ValueError(f"FinetuneSettings.eval_points={self.eval_points}: expected >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +76,10 @@ PRESETS: dict[str, Preset] = {
         pretrain=PretrainConfig(image_size=32, batch_size=128, steps=900, base_learning_rate=1.0,
                                 warmup_fraction=0.05, temperature=0.2, checkpoint_every=150,
                                 min_crop_area=0.5, color_scale=0.5),
-        finetune=FinetuneSettings(steps=150, batch_size=64, learning_rate=0.1, steps_scale=0.3,
+        # Fine-tuning: 2 learning rates x 2 lengths (half and all of the epochs rule), each scored
+        # on validation at 4 points: about 3x the steps of one schedule, within the main job's budget.
+        finetune=FinetuneSettings(steps=150, batch_size=64, learning_rates=(0.01, 0.1),
+                                  length_scales=(0.5, 1.0), eval_points=4, steps_scale=0.3,
                                   epochs=20, min_steps=50),
         label_fractions=(10.0,),
         seeds=(0, 1),
@@ -76,8 +96,8 @@ PRESETS: dict[str, Preset] = {
         backbone=BackboneConfig(family="resnet_v1", depth=18, width=0.25, small_stem=False),
         pretrain=PretrainConfig(image_size=32, batch_size=16, steps=4, base_learning_rate=1.0,
                                 warmup_fraction=0.25, checkpoint_every=2),
-        finetune=FinetuneSettings(steps=4, batch_size=16, learning_rate=0.05, steps_scale=0.01,
-                                  probe_grid=(0.01, 1.0, 100.0)),
+        finetune=FinetuneSettings(steps=4, batch_size=16, learning_rates=(0.05,), eval_points=2,
+                                  steps_scale=0.01, probe_grid=(0.01, 1.0, 100.0)),
         label_fractions=(50.0, 100.0),
         seeds=(0,),
         eval_modes=("finetune",),
@@ -95,7 +115,8 @@ PRESETS: dict[str, Preset] = {
         pretrain=PretrainConfig(image_size=224, batch_size=1024, steps=100_000,
                                 base_learning_rate=0.3, temperature=0.1, projection_layers=3,
                                 checkpoint_every=5_000),
-        finetune=FinetuneSettings(steps=30_000, batch_size=64, learning_rate=0.1,
+        finetune=FinetuneSettings(steps=30_000, batch_size=64, learning_rates=(0.01, 0.03, 0.1, 0.3),
+                                  length_scales=(0.5, 1.0), eval_points=8,
                                   probe_grid=tuple(10.0 ** k for k in range(-6, 7))),
         label_fractions=(1.0, 10.0, 100.0),
         seeds=(0, 1, 2, 3, 4),

@@ -36,16 +36,27 @@ CELL_KEY_FIELDS = ("task", "method", "preset", "eval_mode", "label_fraction", "s
 _ROW_KEYS = frozenset(CELL_KEY_FIELDS + (
     "schema", "metrics", "config", "code_version", "code_digest", "machine", "packages",
     "data_fingerprint", "data_build", "deterministic", "synthetic", "created", "wall_seconds"))
-_OPTIONAL_ROW_KEYS = frozenset(("n_train_examples", "n_train_groups", "linear_probe"))
+_OPTIONAL_ROW_KEYS = frozenset(("n_train_examples", "n_train_groups", "linear_probe",
+                                "finetune_selection"))
 # A linear row's record of its probe (benchmark.harness.linear_probe.fit_probe)
 _LINEAR_PROBE_KEYS = frozenset(("C", "grid", "validation", "metric", "standardised", "solver",
                                 "max_iter", "unconverged", "constant", "n_validation_examples"))
+# A finetune row's record of its schedule search (benchmark.harness.finetune.Trainer.search)
+_FINETUNE_SELECTION_KEYS = frozenset(("source", "metric", "eval_points", "schedules", "chosen",
+                                      "n_validation_examples"))
+_SCHEDULE_KEYS = frozenset(("steps", "learning_rate", "batch_size", "warmup_steps",
+                            "decay_boundaries", "mixup_alpha", "eval_steps", "validation"))
+FINETUNE_SOURCES = ("preset", "method")
 # Keys every row written now has, which rows stored before they existed (same schema) lack:
 # required by `validate_row(row)`, optional with `validate_row(row, new=False)`.
 NEW_ROW_KEYS = frozenset(("pretrain_summary",))
 _CURVE_KEYS = frozenset(("log_every", "batch_size", "first", "last", "chance"))
 _TEST_SET_KEYS = frozenset(("primary", "values", "ci95", "n_examples", "n_groups", "fingerprint",
                             "predictions"))
+# Test-set keys every row written now has (`collapsed`: null, or what collapsed, see
+# `scoring.collapse`), optional like NEW_ROW_KEYS.
+NEW_TEST_SET_KEYS = frozenset(("collapsed",))
+_COLLAPSE_RULES = ("constant_scores", "one_class")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _PACKAGES = ("tensorflow", "keras", "tensorflow-datasets", "numpy", "pandas", "scikit-learn")
 _PACKAGE_MODULES = {"tensorflow": "tensorflow", "keras": "keras",
@@ -197,10 +208,12 @@ def _fail(key: str, expected: str, value) -> None:
 
 def validate_row(row: dict, *, new: bool = True) -> None:
     """Checks a result row against the schema (see the harness contract); raises ValueError naming
-    the first bad key. `new=False` accepts a row stored before the `NEW_ROW_KEYS` and
-    `linear_probe` (the record of a linear row's probe: chosen C, grid, validation score per C,
-    ...) existed (e.g. committed leaderboard rows) without them; present, they are checked alike.
-    `linear_probe` appears only on linear rows."""
+    the first bad key. `new=False` accepts a row stored before the `NEW_ROW_KEYS`,
+    `NEW_TEST_SET_KEYS`, `linear_probe` (the record of a linear row's probe: chosen C, grid,
+    validation score per C, ...) and `finetune_selection` (a finetune row's schedule search: the
+    schedules, the validation score at each evaluated step, the chosen point, ...) existed (e.g.
+    committed leaderboard rows) without them; present, they are checked alike. `linear_probe`
+    appears only on linear rows, `finetune_selection` only on finetune rows."""
     if not isinstance(row, dict):
         raise ValueError(f"result row: expected a JSON object, got {type(row).__name__}")
     if row.get("schema") != SCHEMA_VERSION or isinstance(row.get("schema"), bool):
@@ -263,13 +276,17 @@ def validate_row(row: dict, *, new: bool = True) -> None:
         _check_linear_probe(row.get("linear_probe"))
     elif "linear_probe" in row:
         _fail("linear_probe", "absent from a finetune row", row["linear_probe"])
+    if row["eval_mode"] == "finetune" and (new or "finetune_selection" in row):
+        _check_finetune_selection(row.get("finetune_selection"))
+    elif "finetune_selection" in row:
+        _fail("finetune_selection", "absent from a linear row", row["finetune_selection"])
     if "pretrain_summary" in row:
         _check_pretrain_summary(row["pretrain_summary"])
     metrics = row["metrics"]
     if not (isinstance(metrics, dict) and metrics):
         _fail("metrics", "a non-empty object of test set -> results", metrics)
     for test_set, result in metrics.items():
-        _check_test_set(f"metrics.{test_set}", result)
+        _check_test_set(f"metrics.{test_set}", result, new=new)
 
 
 def _check_linear_probe(probe) -> None:
@@ -289,6 +306,60 @@ def _check_linear_probe(probe) -> None:
         _fail("linear_probe.metric", "a metric name", probe["metric"])
     if not isinstance(probe["standardised"], bool):
         _fail("linear_probe.standardised", "a bool", probe["standardised"])
+
+
+def _check_finetune_selection(selection) -> None:
+    key = "finetune_selection"
+    if not (isinstance(selection, dict) and selection.keys() == _FINETUNE_SELECTION_KEYS):
+        _fail(key, f"an object with the keys {sorted(_FINETUNE_SELECTION_KEYS)}", selection)
+    if selection["source"] not in FINETUNE_SOURCES:
+        _fail(f"{key}.source", f"one of {FINETUNE_SOURCES}", selection["source"])
+    if not (isinstance(selection["metric"], str) and selection["metric"]):
+        _fail(f"{key}.metric", "a metric name", selection["metric"])
+    if not _is_count(selection["eval_points"], 1):
+        _fail(f"{key}.eval_points", "an int >= 1", selection["eval_points"])
+    schedules = selection["schedules"]
+    if not (isinstance(schedules, list) and schedules):
+        _fail(f"{key}.schedules", "a non-empty list", schedules)
+    for i, schedule in enumerate(schedules):
+        where = f"{key}.schedules.{i}"
+        if not (isinstance(schedule, dict) and schedule.keys() == _SCHEDULE_KEYS):
+            _fail(where, f"an object with the keys {sorted(_SCHEDULE_KEYS)}", schedule)
+        steps, at = schedule["steps"], schedule["eval_steps"]
+        if not _is_count(steps, 1):
+            _fail(f"{where}.steps", "an int >= 1", steps)
+        if not (isinstance(at, list) and at and all(_is_count(s, 1) for s in at)
+                and at == sorted(set(at)) and at[-1] == steps):
+            _fail(f"{where}.eval_steps", f"increasing steps in [1, {steps}] ending at {steps}", at)
+        scores = schedule["validation"]
+        if not (isinstance(scores, list) and len(scores) == len(at) and all(_is_metric(v) for v in scores)):
+            _fail(f"{where}.validation", "a score (null when undefined) per eval step", scores)
+    chosen = selection["chosen"]
+    ok = isinstance(chosen, dict) and chosen.keys() == {"schedule", "step", "validation"}
+    ok = ok and _is_count(chosen["schedule"], 0) and chosen["schedule"] < len(schedules)
+    ok = ok and chosen["step"] in schedules[chosen["schedule"]]["eval_steps"]
+    if not ok or chosen["validation"] != schedules[chosen["schedule"]]["validation"][
+            schedules[chosen["schedule"]]["eval_steps"].index(chosen["step"])]:
+        _fail(f"{key}.chosen", "{schedule: index, step: one of its eval_steps, validation: its "
+              "score}", chosen)
+
+
+def _check_collapsed(prefix: str, collapsed) -> None:
+    if collapsed is None:
+        return
+    ok = (isinstance(collapsed, dict) and collapsed.get("rule") in _COLLAPSE_RULES
+          and isinstance(collapsed.get("classes"), list) and collapsed["classes"]
+          and all(isinstance(c, str) for c in collapsed["classes"]))
+    if ok and collapsed["rule"] == "one_class":
+        ok = (collapsed.keys() == {"rule", "classes", "predicted_share", "label_share"}
+              and len(collapsed["classes"]) == 1
+              and all(_is_number(collapsed[k]) and 0 <= collapsed[k] <= 1
+                      for k in ("predicted_share", "label_share")))
+    elif ok:
+        ok = collapsed.keys() == {"rule", "classes"}
+    if not ok:
+        _fail(f"{prefix}.collapsed", "null, {rule: constant_scores, classes: [...]} or {rule: "
+              "one_class, classes: [one], predicted_share, label_share}", collapsed)
 
 
 def _is_count(v, least: int) -> bool:
@@ -338,14 +409,16 @@ def _check_created(created) -> None:
         _fail("created", "an ISO-8601 UTC timestamp such as 2025-01-31T12:00:00+00:00", created)
 
 
-def _check_test_set(prefix: str, result) -> None:
+def _check_test_set(prefix: str, result, *, new: bool) -> None:
     if not isinstance(result, dict):
         _fail(prefix, "an object", result)
-    for key in sorted(_TEST_SET_KEYS - result.keys()):
+    for key in sorted((_TEST_SET_KEYS | NEW_TEST_SET_KEYS if new else _TEST_SET_KEYS) - result.keys()):
         raise ValueError(f"result row: missing key '{prefix}.{key}'")
-    for key in sorted(result.keys() - _TEST_SET_KEYS):
+    for key in sorted(result.keys() - _TEST_SET_KEYS - NEW_TEST_SET_KEYS):
         raise ValueError(f"result row: unexpected key '{prefix}.{key}'; expected only "
-                         f"{sorted(_TEST_SET_KEYS)}")
+                         f"{sorted(_TEST_SET_KEYS | NEW_TEST_SET_KEYS)}")
+    if "collapsed" in result:
+        _check_collapsed(prefix, result["collapsed"])
     values = result["values"]
     if not (isinstance(values, dict) and values and all(isinstance(k, str) for k in values)):
         _fail(f"{prefix}.values", "a non-empty object of metric name -> number", values)

@@ -59,25 +59,39 @@ class RunConfig:
         return self.name or self.method
 
 
-def _policy(method: api.Method, preset: Preset, num_examples: int) -> api.FinetunePolicy:
-    """The method's own fine-tuning policy (shortened by the preset) or the preset's default."""
+def _scaled(own: api.FinetunePolicy, settings) -> api.FinetunePolicy:
+    """A method's own schedule shortened by the preset's `steps_scale`, its batch at most the preset's."""
+    scale = settings.steps_scale
+    return dataclasses.replace(
+        own, steps=max(1, math.ceil(own.steps * scale)), batch_size=min(own.batch_size, settings.batch_size),
+        warmup_steps=max(0, math.ceil(own.warmup_steps * scale)),
+        decay_boundaries=tuple(math.ceil(b * scale) for b in own.decay_boundaries))
+
+
+def finetune_grid(method: api.Method, preset: Preset, num_examples: int
+                  ) -> tuple[str, tuple[api.FinetunePolicy, ...]]:
+    """("method", the method's own schedule or grid shortened by the preset) when the method has a
+    policy (`Method.finetune_policy`), else ("preset", the preset's grid: every learning rate of
+    `learning_rates` for every multiple in `length_scales` of the epochs rule's steps, see
+    `presets.FinetuneSettings`); schedules in grid order, duplicates dropped."""
     settings = preset.finetune
     own = method.finetune_policy(num_examples)
     if own is not None:
-        scale = settings.steps_scale
-        steps = max(1, math.ceil(own.steps * scale))
-        return dataclasses.replace(
-            own, steps=steps, batch_size=min(own.batch_size, settings.batch_size),
-            warmup_steps=max(0, math.ceil(own.warmup_steps * scale)),
-            decay_boundaries=tuple(math.ceil(b * scale) for b in own.decay_boundaries))
+        own = (own,) if isinstance(own, api.FinetunePolicy) else tuple(own)
+        return "method", tuple(dict.fromkeys(_scaled(p, settings) for p in own))
     steps = settings.steps
     if settings.epochs is not None:
         wanted = math.ceil(settings.epochs * num_examples / settings.batch_size)
         steps = min(steps, max(settings.min_steps, wanted))
-    return api.FinetunePolicy(steps=steps, learning_rate=settings.learning_rate,
-                              batch_size=settings.batch_size,
-                              warmup_steps=math.ceil(steps * settings.warmup_fraction),
-                              decay_boundaries=(int(steps * 0.6), int(steps * 0.85)))
+    grid = []
+    for scale in settings.length_scales:
+        length = max(1, math.ceil(steps * scale))
+        for learning_rate in settings.learning_rates:
+            grid.append(api.FinetunePolicy(
+                steps=length, learning_rate=learning_rate, batch_size=settings.batch_size,
+                warmup_steps=math.ceil(length * settings.warmup_fraction),
+                decay_boundaries=tuple(sorted({b for b in (int(length * 0.6), int(length * 0.85)) if b > 0}))))
+    return "preset", tuple(dict.fromkeys(grid))
 
 
 def _copy_encoder(encoder: keras.Model, strategy, used_precision: str = "float32") -> keras.Model:
@@ -299,8 +313,7 @@ def _run_locked(cfg: RunConfig, method: api.Method, strategy) -> list[dict]:
         splits = data.split_task(builders, task,
                                  validation_fraction=task.options.validation_fraction,
                                  test_fraction=task.options.test_fraction)
-        if any(mode == "linear" for mode, _, _ in todo):
-            _check_probe_validation(task, splits)
+        _check_validation(task, splits)
         keras.utils.set_random_seed(preset.pretrain.seed)  # for methods that do not seed themselves
         stage = f"{task.name}_{cfg.method_name}"
         stage_dir = os.path.join(cfg.output_dir, "pretrain", stage)
@@ -372,16 +385,24 @@ def _check_mode(cfg: RunConfig, store: results.ResultsStore) -> None:
                 "another --output_dir")
 
 
+def _test_sets(builders, task: Task, splits: data.TaskSplits) -> dict[str, tf.data.Dataset]:
+    """Each test set's labelled examples (decoded once, at their first use)."""
+    return {name: data.labelled_dataset(builders, data.test_sources(task, name),
+                                        splits.tests[name].example_ids).cache()
+            for name in task.test_sets}
+
+
 def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, store, *, pretrain_summary):
     task, preset = cfg.task, cfg.preset
-    test_data = {name: data.labelled_dataset(builders, data.test_sources(task, name),
-                                             splits.tests[name].example_ids).cache()
-                 for name in task.test_sets}
+    test_data = _test_sets(builders, task, splits)
+    train_split = data.load_split(builders, task.train, splits.train.example_ids)
+    validation_split = data.load_split(builders, task.train, splits.validation.example_ids)
     common = {"config": _config_record(cfg, method), "code_version": code_version(),
               "code_digest": code_digest(), "machine": machine(),
               "packages": results.package_versions(), "synthetic": cfg.data.synthetic,
               "data_build": data.build_fingerprints(builders), "pretrain_summary": pretrain_summary}
     features = None  # the frozen encoder's features, computed at the first linear cell
+    trainer = None  # the fine-tuning classifier, built at the first finetune cell
     for mode, fraction, seed in todo:
         start = time.time()
         chosen, groups = train_subset(task, splits, fraction, seed)
@@ -391,25 +412,31 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
             # The encoder in the run's precision, as fine-tuning copies it: the one pretraining
             # left in memory and the one reloaded from its finished stage then compute alike.
             features = features or _probe_features(
-                _copy_encoder(encoder, strategy, cfg.precision.used), builders, task, splits,
-                test_data, preset.image_size)
+                _copy_encoder(encoder, strategy, cfg.precision.used), train_split,
+                validation_split, test_data, preset.image_size)
             probe = _fit_cell_probe(features, chosen, task, preset)
             extra["linear_probe"] = probe.record
         else:
-            train_ds = data.labelled_dataset(builders, task.train, chosen.example_ids)
-            config = finetune.FinetuneConfig(
-                kind=task.kind, num_classes=len(task.class_names), image_size=preset.image_size,
-                policy=_policy(method, preset, len(chosen.example_ids)),
-                weight_decay=preset.finetune.weight_decay, seed=seed, progress=cfg.progress)
-            model = finetune.finetune(
-                _copy_encoder(encoder, strategy, cfg.precision.used), train_ds, config, strategy,
+            trainer = trainer or finetune.Trainer(
+                _copy_encoder(encoder, strategy, cfg.precision.used), kind=task.kind,
+                num_classes=len(task.class_names), image_size=preset.image_size,
+                weight_decay=preset.finetune.weight_decay, strategy=strategy)
+            source, grid = finetune_grid(method, preset, len(chosen.example_ids))
+            extra["finetune_selection"] = trainer.search(
+                train_split.dataset(chosen.example_ids),
+                finetune.validation_set(validation_split.dataset(),
+                                        len(splits.validation.example_ids),
+                                        image_size=preset.image_size, metric=task.primary_metric,
+                                        class_names=task.class_names),
+                grid, source=source, eval_points=preset.finetune.eval_points, seed=seed,
+                progress=cfg.progress,
                 summary_dir=os.path.join(cfg.output_dir, TENSORBOARD_DIR, "finetune", tag))
         scored, files = {}, {}
         for name, ds in test_data.items():
             if mode == "linear":
                 preds = _probe_predictions(probe, features[name])
             else:
-                preds = finetune.predict(model, ds, kind=task.kind, image_size=preset.image_size)
+                preds = finetune.predict(trainer.model, ds, kind=task.kind, image_size=preset.image_size)
             rel = os.path.join("predictions", f"{tag}_{name}.csv")
             final = os.path.join(cfg.output_dir, rel)
             # Written under a temporary name; store.append renames it with the row.
@@ -418,6 +445,10 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
             results.write_predictions(pending, preds["example_id"], preds["group_id"],
                                       preds["label"], preds["score"], task.class_names)
             files[pending] = final
+            collapsed = scoring.collapse(task.kind, task.class_names, preds["label"], preds["score"])
+            if collapsed is not None:
+                print(f"warning: {tag}: collapsed predictions on {name}: "
+                      f"{scoring.describe_collapse(collapsed)}", file=sys.stderr, flush=True)
             scored[name] = {
                 "primary": task.primary_metric,
                 **scoring.score_task(task, name, preds["example_id"], preds["label"],
@@ -427,6 +458,7 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
                 "n_groups": int(len(set(preds["group_id"]))),
                 "fingerprint": results.examples_fingerprint(preds["example_id"], preds["label"]),
                 "predictions": rel,
+                "collapsed": collapsed,
             }
         store.append({
             "schema": results.SCHEMA_VERSION, "task": task.name, "method": cfg.method_name, "preset": preset.name,
@@ -443,21 +475,19 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
 _PROBE_TRAIN, _PROBE_VALIDATION = "<train>", "<validation>"  # beside the test set names
 
 
-def _check_probe_validation(task: Task, splits: data.TaskSplits) -> None:
-    """Raises ValueError if the validation split is empty: the linear probe chooses its C there."""
+def _check_validation(task: Task, splits: data.TaskSplits) -> None:
+    """Raises ValueError if the validation split is empty: fine-tuning chooses its schedule and
+    the linear probe its C there."""
     if not len(splits.validation.example_ids):
         raise ValueError(f"task {task.name}: its validation split holds no patients "
-                         f"(validation_fraction={task.options.validation_fraction}), and the linear "
-                         "probe chooses its C there; use more data, or --eval_modes=finetune")
+                         f"(validation_fraction={task.options.validation_fraction}), and fine-tuning "
+                         "chooses its schedule and the linear probe its C there; use more data")
 
 
-def _probe_features(encoder, builders, task: Task, splits: data.TaskSplits, test_data: dict,
-                    image_size: int) -> dict[str, linear_probe.Features]:
+def _probe_features(encoder, train: data.LoadedSplit, validation: data.LoadedSplit,
+                    test_data: dict, image_size: int) -> dict[str, linear_probe.Features]:
     """The encoder's features of the training split, the validation split and each test set."""
-    sets = {_PROBE_TRAIN: data.labelled_dataset(builders, task.train, splits.train.example_ids),
-            _PROBE_VALIDATION: data.labelled_dataset(builders, task.train,
-                                                     splits.validation.example_ids),
-            **test_data}
+    sets = {_PROBE_TRAIN: train.dataset(), _PROBE_VALIDATION: validation.dataset(), **test_data}
     return {name: linear_probe.extract_features(encoder, ds, image_size=image_size)
             for name, ds in sets.items()}
 

@@ -131,6 +131,40 @@ def aggregate_studies(study_ids, labels, scores, group_ids, how: str):
     return y[first], agg, groups[first]
 
 
+CONSTANT_SCORE_RANGE = 1e-4  # a label's scores spanning less than this do not vary
+ONE_CLASS_SHARE = 0.97  # one class predicted for at least this share of the examples
+
+
+def collapse(kind: str, class_names, labels, scores) -> dict | None:
+    """What collapsed in a test set's predictions, or None. Multi-label: the labels whose scores do
+    not vary (max - min < `CONSTANT_SCORE_RANGE`), as {"rule": "constant_scores", "classes": [...]}.
+    Multi-class: one class is the top prediction for at least `ONE_CLASS_SHARE` of the examples
+    while less than that share of the labels are that class, as {"rule": "one_class", "classes":
+    [it], "predicted_share", "label_share"}."""
+    names = [str(c) for c in class_names]
+    s = np.asarray(scores, dtype=np.float64)
+    if kind == "multilabel":
+        flat = [names[k] for k in range(s.shape[1]) if np.ptp(s[:, k]) < CONSTANT_SCORE_RANGE]
+        return {"rule": "constant_scores", "classes": flat} if flat and len(s) > 1 else None
+    if kind != "multiclass":
+        raise ValueError(f"unknown task kind {kind!r}; expected 'multilabel' or 'multiclass'")
+    predicted = np.bincount(np.argmax(s, axis=1), minlength=len(names)) / len(s)
+    top = int(np.argmax(predicted))
+    label_share = float(np.mean(np.argmax(np.asarray(labels), axis=1) == top))
+    if predicted[top] >= ONE_CLASS_SHARE and label_share < ONE_CLASS_SHARE:
+        return {"rule": "one_class", "classes": [names[top]],
+                "predicted_share": float(predicted[top]), "label_share": label_share}
+    return None
+
+
+def describe_collapse(collapsed: dict) -> str:
+    """One line for a `collapse` record."""
+    if collapsed["rule"] == "constant_scores":
+        return f"constant scores for {', '.join(collapsed['classes'])}"
+    return (f"{collapsed['classes'][0]} predicted for {collapsed['predicted_share']:.1%} of the "
+            f"examples, {collapsed['label_share']:.1%} of the labels")
+
+
 def paired_difference(kind: str, class_names, metric: str, method_sets: Sequence,
                       control_sets: Sequence, *, bootstrap_samples: int,
                       seed: int = 0) -> metrics.PairedDifference:

@@ -82,6 +82,7 @@ def make_cell(task_name: str, method: str, fraction: float, seed: int, directory
                                  seed=seed),
             "n_examples": len(ids), "n_groups": len(set(groups)),
             "fingerprint": results.examples_fingerprint(ids, labels), "predictions": rel,
+            "collapsed": scoring.collapse(task.kind, task.class_names, labels, scores),
         }
     row = {
         "schema": results.SCHEMA_VERSION, "task": task_name, "method": method, "preset": preset,
@@ -97,6 +98,13 @@ def make_cell(task_name: str, method: str, fraction: float, seed: int, directory
         "created": "2025-01-01T00:00:00+00:00", "wall_seconds": 0.0,
         "pretrain_summary": {"method": method, "steps": None, "curve": None},  # toy: nothing recorded
     }
+    if eval_mode == "finetune":  # the schedule search's record (toy: one schedule, scores unknown)
+        row["finetune_selection"] = {
+            "source": "preset", "metric": task.primary_metric, "eval_points": 1,
+            "schedules": [{"steps": 1, "learning_rate": 0.1, "batch_size": 16, "warmup_steps": 0,
+                           "decay_boundaries": [], "mixup_alpha": 0.0, "eval_steps": [1],
+                           "validation": [None]}],
+            "chosen": {"schedule": 0, "step": 1, "validation": None}, "n_validation_examples": 0}
     if eval_mode == "linear":  # the probe's record (toy: one C, its validation score unknown)
         row["linear_probe"] = {"C": 1.0, "grid": [1.0], "validation": {"1.0": None},
                                "metric": get_task(task_name).primary_metric, "standardised": True,
