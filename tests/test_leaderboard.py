@@ -654,3 +654,32 @@ def test_a_line_without_the_shifted_test_set_shows_no_shifted_result(tmp_path):
     assert real.count(render_tables.escape_markdown(board_lines.NOT_REQUESTED_NOTE)) == 1
     html_text = (tmp_path / "out" / "derm.html").read_text()
     assert html_text.count(render_tables.escape_html(board_lines.NOT_REQUESTED_NOTE)) == 1
+
+
+def test_collapsed_predictions_are_marked_from_the_files(tmp_path):
+    """Issue 23, item 3: a seed whose predictions collapsed (one class for every example) is counted
+    from its prediction file and marked ‡k in md/html, `<test set>_collapsed_seeds` in the CSV."""
+    from benchmark.harness import results, scoring
+    from benchmark.harness.presets import get_preset
+    from benchmark.harness.tasks import get_task
+
+    build, task = example_builder(), get_task("derm")
+    rows = build.make_grid("derm", "simclr", tmp_path)
+    row = rows[0]  # fraction 0.1, seed 0: every example predicted as the first class
+    for name, stored in row["metrics"].items():
+        ids, groups, labels, scores, names = results.read_predictions(tmp_path / stored["predictions"])
+        scores = np.zeros_like(scores)
+        scores[:, 0] = 1.0
+        results.write_predictions(tmp_path / stored["predictions"], ids, groups, labels, scores, names)
+        stored.update(scoring.score_task(
+            task, name, ids, labels, scores, groups,
+            bootstrap_samples=get_preset(row["preset"]).bootstrap_samples, seed=0))
+    build.write_rows(tmp_path / "results.jsonl", rows)
+    leaderboard.regenerate([tmp_path / "results.jsonl"], tmp_path / "out", PUBLISHED)
+    csv_lines = {(r["method"], r["label_fraction"]): r
+                 for r in _csv_rows((tmp_path / "out" / "derm.csv").read_text()) if r["method"]}
+    assert csv_lines[("simclr", "0.1")]["in_distribution_collapsed_seeds"] == "1"
+    assert csv_lines[("simclr", "1")]["in_distribution_collapsed_seeds"] == "0"
+    md = (tmp_path / "out" / "derm.md").read_text()
+    assert md.count(render_tables.escape_markdown(board_lines.COLLAPSED_NOTE)) == 1
+    assert re.search(r"\| simclr \| .*\| 10% \| [0-9.]+ ± [0-9.]+ ‡1 \|", md)

@@ -61,6 +61,11 @@ def held_test_sets(row: dict, task: TaskInfo) -> tuple[str, ...]:
 
 
 NONDETERMINISTIC_MARK = "†"
+COLLAPSED_MARK = "‡"
+COLLAPSED_NOTE = (f"{COLLAPSED_MARK}k: in k of the line's seeds the predictions on that test set "
+                  "collapsed (a label's scores constant, or one class predicted for at least 97 % of "
+                  "the examples while the labels are not; `scoring.collapse`, computed from the "
+                  "prediction files); the mean includes those seeds.")
 
 
 NONDETERMINISTIC_NOTE = (f"{NONDETERMINISTIC_MARK} non-deterministic: at least one seed of this "
@@ -141,6 +146,7 @@ class TestSetSummary:
     n_seeds: int
     ci_low: float | None
     ci_high: float | None
+    collapsed: int = 0  # seeds whose predictions on the test set collapsed (`scoring.collapse`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,11 +312,12 @@ def _defined(v) -> bool:
 
 
 def _summarise_test_set(rows: list[dict], test_set: str, metric: str) -> TestSetSummary:
-    values, lows, highs = [], [], []
+    values, lows, highs, collapsed = [], [], [], 0
     for row in rows:
         result = row["metrics"].get(test_set)
         if result is None or not _defined(result["values"].get(metric)):
             continue
+        collapsed += bool(result.get("collapsed"))
         values.append(float(result["values"][metric]))
         lo, hi = result["ci95"].get(metric, (None, None))
         if _defined(lo) and _defined(hi):
@@ -319,7 +326,8 @@ def _summarise_test_set(rows: list[dict], test_set: str, metric: str) -> TestSet
     if not values:
         return TestSetSummary(None, None, 0, None, None)
     mean, std = metrics.summarise_seeds(values)
-    return TestSetSummary(mean, std, len(values), _mean_or_none(lows), _mean_or_none(highs))
+    return TestSetSummary(mean, std, len(values), _mean_or_none(lows), _mean_or_none(highs),
+                          collapsed)
 
 
 def summarise(rows: Iterable[dict], task: TaskInfo, predictions: PredictionReader | None = None,

@@ -29,7 +29,8 @@ def _extra_columns(task: TaskInfo) -> list[tuple[str, str]]:
 def csv_columns(task: TaskInfo) -> list[str]:
     """Columns of `<task>.csv`: section, the run identity, whether every seed ran deterministically
     (yes/no), the test sets the line holds (space-separated; a test set its runs did not request,
-    `benchmark.run --test_sets`, has blank columns), per-test-set statistics of the primary metric, whether the line is the control's
+    `benchmark.run --test_sets`, has blank columns), per-test-set statistics of the primary metric
+    and the number of seeds whose predictions collapsed there, whether the line is the control's
     (yes/no), the control its differences are to and per test set the difference, its paired CI
     and the number of seeds paired (blank without a control), the same statistics of every other
     table column (`<test set>_<metric>_mean` ...), then the published-figure fields (blank on our
@@ -38,7 +39,8 @@ def csv_columns(task: TaskInfo) -> list[str]:
     cols = ["section", "task", "method", "backbone", "precision", "init", "eval_mode", "preset",
             "label_fraction", "metric", "deterministic", "test_sets"]
     for t in task.test_sets:
-        cols += [f"{t}_mean", f"{t}_std", f"{t}_n_seeds", f"{t}_ci_low", f"{t}_ci_high"]
+        cols += [f"{t}_mean", f"{t}_std", f"{t}_n_seeds", f"{t}_ci_low", f"{t}_ci_high",
+                 f"{t}_collapsed_seeds"]
     cols += ["is_control", "control"]
     for t in task.test_sets:
         cols += [f"{t}_diff", f"{t}_diff_ci_low", f"{t}_diff_ci_high", f"{t}_diff_n_seeds"]
@@ -88,7 +90,7 @@ def render_csv(task: TaskInfo, lines: list[SummaryRow], published: list[dict]) -
                       "test_sets": " ".join(t for t in task.test_sets if l.holds(t))}
             for t, s in l.test_sets:
                 if l.holds(t):
-                    record.update(_stat_fields(f"{t}_", s))
+                    record.update(_stat_fields(f"{t}_", s), **{f"{t}_collapsed_seeds": str(s.collapsed)})
             record.update(is_control="yes" if l.is_control else "no", control=l.control)
             for t, d in l.differences:
                 if d is not None:

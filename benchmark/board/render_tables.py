@@ -11,6 +11,8 @@ from benchmark.board.lines import (
     CONTROL_SELF,
     DIFFERENCE_RULE,
     NO_CONTROL,
+    COLLAPSED_MARK,
+    COLLAPSED_NOTE,
     NONDETERMINISTIC_MARK,
     NONDETERMINISTIC_NOTE,
     NOT_REQUESTED,
@@ -57,7 +59,8 @@ def _display_cells(s: TestSetSummary) -> tuple[str, str, str]:
     if s.mean is None:
         return "n/a", "0", "n/a"
     ci = ("n/a" if s.ci_low is None else f"[{fmt(s.ci_low, 4)}, {fmt(s.ci_high, 4)}]")
-    return f"{s.mean:.4f} ± {s.std:.4f}", str(s.n_seeds), ci
+    mark = f" {COLLAPSED_MARK}{s.collapsed}" if s.collapsed else ""
+    return f"{s.mean:.4f} ± {s.std:.4f}{mark}", str(s.n_seeds), ci
 
 
 def _column_title(spec: TableSpec, column: tuple[str, str]) -> str:
@@ -214,6 +217,8 @@ def _page(task: TaskInfo, lines: list[SummaryRow], published: list[dict], headin
                       [_published_line_cells(spec, l, escape, link) for l in placed[spec.key]])
         if not all(l.deterministic for l in section):
             paragraph(NONDETERMINISTIC_NOTE)
+        if any(s.collapsed for l in section for _, s in l.columns):
+            paragraph(COLLAPSED_NOTE)
         if not all(l.holds(t) for l in section for t in task.test_sets):
             paragraph(NOT_REQUESTED_NOTE)
     heading(2, OTHER_PUBLISHED_TITLE, SECTION_PUBLISHED)

@@ -71,8 +71,9 @@ def disagreement(stored: dict, rescored: dict, source: str, *, every_metric: boo
 
 
 def rescore(task, test_set: str, row: dict, predictions: tuple) -> dict:
-    """The values, CIs (undefined ones as None) and counts of `row`'s prediction set on
-    `test_set` (as `results.read_predictions` returns it), scored by the board's rules."""
+    """The values, CIs (undefined ones as None), counts and collapse (`scoring.collapse`) of `row`'s
+    prediction set on `test_set` (as `results.read_predictions` returns it), scored by the board's
+    rules."""
     ids, groups, labels, scores, names = predictions
     if tuple(names) != tuple(task.class_names):
         raise ValueError(f"classes {list(names)}; task {task.name} has {list(task.class_names)}")
@@ -85,7 +86,8 @@ def rescore(task, test_set: str, row: dict, predictions: tuple) -> dict:
 
     return {"values": {k: defined(v) for k, v in scored["values"].items()},
             "ci95": {k: [defined(lo), defined(hi)] for k, (lo, hi) in scored["ci95"].items()},
-            "n_examples": int(len(ids)), "n_groups": int(len(set(groups)))}
+            "n_examples": int(len(ids)), "n_groups": int(len(set(groups))),
+            "collapsed": scoring.collapse(task.kind, names, labels, scores)}
 
 
 def rescored_row(row: dict, task, read: Callable[[dict, str], tuple], where: str) -> dict:
