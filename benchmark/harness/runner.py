@@ -107,12 +107,13 @@ def _config_record(cfg: RunConfig, method: api.Method) -> dict:
         "finetune": dataclasses.asdict(preset.finetune),
         "strategy": cfg.strategy, "init_checkpoint": cfg.init_checkpoint,
         "init": checkpoint.describe_init(cfg.init_checkpoint),
-        "synthetic": cfg.data.synthetic, "manual_dir": cfg.data.manual_dir,
+        "synthetic": data.is_synthetic(cfg.task, cfg.data), "manual_dir": cfg.data.manual_dir,
         "data": {"resolution": cfg.data.resolution, "synthetic_sizes": dict(cfg.data.synthetic_sizes),
                  "synthetic_image_size": cfg.data.synthetic_image_size,
                  "synthetic_seed": cfg.data.synthetic_seed},
         "bootstrap_samples": preset.bootstrap_samples,
         "precision": cfg.precision.record(),
+        **({"folder_task": cfg.task.folder.record()} if cfg.task.folder else {}),
     }
 
 
@@ -375,7 +376,8 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
                  for name in task.test_sets}
     common = {"config": _config_record(cfg, method), "code_version": code_version(),
               "code_digest": code_digest(), "machine": machine(),
-              "packages": results.package_versions(), "synthetic": cfg.data.synthetic,
+              "packages": results.package_versions(),
+              "synthetic": data.is_synthetic(task, cfg.data),
               "data_build": data.build_fingerprints(builders), "pretrain_summary": pretrain_summary}
     features = None  # the frozen encoder's features, computed at the first linear cell
     for mode, fraction, seed in todo:
@@ -451,7 +453,7 @@ def _probe_features(encoder, builders, task: Task, splits: data.TaskSplits, test
                     image_size: int) -> dict[str, linear_probe.Features]:
     """The encoder's features of the training split, the validation split and each test set."""
     sets = {_PROBE_TRAIN: data.labelled_dataset(builders, task.train, splits.train.example_ids),
-            _PROBE_VALIDATION: data.labelled_dataset(builders, task.train,
+            _PROBE_VALIDATION: data.labelled_dataset(builders, data.validation_source(task),
                                                      splits.validation.example_ids),
             **test_data}
     return {name: linear_probe.extract_features(encoder, ds, image_size=image_size)
