@@ -35,8 +35,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
-    BUILDER_CONFIGS = _common.image_configs(original="every image at its own size", encoding="PNG",
-                                            group="group")
+    BUILDER_CONFIGS = _common.image_configs(
+        original="every image at its own size, as 8-bit RGB PNG", encoding="as 8-bit RGB PNG",
+        group="group", grouped_original_note=(
+            " Images of one group can differ in size, which a Sequence cannot stack: read this config "
+            "with decoders={'images': {'image': tfds.decode.SkipDecoding()}} and decode each image."))
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"manual_dir is the task's folder: {_EXPECTED}."
 
     def _info(self) -> tfds.core.DatasetInfo:

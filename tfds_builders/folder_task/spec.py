@@ -24,6 +24,7 @@ from PIL import Image
 from tfds_builders import _common
 
 TASK_FILE, METADATA_FILE = "task.json", "metadata.csv"
+SCHEMA = pathlib.Path(__file__).with_name("task.schema.json")  # JSON Schema of task.json
 NAME_PATTERN = re.compile(r"[a-z0-9_]{1,40}")
 KINDS = ("multilabel", "multiclass")
 SPLITS = ("train", "validation", "test")

@@ -23,7 +23,7 @@ from PIL import Image
 
 FINDINGS = ("opacity", "nodule", "effusion")
 SITES = {"A": (1.0, 0.0, 0.04), "B": (0.8, 0.12, 0.04), "C": (1.1, -0.05, 0.1)}  # contrast, offset, noise
-_SPLIT_OF = ("train",) * 7 + ("validation", "test", "test")
+_SPLIT_OF = ("train",) * 6 + ("validation", "test") * 2
 
 
 def _render(rng: np.random.Generator, findings: np.ndarray, site: str, h: int, w: int) -> np.ndarray:
@@ -60,7 +60,7 @@ def write_folder(root, *, num_patients: int = 48, num_shifted_patients: int = 20
                  shift: bool = True, split_column: bool = False, bag_column: bool = True) -> pathlib.Path:
     """Writes the folder task at `root` (created) and returns it: `num_patients` patients at site A,
     and with `shift` `num_shifted_patients` more at sites B and C; `split_column` adds a `split`
-    column (patients 0-6 of every 10 train, 7 validation, 8-9 test), `bag_column` names
+    column (of every 10 patients 6 train, 2 validation, 2 test), `bag_column` names
     `study_id` as the MICLe bag."""
     root = pathlib.Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -68,14 +68,17 @@ def write_folder(root, *, num_patients: int = 48, num_shifted_patients: int = 20
     labels = list(FINDINGS) if kind == "multilabel" else []
     header = (["file_name", "patient_id", "study_id", "site"] + (["split"] if split_column else [])
               + (labels or ["finding"]) + ["age", "sex", "licence"])
-    rows = []
+    rows, seen = [], {}
     sites = ["A"] * num_patients + (["B", "C"] * num_shifted_patients)[:num_shifted_patients * shift]
     for i, site in enumerate(sites):
         patient = f"p{i:04d}"
+        split = (_SPLIT_OF[i % 10] if split_column else "train") if site == "A" else "test"
+        forced = seen.setdefault(split, 0) % len(FINDINGS)  # every finding in every split
+        seen[split] += 1
         findings = (rng.random(len(FINDINGS)) < 0.35).astype(int)
-        findings[i % len(FINDINGS)] = 1  # every finding in every split
+        findings[forced] = 1
         if kind == "multiclass":
-            findings = np.eye(len(FINDINGS), dtype=int)[i % len(FINDINGS)]
+            findings = np.eye(len(FINDINGS), dtype=int)[forced]
         age, sex = int(rng.integers(20, 90)), ("F", "M")[int(rng.integers(2))]
         for study in range(1 + int(rng.random() < 0.6)):
             for view in range(1 + int(rng.random() < 0.7)):
@@ -86,11 +89,11 @@ def write_folder(root, *, num_patients: int = 48, num_shifted_patients: int = 20
                 if kind == "multilabel":
                     states = [("" if rng.random() < 0.08 else "-1" if rng.random() < 0.05 else str(f))
                               for f in findings]
-                    states[i % len(FINDINGS)] = "1"
+                    states[forced] = "1"
                 else:
                     states = [FINDINGS[int(np.argmax(findings))]]
-                split = [_SPLIT_OF[i % 10] if site == "A" else "test"] if split_column else []
-                rows.append([file_name, patient, f"s{study}", site, *split, *states, age, sex, "CC-BY-4.0"])
+                rows.append([file_name, patient, f"s{study}", site, *([split] if split_column else []),
+                             *states, age, sex, "CC-BY-4.0"])
     with open(root / "metadata.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(header)
