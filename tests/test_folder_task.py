@@ -239,11 +239,11 @@ def test_a_bad_folder_is_a_flag_error_of_benchmark_run(base_folder, tmp_path):
 
 @pytest.fixture(scope="module")
 def folder_run(tmp_path_factory):
-    """MICLe and its control on a generated folder (shifted sites, bags of studies), finetune and
-    linear, 100 % of the labels, seed 0; the folder is then moved away."""
+    """MICLe and its control on a generated folder (shifted sites, bags of studies, a split
+    column), finetune and linear, 100 % of the labels, seed 0."""
     tmp = tmp_path_factory.mktemp("folder_run")
-    root = synthetic_folder.write_folder(tmp / "my_cxr", num_patients=40, num_shifted_patients=12,
-                                         image_size=64)
+    root = synthetic_folder.write_folder(tmp / "my_cxr", num_patients=30, num_shifted_patients=10,
+                                         image_size=64, split_column=True)
     preset = dataclasses.replace(SMOKE, label_fractions=(100.0,), eval_modes=("finetune", "linear"))
     cfg = runner.RunConfig(
         method="micle", task=tasks.get_task(f"folder:{root}"), preset=preset,
@@ -283,6 +283,13 @@ def test_splits_are_group_disjoint_and_shifted_groups_only_test(folder_run):
             assert a == b or not groups[a] & groups[b], (a, b)
     folder = spec.read_folder(cfg.task.folder.folder)
     assert groups["shifted"] == {r.group_id for r in folder.rows if r.site in ("B", "C")}
+    for name in ("train", "validation"):  # the split column's, not a hash's
+        assert groups[name] == {r.group_id for r in folder.split_rows(name)}
+    assert groups["in_distribution"] == {r.group_id for r in folder.split_rows("test")}
+    hashed = dataclasses.replace(cfg.task, validation=None, holdout_test_from_train=True)
+    masks = data.split_task(builders, hashed, validation_fraction=0.2, test_fraction=0.2)
+    hashed_groups = [set(m.group_ids) for m in (masks.train, masks.validation, masks.tests["in_distribution"])]
+    assert sum(map(len, hashed_groups)) == len(set().union(*hashed_groups))  # without a split column
     bags = {ex["group_id"].decode() for ex in data.pretrain_groups(
         builders, cfg.task, groups["train"]).as_numpy_iterator()}
     assert {b.split("/")[0] for b in bags} == groups["train"] and len(bags) > len(groups["train"])

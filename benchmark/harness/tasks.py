@@ -352,8 +352,7 @@ def task_of_row(row: dict, options: TaskOptions | None = None) -> Task:
     config = row.get("config") if isinstance(row.get("config"), dict) else {}
     recorded = config.get("folder_task")
     if not isinstance(recorded, dict) or not isinstance(recorded.get("folder"), str):
-        raise ValueError(f"task {name!r} is not registered; expected one of {sorted(TASKS)} or a "
-                         "folder task (config.folder_task)")
+        raise ValueError(f"task {name!r} is not registered; expected one of {sorted(TASKS)}")
     path = _FOLDERS.get(name, recorded["folder"])
     try:
         task = get_task(FOLDER_PREFIX + path, options)

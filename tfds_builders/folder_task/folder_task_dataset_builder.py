@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import tensorflow_datasets as tfds
-from PIL import Image
 
 from tfds_builders import _common
 from tfds_builders.folder_task import spec
@@ -17,12 +16,10 @@ _EXPECTED = (f"{spec.TASK_FILE}, {spec.METADATA_FILE} (a file_name column with e
 
 def _load(row: spec.Row, size: int | None, where: str) -> bytes:
     """The image of `row` as 8-bit RGB PNG bytes (`_common.convert_mode`), resized when `size`."""
-    problem = spec.decode_problem(row.path)
-    if problem:
-        raise spec.FolderError(f"{where}: file_name {row.file_name!r} {problem}")
-    with Image.open(row.path) as image:
-        image.load()
-        image = _common.convert_mode(image, "RGB", where=where, path=row.path)
+    try:
+        image = spec.open_rgb(row.path)
+    except ValueError as e:
+        raise spec.FolderError(f"{where}: file_name {row.file_name!r} {e}") from None
     if size is not None:
         image = _common.resize_shorter_center_crop(image, size)
     buf = io.BytesIO()

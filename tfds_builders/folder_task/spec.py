@@ -99,6 +99,7 @@ class Folder:
     metadata_columns: tuple[str, ...]
 
     def split_rows(self, split: str) -> list[Row]:
+        """The rows of one of `splits`."""
         return [r for r in self.rows if r.split == split]
 
     @property
@@ -156,12 +157,13 @@ def _task_problems(raw) -> Iterator[str]:
         else:
             if not (isinstance(shift["column"], str) and shift["column"]):
                 yield f'"shift.column": expected a column name, found {shift["column"]!r}'
+            lists = True
             for key in ("in_distribution", "shifted"):
                 value = shift[key]
                 if not (isinstance(value, list) and value and all(isinstance(v, str) and v for v in value)):
                     yield f'"shift.{key}": expected a list of at least 1 non-empty strings, found {value!r}'
-                    return
-            both = [v for v in shift["in_distribution"] if v in shift["shifted"]]
+                    lists = False
+            both = [v for v in shift["in_distribution"] if v in shift["shifted"]] if lists else []
             if both:
                 yield (f'"shift": {both[0]!r} is listed in both shift.in_distribution and '
                        "shift.shifted; a site is either in-distribution or shifted")
@@ -383,14 +385,23 @@ def _split_problems(folder: Folder) -> Iterator[str]:
                 yield f"{key}: {name!r} has no {what} in the {split} split"
 
 
+def open_rgb(path) -> Image.Image:
+    """The image file at `path` decoded as 8-bit RGB (`_common.convert_mode`); ValueError saying
+    why it does not decode."""
+    try:
+        image = Image.open(path)
+        image.load()  # reads the file and closes it
+        return _common.convert_mode(image, "RGB", where="", path=path)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ValueError(f"does not decode as an image ({str(e).strip() or type(e).__name__})") from None
+
+
 def decode_problem(path) -> str | None:
     """Why the image file at `path` does not decode (None if it does)."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            _common.convert_mode(image, "RGB", where="", path=path)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        return f"does not decode as an image ({str(e).strip() or type(e).__name__})"
+        open_rgb(path)
+    except ValueError as e:
+        return str(e)
     return None
 
 
