@@ -11,7 +11,8 @@ setuptools.setup(
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["benchmark*", "baselines*", "medssl_common*", "tfds_builders*"]),
     include_package_data=True,
-    package_data={"tfds_builders": ["*/README.md", "*/CITATIONS.bib", "*/dummy_data/**/*"]},
+    package_data={"tfds_builders": ["*/README.md", "*/CITATIONS.bib", "*/dummy_data/**/*",
+                                    "folder_task/task.schema.json"]},
     install_requires=[
         "tensorflow==2.21.*",
         "keras>=3.15,<4",

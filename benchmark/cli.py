@@ -147,6 +147,19 @@ def row_warnings() -> Iterator[None]:
                     told.add(str(w.message))
 
 
+def use_folder_tasks(flag: str) -> None:
+    """Makes the folder tasks of `--task=folder:<dir>[,folder:<dir>...]` known to this process by
+    their names, so that rows of those tasks are read from these folders (wherever the rows say
+    they were); ValueError naming the flag for anything else."""
+    from benchmark.harness import tasks
+
+    for item in filter(None, (flag or "").split(",")):
+        if not item.startswith(tasks.FOLDER_PREFIX):
+            raise ValueError(f"--task={flag}: expected {tasks.FOLDER_PREFIX}<dir>[,{tasks.FOLDER_PREFIX}<dir>...] "
+                             "(the folders of folder tasks whose rows are read)")
+        tasks.get_task(item)
+
+
 def run_entry_point(action: Callable[[], T]) -> tuple[int, T | None]:
     """Runs `action` as an entry point must: a data error (ValueError) or OS error becomes one
     `error:` line on stderr and status 1, a skipped results line (`results.RowWarning`) one

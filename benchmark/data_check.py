@@ -1,7 +1,9 @@
 """Evidence that the four synthetic real-format sets carry a learnable signal, and builder throughput;
-dataset cards and image rates of a real download.
+dataset cards and image rates of a real download; or, with --task=folder:<dir>, the card of a folder
+task and every problem of its files.
 
     python -m benchmark.data_check [--work_dir=DIR] [--seed=0] [--chexpert_patients=1090] ...
+    python -m benchmark.data_check --task=folder:<dir>
 
 For each pair (CheXpert -> NIH ChestX-ray14, HAM10000 -> PAD-UFES-20) it generates the synthetic
 manual_dir, builds the `64px` config with the real builder, extracts hand-crafted image features
@@ -46,6 +48,7 @@ import tfds_builders  # noqa: F401, E402  (registers the builders)
 from benchmark import cli  # noqa: E402
 from benchmark.harness import dataset_card, image_timing, tasks  # noqa: E402
 from benchmark.harness.metrics import roc_auc  # noqa: E402
+from tfds_builders.folder_task import spec as folder_spec  # noqa: E402
 from tfds_builders.synthetic import cxr, derm  # noqa: E402
 
 
@@ -297,6 +300,75 @@ def print_timing(manual_dir: str, work_dir: pathlib.Path) -> None:
     print("\n".join(image_timing.render(rates)))
 
 
+def folder_card(folder: folder_spec.Folder) -> list[str]:
+    """The dataset card of a checked folder task: its definition, per split the images, groups,
+    bags and label counts, the sites, the images' modes and sizes, and the fingerprints."""
+    from PIL import Image
+
+    task = folder.task
+    if task.kind == "multilabel":
+        labels = f"multilabel, label columns {', '.join(task.classes)}"
+    else:
+        labels = f"multiclass, class column {task.class_column}: {', '.join(task.classes)}"
+    shift = (f"shift column {task.shift.column}: in-distribution {', '.join(task.shift.in_distribution)}, "
+             f"shifted {', '.join(task.shift.shifted)}" if task.shift else "no shift (in-distribution only)")
+    splits = (f"split column {task.split_column}" if task.split_column else
+              "no split column (train/validation/test drawn group-disjoint by the harness)")
+    lines = [f"folder task {task.name}{' (SYNTHETIC)' if task.synthetic else ''} at {folder.root}",
+             f"  {labels}; primary metric {task.primary_metric}",
+             f"  group column {task.group_column}; bag column {task.bag_column or '(none: bags are groups)'}",
+             f"  {shift}; {splits}",
+             f"  metadata kept: {', '.join(folder.metadata_columns) or '(none)'}",
+             "  split        images  groups    bags  " + "  ".join(
+                 f"{c} ({'1/0/-1/blank' if task.kind == 'multilabel' else 'images'})" for c in task.classes)]
+    for split in folder.splits:
+        rows = folder.split_rows(split)
+        counts = []
+        for k in range(len(task.classes)):
+            values = [r.label[k] for r in rows]
+            if task.kind == "multilabel":
+                counts.append("/".join(str(sum(v == s for v in values)) for s in (1.0, 0.0, -1.0))
+                              + f"/{sum(np.isnan(v) for v in values)}")
+            else:
+                counts.append(str(int(sum(values))))
+        lines.append(f"  {split:<12} {len(rows):>6}  {len({r.group_id for r in rows}):>6}  "
+                     f"{len({r.bag_id for r in rows}):>6}  " + "  ".join(counts))
+    if task.shift:
+        sites = {}
+        for r in folder.rows:
+            sites[r.site] = sites.get(r.site, 0) + 1
+        lines.append("  images per site: " + ", ".join(f"{s} {n}" for s, n in sorted(sites.items())))
+    kinds = {}
+    for r in folder.rows:
+        with Image.open(r.path) as image:
+            key = f"{image.format} {image.mode} {image.size[0]}x{image.size[1]}"
+        kinds[key] = kinds.get(key, 0) + 1
+    lines.append("  images (format mode WxH): " + ", ".join(f"{k}: {n}" for k, n in sorted(kinds.items())))
+    prints = folder_spec.fingerprints(folder)
+    lines.append("  sha256: " + ", ".join(f"{k} {v[:12]}" for k, v in prints.items()))
+    return lines
+
+
+def check_folder(flag: str) -> int:
+    """What `--task=folder:<dir>` does: prints the card of the folder task, or every problem of its
+    files (one `error:` line each, images decoded); returns the exit status."""
+    if not flag.startswith(tasks.FOLDER_PREFIX):
+        raise ValueError(f"--task={flag}: expected {tasks.FOLDER_PREFIX}<dir> (the synthetic sets are "
+                         "checked without --task)")
+    root = flag[len(tasks.FOLDER_PREFIX):]
+    if not os.path.isdir(root):
+        raise ValueError(f"--task={flag}: no such directory")
+    found = folder_spec.problems(root, decode=True)
+    for problem in found:
+        print(f"error: {problem}", file=sys.stderr)
+    if found:
+        print(f"{len(found)} problem(s); nothing can be built from {root} until they are fixed",
+              file=sys.stderr)
+        return 1
+    print("\n".join(folder_card(folder_spec.read_folder(root))))
+    return 0
+
+
 def run(cfg: CheckConfig) -> None:
     """Runs both checks, printing their figures."""
     check_cxr(cfg)
@@ -379,6 +451,8 @@ def main(argv):
         cli.quiet_logs()
     tfds.disable_progress_bar()
     try:
+        if FLAGS.task is not None:
+            sys.exit(check_folder(FLAGS.task))
         check_flags()
         if FLAGS.manual_dir is not None or FLAGS.metadata_file:
             failed = print_cards(FLAGS.manual_dir, metadata_files(), decode=not FLAGS.metadata_only)
@@ -397,4 +471,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    flags.DEFINE_string("task", None, "folder:<dir>: print the card of that folder task and every "
+                        "problem of its files instead of checking the synthetic sets.")
     app.run(main)

@@ -10,13 +10,14 @@ import sys
 from pathlib import Path
 
 from benchmark.board import leaderboard
-from benchmark.cli import run_entry_point
+from benchmark.cli import run_entry_point, use_folder_tasks
 
 
-def cli(results_flag: str, output_dir: str, published: str | None) -> int:
+def cli(results_flag: str, output_dir: str, published: str | None, folder_tasks: str = "") -> int:
     """What `python -m benchmark.leaderboard` does with its flag values: regenerates and prints the
     written paths; returns the exit status (see `run_entry_point`)."""
     def action() -> list[Path]:
+        use_folder_tasks(folder_tasks)
         paths = [p for p in (results_flag or "").split(",") if p]
         if not paths:
             raise ValueError("--results: expected one or more comma-separated results.jsonl paths")
@@ -34,7 +35,7 @@ def main(argv):
     from absl import flags
 
     f = flags.FLAGS
-    sys.exit(cli(f.results, f.output_dir, f.published))
+    sys.exit(cli(f.results, f.output_dir, f.published, f.task))
 
 
 if __name__ == "__main__":
@@ -44,4 +45,6 @@ if __name__ == "__main__":
     flags.DEFINE_string("output_dir", "leaderboards", "Where <task>.md/.csv/.html/.png go.")
     flags.DEFINE_string("published", None, "Published-figures CSV (default: "
                         "<output_dir>/published.csv when it exists).")
+    flags.DEFINE_string("task", "", "folder:<dir>[,folder:<dir>...]: where folder tasks' folders "
+                        "are, for rows that record them elsewhere.")
     app.run(main)

@@ -22,7 +22,7 @@ from absl import app, flags  # noqa: E402
 from baselines import distribute  # noqa: E402
 from benchmark import cli  # noqa: E402
 from benchmark.board import reproduce  # noqa: E402
-from benchmark.harness import runner  # noqa: E402
+from benchmark.harness import runner, tasks  # noqa: E402
 from medssl_common.provenance import machine, machine_kind  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -33,7 +33,8 @@ def define_flags() -> None:
     `benchmark.run`'s, which a test process may import too)."""
     flags.DEFINE_string("results", None, "The results.jsonl holding the row to reproduce.")
     flags.DEFINE_integer("row", None, "Line number (1-based) of the row in --results.")
-    flags.DEFINE_string("task", None, "Cell to reproduce (instead of --row): task.")
+    flags.DEFINE_string("task", None, "Cell to reproduce (instead of --row): task (a folder task "
+                        "by its name, or folder:<dir>, which also says where its folder is).")
     flags.DEFINE_string("method", None, "Cell: the method's name in results.")
     flags.DEFINE_string("preset", None, "Cell: preset (needed only when several presets match).")
     flags.DEFINE_string("eval_mode", None, "Cell: finetune or linear.")
@@ -57,7 +58,11 @@ def main(argv):
     if not FLAGS.results:
         sys.exit("error: --results: required (the results.jsonl holding the row)")
     try:
-        number, row = reproduce.select_row(FLAGS.results, line=FLAGS.row, task=FLAGS.task, method=FLAGS.method,
+        task = FLAGS.task
+        if task and task.startswith(tasks.FOLDER_PREFIX):  # says where the row's folder is
+            name = tasks.get_task(task).name
+            task = None if FLAGS.row is not None else name
+        number, row = reproduce.select_row(FLAGS.results, line=FLAGS.row, task=task, method=FLAGS.method,
                                  preset=FLAGS.preset, eval_mode=FLAGS.eval_mode,
                                  label_fraction=FLAGS.label_fraction, seed=FLAGS.seed)
         where = reproduce.where(FLAGS.results, number)

@@ -33,7 +33,8 @@ from benchmark.harness.tasks import TaskOptions, get_task, with_test_sets  # noq
 FLAGS = flags.FLAGS
 flags.DEFINE_string("method", "micle", "Registered method (micle, simclr, supervised) or an import "
                     "path package.module:ClassName of a baselines.api.Method subclass.")
-flags.DEFINE_string("task", "cxr", "Task name: cxr or derm.")
+flags.DEFINE_string("task", "cxr", "Task name: cxr, derm, or folder:<dir> (your own images with a "
+                    "metadata.csv and a task.json; see the README, \"Your own data\").")
 flags.DEFINE_string("preset", "cpu", "Named preset: cpu (CPU-sized default) or paper.")
 flags.DEFINE_string("data_dir", os.path.join("runs", "data"),
                     "Where TFDS builds (and synthetic sets) are stored.")
@@ -43,7 +44,7 @@ flags.DEFINE_string("test_sets", None, "Comma-separated test sets to score: in_d
                     "shifted (default: all of the task's). A test set left out is not read, so its "
                     "source need not be downloaded (e.g. --test_sets=in_distribution without "
                     "PAD-UFES-20 or NIH ChestX-ray14).")
-flags.DEFINE_string("output_dir", None, "Results folder (default runs/<task>).")
+flags.DEFINE_string("output_dir", None, "Results folder (default runs/<task name>).")
 flags.DEFINE_string("label_fractions", None, "Comma-separated label percentages, e.g. 1,10,100 "
                     "(default: the preset's).")
 flags.DEFINE_string("seeds", None, "Comma-separated seeds (default: the preset's).")
@@ -225,7 +226,7 @@ def config_from_flags() -> runner.RunConfig:
         raise ValueError(none.MISSING_CHECKPOINT)
     if FLAGS.control != "none" and FLAGS.control not in runner.CONTROLS:
         raise ValueError(f"--control={FLAGS.control}: expected one of {runner.CONTROLS} or none")
-    output_dir = FLAGS.output_dir or os.path.join("runs", FLAGS.task)
+    output_dir = FLAGS.output_dir or os.path.join("runs", task.name)
     _folder("output_dir", output_dir, must_exist=False, writable=True)
     _folder("data_dir", FLAGS.data_dir, must_exist=False, writable=False)
     if FLAGS.manual_dir is not None:

@@ -10,14 +10,18 @@ from __future__ import annotations
 import sys
 
 from benchmark.board import submit
-from benchmark.cli import run_entry_point
+from benchmark.cli import run_entry_point, use_folder_tasks
 
 
-def cli(submission: str, leaderboard_dir: str, results_path: str | None) -> int:
+def cli(submission: str, leaderboard_dir: str, results_path: str | None,
+        folder_tasks: str = "") -> int:
     """What `python -m benchmark.submit` does with its flag values; returns the exit status (a
     rejection, data or OS error is one line on stderr, see `cli.run_entry_point`)."""
-    status, stored = run_entry_point(
-        lambda: submit.submit(submission, leaderboard_dir, results_path))
+    def action():
+        use_folder_tasks(folder_tasks)
+        return submit.submit(submission, leaderboard_dir, results_path)
+
+    status, stored = run_entry_point(action)
     if stored is not None:
         methods = sorted({r["method"] for r in stored})
         print(f"accepted {len(stored)} rows for {', '.join(methods)}; leaderboard regenerated in "
@@ -31,7 +35,7 @@ def main(argv):
     from absl import flags
 
     f = flags.FLAGS
-    sys.exit(cli(f.submission, f.leaderboard_dir, f.results))
+    sys.exit(cli(f.submission, f.leaderboard_dir, f.results, f.task))
 
 
 if __name__ == "__main__":
@@ -42,4 +46,6 @@ if __name__ == "__main__":
                         "published.csv).")
     flags.DEFINE_string("results", None, "Leaderboard results file (default "
                         "<leaderboard_dir>/results.jsonl).")
+    flags.DEFINE_string("task", "", "folder:<dir>[,folder:<dir>...]: where folder tasks' folders "
+                        "are, for rows that record them elsewhere.")
     app.run(main)

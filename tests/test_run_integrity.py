@@ -95,7 +95,7 @@ BAD_FLAGS = [
     ("--tpu_address=grpc://x:8470", "--strategy=default: a TPU address only applies to --strategy=tpu"),
     ("--strategy=multi_worker", "--strategy=multi_worker needs the TF_CONFIG environment variable"),
     ("--preset=huge", "--preset=huge: unknown preset; expected one of"),
-    ("--task=mri", "--task=mri: unknown task; expected one of ['cxr', 'derm']"),
+    ("--task=mri", "--task=mri: unknown task; expected one of ['cxr', 'derm'] or folder:<dir>"),
     ("--method=nope", "--method=nope: unknown method"),
     ("--method=no.such:Class", "--method=no.such:Class: cannot import 'Class' from 'no.such'"),
     ("--method=baselines.examples.minimal_method:RotationPrediction",

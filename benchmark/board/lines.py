@@ -88,7 +88,8 @@ class TaskInfo:
 
 def task_info(name: str) -> TaskInfo:
     """Primary metric, test sets, kind, classes and study-level test sets of the task registered
-    under `name` in `benchmark.harness.tasks`."""
+    under `name` in `benchmark.harness.tasks` (or of the folder task of that name this process
+    read rows of, `tasks.task_of_row`)."""
     from benchmark.harness import (
         tasks,  # imports TensorFlow: only when a task is actually needed
     )
@@ -255,7 +256,8 @@ def load_board(paths: Sequence[str | os.PathLike],
     `prediction_dirs`). A row whose stored metrics disagree with its files is left out with a
     `rules.LeftOutRowWarning` naming its file and line, a truncated last line with a
     `results.TruncatedLineWarning`; ValueError naming the file and line for a malformed or
-    invalid row, a missing prediction file or a cell present twice."""
+    invalid row, a missing prediction file, a cell present twice or a task that cannot be found
+    (`tasks.task_of_row`: a folder task's rows need their folder)."""
     from benchmark.harness import tasks
 
     rows, seen, roots_of, submitted = [], {}, {}, set()
@@ -284,16 +286,17 @@ def load_board(paths: Sequence[str | os.PathLike],
                           results.TruncatedLineWarning, stacklevel=2)
         owners = rules.read_owners(path)
         for where, row in located:
-            if row["task"] not in tasks.TASKS:
-                raise ValueError(f"{where}: task {row['task']!r} is not registered; expected one "
-                                 f"of {sorted(tasks.TASKS)}")
+            try:
+                task = tasks.task_of_row(row)
+            except ValueError as e:
+                raise ValueError(f"{where}: {e}") from None
             key = results.cell_key(row)
             if key in seen:
                 raise ValueError(f"{where}: cell {key} already read from {seen[key]}")
             seen[key] = where
             roots_of[key] = ([Path(path).parent, *map(Path, prediction_dirs)], where)
             try:
-                rows.append(rules.rescored_row(row, tasks.get_task(row["task"]), read, where))
+                rows.append(rules.rescored_row(row, task, read, where))
             except rules.StoredMetricsMismatch as e:
                 warnings.warn(f"{e}; the row is left out", rules.LeftOutRowWarning, stacklevel=2)
                 continue

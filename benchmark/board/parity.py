@@ -103,7 +103,7 @@ def read_rows(path: str) -> list[tuple[str, dict]]:
             raise ValueError(f"{where}: task {row['task']!r} is not registered; expected one of "
                              f"{sorted(tasks.TASKS)}")
         try:
-            rescored.append((where, rules.rescored_row(row, tasks.get_task(row["task"]),
+            rescored.append((where, rules.rescored_row(row, tasks.task_of_row(row),
                                                        read, where)))
         except rules.StoredMetricsMismatch as e:
             raise ValueError(f"{e}; parity compares only rows whose numbers are their "

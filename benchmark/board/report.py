@@ -41,7 +41,7 @@ def summary_table(rows: list[dict], control_rows: list[dict] = (), *, output_dir
             if not results_of:
                 continue
             primary = results_of[0]["primary"]
-            difference = _difference(task, primary, test_set, members, others, output_dir)
+            difference = _difference(primary, test_set, members, others, output_dir)
             lines.append(
                 f"{task:<6} {method[:12]:<12} {mode:<9} {fraction * 100:>6g}%  {test_set:<16} "
                 f"{primary[:10]:<10} {_seed_summary(members, test_set, primary):<21} "
@@ -61,7 +61,7 @@ def _read(output_dir: str):
 
 def _rescored(rows: list[dict], output_dir: str) -> list[dict]:
     """`rows` re-scored from their files; those whose stored metrics disagree are left out."""
-    from benchmark.harness.tasks import get_task  # imports TensorFlow: only when there is a table
+    from benchmark.harness.tasks import task_of_row  # imports TensorFlow: only when there is a table
 
     path = os.path.join(output_dir, "results.jsonl")
     line_of = {results.cell_key(r): n for n, _, r in results.ResultsStore(path).scan()[0]}
@@ -70,7 +70,7 @@ def _rescored(rows: list[dict], output_dir: str) -> list[dict]:
         key = results.cell_key(row)
         where = f"{path}:{line_of[key]}" if key in line_of else f"{path}: cell {key}"
         try:
-            kept.append(rules.rescored_row(row, get_task(row["task"]), _read(output_dir), where))
+            kept.append(rules.rescored_row(row, task_of_row(row), _read(output_dir), where))
         except rules.StoredMetricsMismatch as e:
             warnings.warn(f"{e}; the row is left out of the table", rules.LeftOutRowWarning,
                           stacklevel=3)
@@ -87,13 +87,13 @@ def _seed_summary(rows: list[dict], test_set: str, metric: str) -> str:
     return f"{mean:.3f} ± {std:.3f} (n={len(values)})"
 
 
-def _difference(task_name: str, metric: str, test_set: str, rows: list[dict],
+def _difference(metric: str, test_set: str, rows: list[dict],
                 control_rows: list[dict], output_dir: str) -> metrics.PairedDifference | None:
-    from benchmark.harness.tasks import get_task  # imports TensorFlow: only when there is a table
+    from benchmark.harness.tasks import task_of_row  # imports TensorFlow: only when there is a table
 
     if not control_rows:
         return None
-    task = get_task(task_name)
+    task = task_of_row(rows[0])
     return scoring.control_difference(task.kind, task.class_names, metric, test_set, rows,
                                       control_rows, _read(output_dir),
                                       bootstrap_samples=rules.bootstrap_samples(rows[0]["preset"]))

@@ -22,7 +22,7 @@ from baselines import precision, registry
 from baselines.api import BackboneConfig, PretrainConfig
 from benchmark.harness import data, presets, results, runner
 from medssl_common.provenance import code_digest, code_version
-from benchmark.harness.tasks import TaskOptions, get_task, with_test_sets
+from benchmark.harness.tasks import TaskOptions, task_of_row, with_test_sets
 
 # Keys a reproduction may change: when and how long, and the provenance that names rather than
 # determines the computation (the commit may differ while code_digest is equal; the CPU's name).
@@ -144,7 +144,7 @@ def rerun_config(where: str, row: dict, *, data_dir: str, scratch_dir: str,
             eval_modes=(row["eval_mode"],), bootstrap_samples=config["bootstrap_samples"],
             synthetic_sizes=dict(config["data"]["synthetic_sizes"]),
             synthetic_image_size=config["data"]["synthetic_image_size"])
-        task = get_task(row["task"], TaskOptions(**config["task_options"]))
+        task = task_of_row(row, TaskOptions(**config["task_options"]))
         if "test_sets" in config:  # absent: all of the task's test sets
             task = with_test_sets(task, config["test_sets"])
         data_cfg = data.DataConfig(

@@ -303,10 +303,9 @@ def _check_row(where: str, row: dict) -> None:
     except ValueError as e:
         raise SubmissionError("schema", f"{where}: {e}") from None
     try:
-        task = tasks.get_task(row["task"])
-    except ValueError:
-        raise SubmissionError("unknown_task", f"{where}: task {row['task']!r} is not registered; "
-                              f"expected one of {sorted(tasks.TASKS)}") from None
+        task = tasks.task_of_row(row)
+    except ValueError as e:
+        raise SubmissionError("unknown_task", f"{where}: {e}") from None
     if set(row["metrics"]) != set(task.test_sets):
         raise SubmissionError("schema", f"{where}: metrics has test sets {sorted(row['metrics'])}; "
                               f"task {task.name!r} needs exactly {sorted(task.test_sets)}")
@@ -642,7 +641,7 @@ def validate_submission(submission_dir: str | os.PathLike, board: LeaderboardSta
                          {t: refs[(row["task"], row["preset"], t)] for t in row["metrics"]})
     accepted, sources, seen = [], [], {}
     for number, row in numbered:
-        task = tasks.get_task(row["task"])
+        task = tasks.task_of_row(row)
         new = copy.deepcopy(row)
         files = {}
         for test_set in sorted(row["metrics"]):

@@ -17,6 +17,10 @@ from its parameters alone), and a real build is refused with one line naming the
 was built from and what changed: rebuilding can take hours and the old build may be wanted, so
 the user chooses (another --data_dir, or delete the build folder). `build_fingerprints` gives the
 sha256 of each record, which every result row stores as `data_build`.
+
+Folder tasks (`tasks.folder_task`): the task's folder is the source, built into
+`data_dir/folder/<task name>/folder_task/<config>/<version>/` with a source record like a real
+build's (the folder and the fingerprint of its files), and refused alike when it changed.
 """
 from __future__ import annotations
 
@@ -259,7 +263,17 @@ def build_lock(tfds_dir: str, name: str):
 def prepare(task: Task, cfg: DataConfig) -> dict[str, tfds.core.DatasetBuilder]:
     """Generates (synthetic only) and builds every dataset of `task`; keyed by builder name, plus
     `"pretrain"` for the grouped pretraining config. Raises ValueError (one line) for a build made
-    from another source (real data), an unusable --data_dir, or a malformed source file."""
+    from another source (real data, folder tasks), an unusable --data_dir, or a malformed source
+    file."""
+    if task.folder is not None:
+        _check_data_dir(cfg.data_dir)
+        folder = pathlib.Path(task.folder.folder)
+        root, source = os.path.join(cfg.data_dir, "folder", task.name), source_fingerprint(folder)
+        return {task.pretrain_builder: _build(task.pretrain_builder, cfg.resolution, root, folder,
+                                              source, rebuild_stale=False),
+                "pretrain": _build(task.pretrain_builder,
+                                   task.pretrain_grouped_config_prefix + cfg.resolution, root,
+                                   folder, source, rebuild_stale=False)}
     builders = {name: build(name, cfg.resolution, cfg) for name in builder_names(task)}
     builders["pretrain"] = build(
         task.pretrain_builder, task.pretrain_grouped_config_prefix + cfg.resolution, cfg)
@@ -397,16 +411,16 @@ def load_split(builders, sources: tuple[Source, ...] | Source, example_ids: np.n
 _FRONTAL = 0  # cxr_chexpert's `view` ClassLabel: frontal, lateral
 
 
-def _bags(ds: tf.data.Dataset, bag: str, key: str) -> tf.data.Dataset:
-    """Cases {key, "images": {"image", ["study_id", "view"]}} -> bags {"group_id", "images"} (see
-    `tasks.BAGS`); a bag id is the case id, or the study id (".../patientNNNNN/studyN") for a
-    per-study bag; cases left with no image are dropped."""
+def _bags(ds: tf.data.Dataset, bag: str, key: str, bag_key: str) -> tf.data.Dataset:
+    """Cases {key, "images": {"image", [bag_key, "view"]}} -> bags {"group_id", "images"} (see
+    `tasks.BAGS`); a bag id is the case id, or the `bag_key` id (e.g. the study
+    ".../patientNNNNN/studyN") for a per-study bag; cases left with no image are dropped."""
     def frontal_only(ex):
         keep = tf.equal(ex["images"]["view"], _FRONTAL)
         return {**ex, "images": {k: tf.boolean_mask(v, keep) for k, v in ex["images"].items()}}
 
     def by_study(ex):
-        studies, index = tf.unique(ex["images"]["study_id"])
+        studies, index = tf.unique(ex["images"][bag_key])
 
         def study(k):
             members = tf.where(tf.equal(index, tf.cast(k, index.dtype)))[:, 0]
@@ -442,7 +456,7 @@ def pretrain_groups(builders, task: Task, group_ids: set[str] | None) -> tf.data
             images = tf.tile(images, [1, 1, 1, 3])
         return {**ex, "images": images}
 
-    return _bags(ds, task.options.bag, key).map(to_rgb, num_parallel_calls=tf.data.AUTOTUNE)
+    return _bags(ds, task.options.bag, key, task.pretrain_bag_key).map(to_rgb, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -455,8 +469,12 @@ class TaskSplits:
 
 
 def split_task(builders, task: Task, *, validation_fraction: float, test_fraction: float) -> TaskSplits:
-    """Patient-disjoint hashed split of the task's training source, plus its test sets."""
+    """Patient-disjoint hashed split of the task's training source (or its explicit validation
+    split, `task.validation`), plus its test sets."""
     meta = read_meta(builders, task.train)
+    if task.validation is not None:
+        return TaskSplits(meta, read_meta(builders, task.validation),
+                          {name: read_meta(builders, task.test_sources[name]) for name in task.test_sets})
     fractions = {"train": 1.0 - validation_fraction, "validation": validation_fraction}
     if task.holdout_test_from_train:
         fractions = {"train": 1.0 - validation_fraction - test_fraction,
@@ -469,6 +487,17 @@ def split_task(builders, task: Task, *, validation_fraction: float, test_fractio
         else:
             tests[name] = read_meta(builders, task.test_sources[name])
     return TaskSplits(meta.subset(masks["train"]), meta.subset(masks["validation"]), tests)
+
+
+def validation_source(task: Task) -> Source:
+    """The builder split holding the validation examples."""
+    return task.validation or task.train
+
+
+def is_synthetic(task: Task, cfg: DataConfig) -> bool:
+    """Whether the task's data is generated: the embedded synthetic sets, or a folder task whose
+    task.json says so."""
+    return task.folder.synthetic if task.folder is not None else cfg.synthetic
 
 
 def test_sources(task: Task, name: str) -> tuple[Source, ...]:

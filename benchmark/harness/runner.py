@@ -32,7 +32,7 @@ from baselines.heads import with_head_layers
 from benchmark.harness import data, finetune, linear_probe, protocol, results, scoring
 from benchmark.harness.presets import Preset
 from medssl_common.provenance import code_digest, code_version, machine
-from benchmark.harness.tasks import Task, get_task
+from benchmark.harness.tasks import Task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,15 +121,15 @@ def _config_record(cfg: RunConfig, method: api.Method) -> dict:
         "finetune": dataclasses.asdict(preset.finetune),
         "strategy": cfg.strategy, "init_checkpoint": cfg.init_checkpoint,
         "init": checkpoint.describe_init(cfg.init_checkpoint),
-        "synthetic": cfg.data.synthetic, "manual_dir": cfg.data.manual_dir,
+        "synthetic": data.is_synthetic(cfg.task, cfg.data), "manual_dir": cfg.data.manual_dir,
         "data": {"resolution": cfg.data.resolution, "synthetic_sizes": dict(cfg.data.synthetic_sizes),
                  "synthetic_image_size": cfg.data.synthetic_image_size,
                  "synthetic_seed": cfg.data.synthetic_seed},
         "bootstrap_samples": preset.bootstrap_samples,
         "precision": cfg.precision.record(),
         # only when --test_sets left some out (absent: all of the task's, as before the flag)
-        **({} if cfg.task.test_sets == get_task(cfg.task.name).test_sets
-           else {"test_sets": list(cfg.task.test_sets)}),
+        **({"test_sets": list(cfg.task.test_sets)} if cfg.task.left_out else {}),
+        **({"folder_task": cfg.task.folder.record()} if cfg.task.folder else {}),
     }
 
 
@@ -396,10 +396,12 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
     task, preset = cfg.task, cfg.preset
     test_data = _test_sets(builders, task, splits)
     train_split = data.load_split(builders, task.train, splits.train.example_ids)
-    validation_split = data.load_split(builders, task.train, splits.validation.example_ids)
+    validation_split = data.load_split(builders, data.validation_source(task),
+                                       splits.validation.example_ids)
     common = {"config": _config_record(cfg, method), "code_version": code_version(),
               "code_digest": code_digest(), "machine": machine(),
-              "packages": results.package_versions(), "synthetic": cfg.data.synthetic,
+              "packages": results.package_versions(),
+              "synthetic": data.is_synthetic(task, cfg.data),
               "data_build": data.build_fingerprints(builders), "pretrain_summary": pretrain_summary}
     features = None  # the frozen encoder's features, computed at the first linear cell
     trainer = None  # the fine-tuning classifier, built at the first finetune cell

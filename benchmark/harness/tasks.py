@@ -18,15 +18,29 @@ channels. Label policies (CheXpert uncertainty, class harmonisation) live here.
          Harmonisation: akiec (HAM) + ACK + SCC (PAD) -> akiec_ack_scc; bcc + BCC -> bcc;
          bkl + SEK -> bkl_sek; mel + MEL -> mel; nv + NEV -> nv. HAM's df and vasc have no PAD
          counterpart and are dropped from every split.
+`folder:<dir>`: your own data, a folder of images with `metadata.csv` and `task.json`
+         (`tfds_builders.folder_task.spec`), read by the `folder_task` builder and named by its
+         task.json `name`. Multi-label states 1 / 0 / -1 (uncertain, mapped by the uncertainty
+         policy) / blank (unknown: ignored); multi-class one-hot. Without a split column the
+         in-distribution rows are split group-disjoint into train/validation/test as derm's are;
+         shifted rows are the `shifted` test set. Bags: `case` (the group) or `study` (the
+         task.json bag column), the latter the default when there is one. Rows of a folder task
+         record its folder and fingerprints under `config.folder_task` (`FolderRecord`);
+         `task_of_row` finds the task of such a row, at the folder a `folder:<dir>` named for
+         its name (the commands' `--task=folder:<dir>`) or else where the row says.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 import re
 from typing import Callable, Mapping
 
 import numpy as np
 import tensorflow as tf
+
+from tfds_builders.folder_task import spec as folder_spec
 
 UNCERTAINTY_POLICIES = ("u_ones", "u_zeros", "u_ignore")
 # Which images of the grouped pretraining source form one bag (a MICLe positive pair is two images
@@ -47,6 +61,8 @@ HAM_TO_DERM = {"akiec": 0, "bcc": 1, "bkl": 2, "mel": 3, "nv": 4}  # df, vasc dr
 PAD_TO_DERM = {"ACK": 0, "SCC": 0, "BCC": 1, "SEK": 2, "MEL": 3, "NEV": 4}
 
 TEST_SETS = ("in_distribution", "shifted")
+FOLDER_PREFIX = "folder:"  # --task=folder:<dir>
+FOLDER_BUILDER = "folder_task"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +92,21 @@ class Source:
 
 
 @dataclasses.dataclass(frozen=True)
+class FolderRecord:
+    """Where a folder task lives and what it was: sha256 of its task.json, metadata.csv and images
+    (`folder_spec.fingerprints`); all but `synthetic` are recorded in rows as `config.folder_task`."""
+
+    folder: str  # absolute path
+    task_json: str
+    metadata_csv: str
+    images: str
+    synthetic: bool  # task.json "synthetic": generated images, labelled so on boards
+
+    def record(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "synthetic"}
+
+
+@dataclasses.dataclass(frozen=True)
 class Task:
     """A named task: sources for pretraining, training and the two test sets, plus scoring."""
 
@@ -95,6 +126,10 @@ class Task:
     test_sets: tuple[str, ...] = TEST_SETS
     # test set -> (example id -> study id): those test sets are also scored per study
     study_ids: Mapping[str, Callable[[str], str]] = dataclasses.field(default_factory=dict)
+    validation: Source | None = None  # an explicit validation split (else hashed from `train`)
+    pretrain_bag_key: str = "study_id"  # the grouped source's image feature naming a `study` bag
+    folder: FolderRecord | None = None  # a folder task's folder (None: a registered task)
+    left_out: tuple[str, ...] = ()  # the task's test sets `with_test_sets` left out
 
 
 _CHEXPERT_STUDY = re.compile(r"^(.*(?:^|/)patient\d+/study\d+)/[^/]+$")
@@ -225,18 +260,111 @@ TASKS: dict[str, Callable[[TaskOptions], Task]] = {"cxr": cxr, "derm": derm}
 
 DEFAULT_BAGS = {"cxr": "case", "derm": "case"}
 
+# name -> folder of the folder tasks this process was pointed at (`get_task("folder:<dir>")`)
+_FOLDERS: dict[str, str] = {}
+
+
+def _folder_label(label: tf.Tensor, uncertainty: str) -> tf.Tensor:
+    uncertain = tf.equal(label, folder_spec.UNCERTAIN)
+    if uncertainty == "u_ones":
+        return tf.where(uncertain, 1.0, label)
+    if uncertainty == "u_zeros":
+        return tf.where(uncertain, 0.0, label)
+    return tf.where(uncertain, tf.constant(np.nan, tf.float32), label)
+
+
+@functools.lru_cache(maxsize=None)
+def _read_folder(path: str, stamp: tuple) -> tuple[folder_spec.Folder, dict[str, str]]:
+    del stamp  # part of the cache key only: the modification times of task.json and metadata.csv
+    folder = folder_spec.read_folder(path)
+    return folder, folder_spec.fingerprints(folder)
+
+
+def _stamp(path: str) -> tuple:
+    return tuple(os.stat(os.path.join(path, f)).st_mtime_ns if os.path.isfile(os.path.join(path, f))
+                 else None for f in (folder_spec.TASK_FILE, folder_spec.METADATA_FILE))
+
+
+def folder_task(path: str, options: TaskOptions) -> Task:
+    """The task of the folder at `path` (checked: ValueError naming metadata.csv's line or the
+    task.json key of the first problem), its options' bag resolved."""
+    if not os.path.isdir(path):
+        raise ValueError(f"--task={FOLDER_PREFIX}{path}: no such directory")
+    path = os.path.abspath(path)
+    folder, prints = _read_folder(path, _stamp(path))
+    spec = folder.task
+    if spec.name in TASKS:
+        raise ValueError(f'{path}/{folder_spec.TASK_FILE}: "name": {spec.name!r} is a built-in '
+                         "task's name; choose another")
+    options = dataclasses.replace(options, bag=options.bag or ("study" if spec.bag_column else "case"))
+
+    def to_meta(ex):
+        label = ex["label"]
+        if spec.kind == "multilabel":
+            label = _folder_label(label, options.uncertainty)
+        return {"label": label, "example_id": ex["file_name"], "group_id": ex["group_id"]}
+
+    def source(split):
+        return Source(FOLDER_BUILDER, split, to_meta)
+
+    explicit = spec.split_column is not None
+    return Task(
+        name=spec.name, kind=spec.kind, class_names=spec.classes,
+        primary_metric=spec.primary_metric, pretrain_builder=FOLDER_BUILDER,
+        pretrain_grouped_config_prefix="groups_", pretrain_group_key="group_id",
+        train=source("train"), bags=("case", "study") if spec.bag_column else ("case",),
+        test_sources={**({"in_distribution": (source("test"),)} if explicit else {}),
+                      **({"shifted": (source(folder_spec.SHIFTED),)} if spec.shift else {})},
+        holdout_test_from_train=not explicit, augmentation="simclr", options=options,
+        test_sets=TEST_SETS if spec.shift else ("in_distribution",),
+        validation=source("validation") if explicit else None, pretrain_bag_key="bag_id",
+        folder=FolderRecord(folder=path, synthetic=spec.synthetic, **prints))
+
 
 def get_task(name: str, options: TaskOptions | None = None) -> Task:
-    """Returns the task registered under `name`, its options' bag resolved (None -> the task's
-    default, `DEFAULT_BAGS`)."""
-    if name not in TASKS:
-        raise ValueError(f"--task={name}: unknown task; expected one of {sorted(TASKS)}")
+    """Returns the task registered under `name`, the folder task `folder:<dir>` (from then on
+    also known by its name in this process) or the folder task of that name this process knows,
+    its options' bag resolved (None -> the task's default, `DEFAULT_BAGS`)."""
     options = options or TaskOptions()
-    if options.bag is None:
-        options = dataclasses.replace(options, bag=DEFAULT_BAGS[name])
-    task = TASKS[name](options)
-    if options.bag not in task.bags:
-        raise ValueError(f"--bag={options.bag} with --task={name}: expected one of {task.bags}")
+    if name in TASKS:
+        if options.bag is None:
+            options = dataclasses.replace(options, bag=DEFAULT_BAGS[name])
+        task = TASKS[name](options)
+    elif name.startswith(FOLDER_PREFIX) or name in _FOLDERS:
+        task = folder_task(name.removeprefix(FOLDER_PREFIX) if name.startswith(FOLDER_PREFIX)
+                           else _FOLDERS[name], options)
+        _FOLDERS[task.name] = task.folder.folder
+    else:
+        raise ValueError(f"--task={name}: unknown task; expected one of {sorted(TASKS)} or "
+                         f"{FOLDER_PREFIX}<dir>")
+    if task.options.bag not in task.bags:
+        raise ValueError(f"--bag={task.options.bag} with --task={name}: expected one of {task.bags}")
+    return task
+
+
+def task_of_row(row: dict, options: TaskOptions | None = None) -> Task:
+    """The task a result row was computed on: a registered task, or a folder task (the row's
+    `config.folder_task`) at the folder this process knows for its name (a `folder:<dir>` given
+    to `get_task`, e.g. by a command's --task), else where the row records it, whose task.json
+    must be the row's. ValueError (one line) otherwise."""
+    name = row["task"]
+    if name in TASKS:
+        return get_task(name, options)
+    config = row.get("config") if isinstance(row.get("config"), dict) else {}
+    recorded = config.get("folder_task")
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("folder"), str):
+        raise ValueError(f"task {name!r} is not registered; expected one of {sorted(TASKS)}")
+    path = _FOLDERS.get(name, recorded["folder"])
+    try:
+        task = get_task(FOLDER_PREFIX + path, options)
+    except ValueError as e:
+        raise ValueError(f"task {name!r} is a folder task recorded at {recorded['folder']}: {e}; "
+                         f"pass --task={FOLDER_PREFIX}<its folder> where it is elsewhere") from None
+    if task.name != name or task.folder.task_json != recorded.get("task_json"):
+        raise ValueError(f"task {name!r}: {path}/{folder_spec.TASK_FILE} (name {task.name!r}, sha256 "
+                         f"{task.folder.task_json[:12]}) is not the task.json the row was computed "
+                         f"with (sha256 {str(recorded.get('task_json'))[:12]}); pass "
+                         f"--task={FOLDER_PREFIX}<its folder>")
     return task
 
 
@@ -257,6 +385,6 @@ def with_test_sets(task: Task, names: tuple[str, ...] | list[str]) -> Task:
         raise ValueError(f"--test_sets={text}: duplicate values")
     kept = tuple(n for n in task.test_sets if n in names)
     return dataclasses.replace(
-        task, test_sets=kept,
+        task, test_sets=kept, left_out=task.left_out + tuple(n for n in task.test_sets if n not in kept),
         test_sources={n: s for n, s in task.test_sources.items() if n in kept},
         study_ids={n: f for n, f in task.study_ids.items() if n in kept})
