@@ -451,7 +451,7 @@ def main(argv):
         cli.quiet_logs()
     tfds.disable_progress_bar()
     try:
-        if FLAGS.task is not None:
+        if "task" in FLAGS and FLAGS["task"].present:  # (a test process may hold run's --task)
             sys.exit(check_folder(FLAGS.task))
         check_flags()
         if FLAGS.manual_dir is not None or FLAGS.metadata_file:

@@ -12,7 +12,7 @@ from benchmark.board import lines as board_lines
 from benchmark.board import published as board_published
 from benchmark.board import render_plot
 from benchmark.board import render_tables
-from test_leaderboard import _builder
+from shared_helpers import example_builder
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO / "leaderboards" / "published.csv"
@@ -74,7 +74,7 @@ def test_every_published_row_is_a_checked_citable_figure():
 @pytest.fixture(scope="module")
 def board(tmp_path_factory):
     """Real-data rows of both tasks (with prediction files) and the pages built from them."""
-    build = _builder()
+    build = example_builder()
     d = tmp_path_factory.mktemp("board")
     rows = build.make_grid("derm", "supervised", d, synthetic=False)
     rows += build.make_grid("cxr", "micle", d, synthetic=False)
@@ -218,7 +218,7 @@ def test_rows_scored_before_new_metrics_are_rescored_from_their_predictions(boar
     import json
     rows = [json.loads(l) for l in (board / "results.jsonl").read_text().splitlines()]
     old = board / "old.jsonl"
-    _builder().write_rows(old, _strip_new_metrics(rows))
+    example_builder().write_rows(old, _strip_new_metrics(rows))
     leaderboard.regenerate([old], tmp_path / "out", PUBLISHED)
     for name in ("cxr.md", "cxr.csv", "derm.md", "derm.csv", "cxr.png"):
         assert (tmp_path / "out" / name).read_bytes() == (board / "out" / name).read_bytes(), name

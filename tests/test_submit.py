@@ -137,7 +137,8 @@ def _as_linear(row):
     probe = {"C": 1.0, "grid": [1.0], "validation": {"1.0": None}, "metric": "top1",
              "standardised": True, "solver": "lbfgs", "max_iter": 1000, "unconverged": [],
              "constant": [], "n_validation_examples": 0}
-    return dict(row, eval_mode="linear", linear_probe=probe)
+    return dict({k: v for k, v in row.items() if k != "finetune_selection"}, eval_mode="linear",
+                linear_probe=probe)
 
 
 def _copy_prediction(source, target):
