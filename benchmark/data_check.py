@@ -300,55 +300,6 @@ def print_timing(manual_dir: str, work_dir: pathlib.Path) -> None:
     print("\n".join(image_timing.render(rates)))
 
 
-def folder_card(folder: folder_spec.Folder) -> list[str]:
-    """The dataset card of a checked folder task: its definition, per split the images, groups,
-    bags and label counts, the sites, the images' modes and sizes, and the fingerprints."""
-    from PIL import Image
-
-    task = folder.task
-    if task.kind == "multilabel":
-        labels = f"multilabel, label columns {', '.join(task.classes)}"
-    else:
-        labels = f"multiclass, class column {task.class_column}: {', '.join(task.classes)}"
-    shift = (f"shift column {task.shift.column}: in-distribution {', '.join(task.shift.in_distribution)}, "
-             f"shifted {', '.join(task.shift.shifted)}" if task.shift else "no shift (in-distribution only)")
-    splits = (f"split column {task.split_column}" if task.split_column else
-              "no split column (train/validation/test drawn group-disjoint by the harness)")
-    lines = [f"folder task {task.name}{' (SYNTHETIC)' if task.synthetic else ''} at {folder.root}",
-             f"  {labels}; primary metric {task.primary_metric}",
-             f"  group column {task.group_column}; bag column {task.bag_column or '(none: bags are groups)'}",
-             f"  {shift}; {splits}",
-             f"  metadata kept: {', '.join(folder.metadata_columns) or '(none)'}",
-             "  split        images  groups    bags  " + "  ".join(
-                 f"{c} ({'1/0/-1/blank' if task.kind == 'multilabel' else 'images'})" for c in task.classes)]
-    for split in folder.splits:
-        rows = folder.split_rows(split)
-        counts = []
-        for k in range(len(task.classes)):
-            values = [r.label[k] for r in rows]
-            if task.kind == "multilabel":
-                counts.append("/".join(str(sum(v == s for v in values)) for s in (1.0, 0.0, -1.0))
-                              + f"/{sum(np.isnan(v) for v in values)}")
-            else:
-                counts.append(str(int(sum(values))))
-        lines.append(f"  {split:<12} {len(rows):>6}  {len({r.group_id for r in rows}):>6}  "
-                     f"{len({r.bag_id for r in rows}):>6}  " + "  ".join(counts))
-    if task.shift:
-        sites = {}
-        for r in folder.rows:
-            sites[r.site] = sites.get(r.site, 0) + 1
-        lines.append("  images per site: " + ", ".join(f"{s} {n}" for s, n in sorted(sites.items())))
-    kinds = {}
-    for r in folder.rows:
-        with Image.open(r.path) as image:
-            key = f"{image.format} {image.mode} {image.size[0]}x{image.size[1]}"
-        kinds[key] = kinds.get(key, 0) + 1
-    lines.append("  images (format mode WxH): " + ", ".join(f"{k}: {n}" for k, n in sorted(kinds.items())))
-    prints = folder_spec.fingerprints(folder)
-    lines.append("  sha256: " + ", ".join(f"{k} {v[:12]}" for k, v in prints.items()))
-    return lines
-
-
 def check_folder(flag: str) -> int:
     """What `--task=folder:<dir>` does: prints the card of the folder task, or every problem of its
     files (one `error:` line each, images decoded); returns the exit status."""
@@ -365,7 +316,7 @@ def check_folder(flag: str) -> int:
         print(f"{len(found)} problem(s); nothing can be built from {root} until they are fixed",
               file=sys.stderr)
         return 1
-    print("\n".join(folder_card(folder_spec.read_folder(root))))
+    print("\n".join(dataset_card.folder_card(folder_spec.read_folder(root))))
     return 0
 
 

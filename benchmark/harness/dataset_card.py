@@ -8,7 +8,8 @@ negative / uncertain / blank; derm: every diagnosis and the harmonised class it 
 missing or (decoding with the builder's loader) unreadable image, the first few named. A source
 is found as `<manual_dir>/<builder>/` (the layout `benchmark.harness.data` builds from) or given
 as a lone metadata file (e.g. a full `chexpert_train.csv.gz` without images). A malformed file is
-the builder's one-line error for that source; the other sources still get their cards.
+the builder's one-line error for that source; the other sources still get their cards. A folder
+task (`--task=folder:<dir>`) has a card of its own (`folder_card`).
 """
 from __future__ import annotations
 
@@ -18,12 +19,15 @@ import pathlib
 import statistics
 from typing import Callable
 
+import numpy as np
+
 from benchmark.harness import tasks
 from tfds_builders import _common
 from tfds_builders.cxr_chexpert import cxr_chexpert_dataset_builder as chexpert
 from tfds_builders.cxr_nih14 import cxr_nih14_dataset_builder as nih
 from tfds_builders.derm_ham10000 import derm_ham10000_dataset_builder as ham
 from tfds_builders.derm_pad_ufes20 import derm_pad_ufes20_dataset_builder as pad
+from tfds_builders.folder_task import spec as folder_spec
 
 BUILDERS = ("cxr_chexpert", "cxr_nih14", "derm_ham10000", "derm_pad_ufes20")
 NAMED = 5  # missing / unreadable images named per source; the rest are counted
@@ -287,3 +291,52 @@ def render(facts: Facts) -> list[str]:
                                                 if check.decoded else ""))
         out += _named("missing", check.missing) + _named("unreadable", check.unreadable)
     return out
+
+
+def folder_card(folder: folder_spec.Folder) -> list[str]:
+    """The dataset card of a checked folder task: its definition, per split the images, groups,
+    bags and label counts, the sites, the images' modes and sizes, and the fingerprints."""
+    from PIL import Image
+
+    task = folder.task
+    if task.kind == "multilabel":
+        labels = f"multilabel, label columns {', '.join(task.classes)}"
+    else:
+        labels = f"multiclass, class column {task.class_column}: {', '.join(task.classes)}"
+    shift = (f"shift column {task.shift.column}: in-distribution {', '.join(task.shift.in_distribution)}, "
+             f"shifted {', '.join(task.shift.shifted)}" if task.shift else "no shift (in-distribution only)")
+    splits = (f"split column {task.split_column}" if task.split_column else
+              "no split column (train/validation/test drawn group-disjoint by the harness)")
+    lines = [f"folder task {task.name}{' (SYNTHETIC)' if task.synthetic else ''} at {folder.root}",
+             f"  {labels}; primary metric {task.primary_metric}",
+             f"  group column {task.group_column}; bag column {task.bag_column or '(none: bags are groups)'}",
+             f"  {shift}; {splits}",
+             f"  metadata kept: {', '.join(folder.metadata_columns) or '(none)'}",
+             "  split        images  groups    bags  " + "  ".join(
+                 f"{c} ({'1/0/-1/blank' if task.kind == 'multilabel' else 'images'})" for c in task.classes)]
+    for split in folder.splits:
+        rows = folder.split_rows(split)
+        counts = []
+        for k in range(len(task.classes)):
+            values = [r.label[k] for r in rows]
+            if task.kind == "multilabel":
+                counts.append("/".join(str(sum(v == s for v in values)) for s in (1.0, 0.0, -1.0))
+                              + f"/{sum(np.isnan(v) for v in values)}")
+            else:
+                counts.append(str(int(sum(values))))
+        lines.append(f"  {split:<12} {len(rows):>6}  {len({r.group_id for r in rows}):>6}  "
+                     f"{len({r.bag_id for r in rows}):>6}  " + "  ".join(counts))
+    if task.shift:
+        sites = {}
+        for r in folder.rows:
+            sites[r.site] = sites.get(r.site, 0) + 1
+        lines.append("  images per site: " + ", ".join(f"{s} {n}" for s, n in sorted(sites.items())))
+    kinds = {}
+    for r in folder.rows:
+        with Image.open(r.path) as image:
+            key = f"{image.format} {image.mode} {image.size[0]}x{image.size[1]}"
+        kinds[key] = kinds.get(key, 0) + 1
+    lines.append("  images (format mode WxH): " + ", ".join(f"{k}: {n}" for k, n in sorted(kinds.items())))
+    prints = folder_spec.fingerprints(folder)
+    lines.append("  sha256: " + ", ".join(f"{k} {v[:12]}" for k, v in prints.items()))
+    return lines
