@@ -25,7 +25,8 @@ import tensorflow as tf  # noqa: E402
 from baselines import api, backbones, botnet, distribute, none, precision, registry  # noqa: E402
 from benchmark import cli  # noqa: E402
 from benchmark.board import report  # noqa: E402
-from benchmark.harness import data, protocol, results, runner  # noqa: E402
+from benchmark.harness import data, distill, protocol, results, runner  # noqa: E402
+from benchmark.harness.backbone_names import parse_backbone  # noqa: E402
 from benchmark.harness.results import EVAL_MODES  # noqa: E402
 from benchmark.harness.presets import Preset, get_preset  # noqa: E402
 from benchmark.harness.tasks import TaskOptions, get_task, with_test_sets  # noqa: E402
@@ -48,7 +49,10 @@ flags.DEFINE_string("output_dir", None, "Results folder (default runs/<task name
 flags.DEFINE_string("label_fractions", None, "Comma-separated label percentages, e.g. 1,10,100 "
                     "(default: the preset's).")
 flags.DEFINE_string("seeds", None, "Comma-separated seeds (default: the preset's).")
-flags.DEFINE_string("eval_modes", None, "Comma-separated: finetune, linear (default: the preset's).")
+flags.DEFINE_string("eval_modes", None, "Comma-separated: finetune, linear, distill (the fine-tuned "
+                    "model distilled into the same backbone on all training images), "
+                    "distill:<backbone> (into another backbone, e.g. distill:resnet_v1-18x0.25, "
+                    "from scratch) (default: the preset's).")
 flags.DEFINE_string("strategy", "default",
                     "default, one_device, mirrored, multi_worker (TF_CONFIG) or tpu.")
 flags.DEFINE_string("tpu_address", None, "TPU address for --strategy=tpu.")
@@ -87,32 +91,6 @@ flags.DEFINE_bool("nondeterministic", False, "Fastest pipeline instead of reprod
                   "deterministic: false).")
 
 
-def parse_backbone(text: str) -> api.BackboneConfig:
-    """Parses --backbone, e.g. resnet_v1-50x2, resnet_v1-18-small, bit-101x3, botnet-50x0.25-small
-    (a botnet's image size is set from the preset by `config_from_flags`)."""
-    parts = text.split("-")
-    try:
-        family, size = parts[0], parts[1]
-        depth, _, width = size.partition("x")
-        suffixes = parts[2:]
-        small = "small" in suffixes
-        sk = [s for s in suffixes if s in ("sk0", "sk1")]
-        if (len(set(suffixes)) != len(suffixes) or len(sk) > 1 or len(suffixes) != small + len(sk)
-                or family not in backbones.FAMILIES or (family == "bit" and suffixes)
-                or (family != "resnet_v1" and sk)):
-            raise ValueError
-        config = api.BackboneConfig(family=family, depth=int(depth), width=float(width or 1),
-                                    small_stem=small, sk_ratio=0.0625 if sk == ["sk1"] else 0.0)
-    except (IndexError, ValueError):
-        raise ValueError(f"--backbone={text}: expected resnet_v1-<depth>[x<width>][-small][-sk0|-sk1], "
-                         "bit-<depth>[x<width>] or botnet-50[x<width>][-small]") from None
-    try:
-        backbones.encoder_feature_dim(config)  # a depth and width the family builds
-    except ValueError as e:
-        raise ValueError(f"--backbone={text}: {e}") from None
-    return config
-
-
 def _sized_botnet(backbone: api.BackboneConfig, preset: Preset) -> api.BackboneConfig:
     """`backbone` built for the preset's image size; ValueError naming the flag when its attention
     layers would see less than a 2x2 map."""
@@ -145,13 +123,21 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def _modes(text: str) -> tuple[str, ...]:
-    modes = tuple(_items(text, "eval_modes"))
-    bad = [m for m in modes if m not in EVAL_MODES]
-    if bad:
-        raise ValueError(f"--eval_modes={text}: unknown mode {bad[0]!r}; expected {EVAL_MODES}")
+    """--eval_modes as canonical mode names (`distill:<backbone>` written as `backbone_tag`)."""
+    modes = []
+    for mode in _items(text, "eval_modes"):
+        if mode.startswith(f"{distill.MODE}:"):
+            try:
+                mode = distill.mode_name(distill.student_backbone(mode))
+            except ValueError as e:
+                raise ValueError(f"--eval_modes={text}: {e}") from None
+        elif mode not in EVAL_MODES:
+            raise ValueError(f"--eval_modes={text}: unknown mode {mode!r}; expected one of "
+                             f"{EVAL_MODES} or {distill.MODE}:<backbone>")
+        modes.append(mode)
     if len(set(modes)) != len(modes):
         raise ValueError(f"--eval_modes={text}: duplicate values")
-    return modes
+    return tuple(modes)
 
 
 def _folder(flag: str, path: str, *, must_exist: bool, writable: bool) -> None:

@@ -114,7 +114,7 @@ def test_validate_row_requires_the_selection_record_of_new_finetune_rows():
         results.validate_row(old)
     with pytest.raises(ValueError, match=r"^result row: missing key 'metrics.in_distribution.collapsed'$"):
         results.validate_row(dict(old, finetune_selection=SELECTION))
-    with pytest.raises(ValueError, match=r"^result row: 'finetune_selection' must be absent from a linear row"):
+    with pytest.raises(ValueError, match=r"^result row: 'finetune_selection' must be absent from a linear or distill row"):
         results.validate_row(_row(eval_mode="linear", finetune_selection=SELECTION), new=False)
     wrong = copy.deepcopy(SELECTION)
     wrong["chosen"]["step"] = 4

@@ -73,7 +73,12 @@ BAD_FLAGS = [
     ("--label_fractions=ten", "--label_fractions=ten: 'ten' is not a number"),
     ("--eval_modes=", "--eval_modes=: empty; give comma-separated values"),
     ("--eval_modes=finetune,finetune", "--eval_modes=finetune,finetune: duplicate values"),
-    ("--eval_modes=probe", "--eval_modes=probe: unknown mode 'probe'"),
+    ("--eval_modes=probe", "--eval_modes=probe: unknown mode 'probe'; expected one of ('finetune', "
+                           "'linear', 'distill') or distill:<backbone>"),
+    ("--eval_modes=finetune,distill:resnet_v1-10", "--eval_modes=finetune,distill:resnet_v1-10: eval mode "
+                                                   "distill:resnet_v1-10: resnet_v1 depth=10: expected one of"),
+    ("--eval_modes=distill:bit-50x1,distill:bit-50", "--eval_modes=distill:bit-50x1,distill:bit-50: "
+                                                     "duplicate values"),
     ("--backbone=resnet_v1-7", "--backbone=resnet_v1-7: resnet_v1 depth=7: expected one of "
                                "[18, 34, 50, 101, 152]"),
     ("--backbone=resnet_v1-18x0", "--backbone=resnet_v1-18x0: resnet_v1 width=0.0: expected one of"),

@@ -39,6 +39,15 @@ NO_CONTROL = "—"
 CONTROL_SELF = "control"
 
 
+NO_TEACHER = "teacher not on the board"
+
+
+TEACHER_RULE = ("Δ vs teacher (distill lines): the distilled student's mean minus the mean of its "
+                "teacher's fine-tune line (the method, backbone and label fraction its rows record "
+                "as teacher), over the seeds both ran, with the same paired bootstrap; distill "
+                "lines are never pooled with fine-tune lines")
+
+
 DIFFERENCE_RULE = (f"Δ vs {CONTROL_METHOD}: the line's mean minus the mean of {CONTROL_METHOD} on "
                    "the same backbone, task, preset, eval mode and label fraction, over the seeds "
                    "both ran (n = seeds paired), with a 95% CI from a paired patient-level bootstrap "
@@ -174,6 +183,10 @@ class SummaryRow:
     differences: tuple[tuple[str, metrics.PairedDifference | None], ...] = ()
     # the test sets the line's rows hold (`--test_sets`; () = all of the task's)
     held: tuple[str, ...] = ()
+    # distill lines: the teacher's fine-tune line ("<method> finetune <backbone>", "" when not
+    # found) and per test set the primary metric minus the teacher's, paired by seed
+    teacher: str = ""
+    teacher_differences: tuple[tuple[str, metrics.PairedDifference | None], ...] = ()
 
     def holds(self, test_set: str) -> bool:
         """Whether the line's runs scored `test_set` (not left out by `--test_sets`)."""
@@ -200,9 +213,16 @@ def init_label(row: dict) -> str:
 
 
 def backbone_name(row: dict) -> str:
-    """The backbone a row's encoder had, written like `--backbone` (e.g. resnet_v1-18x0.25,
-    bit-50, botnet-50x0.25-small); "" for a row whose config does not record it."""
-    b = row.get("config", {}).get("backbone")
+    """The backbone a row's predictions came from, written like `--backbone` (e.g.
+    resnet_v1-18x0.25, bit-50, botnet-50x0.25-small): a distill row's student, else the run's
+    encoder; "" for a row that does not record it."""
+    distilled = row.get("distillation")
+    student = distilled.get("student", {}) if isinstance(distilled, dict) else {}
+    return backbone_text(student.get("backbone") or row.get("config", {}).get("backbone"))
+
+
+def backbone_text(b) -> str:
+    """A backbone record (`api.backbone_record`) written like `--backbone`; "" if it is not one."""
     if not isinstance(b, dict) or not {"family", "depth", "width"} <= b.keys():
         return ""
     width = "" if float(b["width"]) == 1 else f"x{float(b['width']):g}"
@@ -356,6 +376,7 @@ def summarise(rows: Iterable[dict], task: TaskInfo, predictions: PredictionReade
         members = sorted(groups[key], key=lambda r: int(r["seed"]))
         control, differences = _control_differences(task, key, members, groups, predictions,
                                                     submitted)
+        teacher, teacher_differences = _teacher_differences(task, key, members, groups, predictions)
         lines.append(SummaryRow(
             method=method, eval_mode=eval_mode, preset=preset, label_fraction=fraction,
             synthetic=synthetic, metric=task.primary_metric,
@@ -366,8 +387,34 @@ def summarise(rows: Iterable[dict], task: TaskInfo, predictions: PredictionReade
             init=init, backbone=backbone, precision=precision,
             is_control=all(is_control(r, submitted) for r in members),
             control=control, differences=differences,
-            held=() if held == task.test_sets else held))
+            held=() if held == task.test_sets else held,
+            teacher=teacher, teacher_differences=teacher_differences))
     return lines
+
+
+def _teacher_differences(task: TaskInfo, key: tuple, members: list[dict],
+                         groups: dict[tuple, list[dict]], predictions: PredictionReader | None
+                         ) -> tuple[str, tuple[tuple[str, metrics.PairedDifference | None], ...]]:
+    """(teacher line, differences per test set) of a distill line `key`: against the fine-tune
+    line of the method, backbone and cell its rows' `distillation.teacher` records (same data kind,
+    preset, fraction, init, precision and test sets); ("", ()) for other lines, and ("", None per
+    test set) when the teacher's rows are not on the board or the rows name several teachers."""
+    if not results.is_distill_mode(key[4]):
+        return "", ()
+    none = tuple((t, None) for t in task.test_sets)
+    records = [r["distillation"]["teacher"] for r in members]
+    teachers = {(t["cell"]["method"], backbone_text(t["backbone"])) for t in records}
+    if predictions is None or len(teachers) != 1:
+        return "", none
+    [(method, backbone)] = teachers
+    synthetic, preset, _, _, _, fraction, init, precision, held = key
+    wanted = (synthetic, preset, method, backbone, "finetune", fraction, init, precision, held)
+    if wanted not in groups:
+        return "", none
+    found = tuple((t, scoring.control_difference(
+        task.kind, task.class_names, task.primary_metric, t, members, groups[wanted], predictions,
+        bootstrap_samples=rules.bootstrap_samples(preset))) for t in task.test_sets)
+    return f"{method} finetune {backbone}", found
 
 
 def _pretrain_seeds(rows: list[dict]) -> set:

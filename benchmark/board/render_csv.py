@@ -32,7 +32,8 @@ def csv_columns(task: TaskInfo) -> list[str]:
     `benchmark.run --test_sets`, has blank columns), per-test-set statistics of the primary metric
     and the number of seeds whose predictions collapsed there, whether the line is the control's
     (yes/no), the control its differences are to and per test set the difference, its paired CI
-    and the number of seeds paired (blank without a control), the same statistics of every other
+    and the number of seeds paired (blank without a control), a distill line's teacher line and
+    its differences to it (`<test set>_teacher_diff` ...), the same statistics of every other
     table column (`<test set>_<metric>_mean` ...), then the published-figure fields (blank on our
     rows; run statistics blank on published rows; `backbone` is filled on both) with `placed_under`
     = the table key it is shown under, or `other`."""
@@ -44,6 +45,10 @@ def csv_columns(task: TaskInfo) -> list[str]:
     cols += ["is_control", "control"]
     for t in task.test_sets:
         cols += [f"{t}_diff", f"{t}_diff_ci_low", f"{t}_diff_ci_high", f"{t}_diff_n_seeds"]
+    cols += ["teacher"]
+    for t in task.test_sets:
+        cols += [f"{t}_teacher_diff", f"{t}_teacher_diff_ci_low", f"{t}_teacher_diff_ci_high",
+                 f"{t}_teacher_diff_n_seeds"]
     for t, m in _extra_columns(task):
         cols += [f"{t}_{m}_{s}" for s in ("mean", "std", "n_seeds", "ci_low", "ci_high")]
     return cols + ["value", "citation", "url_or_doi", "dataset", "split", "protocol",
@@ -98,6 +103,13 @@ def render_csv(task: TaskInfo, lines: list[SummaryRow], published: list[dict]) -
                                    f"{t}_diff_ci_low": fmt(d.ci_low, 6),
                                    f"{t}_diff_ci_high": fmt(d.ci_high, 6),
                                    f"{t}_diff_n_seeds": str(d.pairs)})
+            record["teacher"] = l.teacher
+            for t, d in l.teacher_differences:
+                if d is not None:
+                    record.update({f"{t}_teacher_diff": fmt(d.value, 6),
+                                   f"{t}_teacher_diff_ci_low": fmt(d.ci_low, 6),
+                                   f"{t}_teacher_diff_ci_high": fmt(d.ci_high, 6),
+                                   f"{t}_teacher_diff_n_seeds": str(d.pairs)})
             stats = dict(l.columns)
             for t, m in _extra_columns(task):
                 if l.holds(t):

@@ -85,7 +85,7 @@ def render_plot(task: TaskInfo, lines: list[SummaryRow], path: str | os.PathLike
                     y = [math.nan if s.mean is None else s.mean for s in stats]
                     lo = [math.nan if s.ci_low is None else s.ci_low for s in stats]
                     hi = [math.nan if s.ci_high is None else s.ci_high for s in stats]
-                    ax.plot(x, y, linestyle=styles[t], marker=EVAL_MODE_MARKERS.get(mode, "o"),
+                    ax.plot(x, y, linestyle=styles[t], marker=EVAL_MODE_MARKERS.get(mode.split(":")[0], "o"),
                             markersize=4, color=colour[key])
                     ax.fill_between(x, lo, hi, color=colour[key], alpha=0.12, linewidth=0)
                 _plot_differences(dax, task, points, colour[key], styles,

@@ -11,6 +11,8 @@ from benchmark.board.lines import (
     CONTROL_SELF,
     DIFFERENCE_RULE,
     NO_CONTROL,
+    NO_TEACHER,
+    TEACHER_RULE,
     COLLAPSED_MARK,
     COLLAPSED_NOTE,
     NONDETERMINISTIC_MARK,
@@ -71,15 +73,29 @@ def _column_title(spec: TableSpec, column: tuple[str, str]) -> str:
 
 
 def _runs_header(spec: TableSpec, synthetic: bool, backbone: bool = False,
-                 differences: tuple[str, ...] = (), precision: bool = False) -> list[str]:
+                 differences: tuple[str, ...] = (), precision: bool = False,
+                 teachers: tuple[str, ...] = ()) -> list[str]:
     method = "method (SYNTHETIC data)" if synthetic else "method"
     cols = ([method] + (["backbone"] if backbone else []) + (["precision"] if precision else [])
             + ["init", "eval mode", "preset", "labels"])
     for c in spec.columns:
         title = _column_title(spec, c)
         cols += [title] if spec.per_class else [title, f"{title} seeds", f"{title} 95% CI"]
-    return cols + [f"{TEST_SET_TITLES.get(t, t)} Δ vs {CONTROL_METHOD} (paired 95% CI)"
-                   for t in differences]
+    return (cols + [f"{TEST_SET_TITLES.get(t, t)} Δ vs {CONTROL_METHOD} (paired 95% CI)"
+                    for t in differences]
+            + [f"{TEST_SET_TITLES.get(t, t)} Δ vs teacher (paired 95% CI)" for t in teachers])
+
+
+def _teacher_cell(line: SummaryRow, test_set: str) -> str:
+    """A distill line's difference to its teacher's fine-tune line on `test_set`."""
+    if not line.holds(test_set):
+        return NOT_REQUESTED
+    if not line.teacher_differences:
+        return ""
+    d = dict(line.teacher_differences).get(test_set)
+    if d is None:
+        return NO_TEACHER
+    return f"{d.value:+.4f} [{d.ci_low:+.4f}, {d.ci_high:+.4f}] (n={d.pairs}, {line.teacher})"
 
 
 def _difference_cell(line: SummaryRow, test_set: str) -> str:
@@ -95,7 +111,8 @@ def _difference_cell(line: SummaryRow, test_set: str) -> str:
 
 
 def _runs_cells(spec: TableSpec, line: SummaryRow, escape, backbone: bool = False,
-                differences: tuple[str, ...] = (), precision: bool = False) -> list[str]:
+                differences: tuple[str, ...] = (), precision: bool = False,
+                teachers: tuple[str, ...] = ()) -> list[str]:
     """Table cells of one line (with its backbone, its precision, and its differences to the
     control on the test sets `differences`, if asked); `escape` is applied to the names (numbers
     are ours)."""
@@ -110,7 +127,8 @@ def _runs_cells(spec: TableSpec, line: SummaryRow, escape, backbone: bool = Fals
     for c in spec.columns:
         shown = _display_cells(stats[c]) if line.holds(c[0]) else (NOT_REQUESTED,) * 3
         cells += [shown[0]] if spec.per_class else list(shown)
-    return cells + [_difference_cell(line, t) for t in differences]
+    return (cells + [_difference_cell(line, t) for t in differences]
+            + [escape(_teacher_cell(line, t)) for t in teachers])
 
 
 def _published_labels(row: dict) -> str:
@@ -207,8 +225,10 @@ def _page(task: TaskInfo, lines: list[SummaryRow], published: list[dict], headin
                 several = several_backbones(section)
                 precisions = several_precisions(section)
                 diffs = task.test_sets if spec.key == task.primary_metric else ()
-                table(_runs_header(spec, section[0].synthetic, several, diffs, precisions),
-                      [_runs_cells(spec, l, escape, several, diffs, precisions) for l in section])
+                teachers = diffs if any(l.teacher_differences for l in section) else ()
+                table(_runs_header(spec, section[0].synthetic, several, diffs, precisions, teachers),
+                      [_runs_cells(spec, l, escape, several, diffs, precisions, teachers)
+                       for l in section])
             else:
                 paragraph("No runs yet.")
             if section_id == SECTION_REAL and placed[spec.key]:
@@ -219,6 +239,8 @@ def _page(task: TaskInfo, lines: list[SummaryRow], published: list[dict], headin
             paragraph(NONDETERMINISTIC_NOTE)
         if any(s.collapsed for l in section for _, s in l.columns):
             paragraph(COLLAPSED_NOTE)
+        if any(l.teacher_differences for l in section):
+            paragraph(f"{TEACHER_RULE}.")
         if not all(l.holds(t) for l in section for t in task.test_sets):
             paragraph(NOT_REQUESTED_NOTE)
     heading(2, OTHER_PUBLISHED_TITLE, SECTION_PUBLISHED)

@@ -140,6 +140,8 @@ def rerun_config(where: str, row: dict, *, data_dir: str, scratch_dir: str,
             backbone=BackboneConfig(**config["requested_backbone"]),
             pretrain=PretrainConfig(**config["pretrain"]),
             finetune=presets.FinetuneSettings(**config["finetune"]),
+            **({"distill": presets.DistillSettings(**config["distill"])} if "distill" in config
+               else {}),
             label_fractions=(_percent(row["label_fraction"]),), seeds=(int(row["seed"]),),
             eval_modes=(row["eval_mode"],), bootstrap_samples=config["bootstrap_samples"],
             synthetic_sizes=dict(config["data"]["synthetic_sizes"]),

@@ -148,6 +148,25 @@ class _ScheduleVariables(keras.optimizers.schedules.LearningRateSchedule):
         return tf.where(step < self.warmup, self.peak * step / tf.maximum(self.warmup, 1.0), decayed)
 
 
+def epochs_length(steps: int, epochs: float | None, min_steps: int, num_examples: int,
+                  batch_size: int) -> int:
+    """A preset's schedule length for `num_examples` examples: `epochs` passes of `batch_size`
+    batches clipped to [min_steps, steps], or `steps` when `epochs` is None."""
+    if epochs is None:
+        return steps
+    return min(steps, max(min_steps, math.ceil(epochs * num_examples / batch_size)))
+
+
+def step_schedule(length: int, learning_rate: float, batch_size: int,
+                  warmup_fraction: float) -> FinetunePolicy:
+    """A preset's schedule of `length` steps: warm-up over `warmup_fraction` of them, x0.1 at
+    60 % and 85 %."""
+    return FinetunePolicy(
+        steps=length, learning_rate=learning_rate, batch_size=batch_size,
+        warmup_steps=math.ceil(length * warmup_fraction),
+        decay_boundaries=tuple(sorted({b for b in (int(length * 0.6), int(length * 0.85)) if b > 0})))
+
+
 def eval_steps(steps: int, points: int) -> list[int]:
     """The steps after which a schedule of `steps` steps scores the validation split: `points`
     evenly spaced steps, the last one included (ceil(steps * k / points), k = 1..points, deduplicated)."""
@@ -191,20 +210,27 @@ def validation_set(ds: tf.data.Dataset, size: int, *, image_size: int, metric: s
     return Validation(batches, size, metric, tuple(str(c) for c in class_names))
 
 
+def supervised_loss(kind: str) -> keras.losses.Loss:
+    """Fine-tuning's loss: masked sigmoid cross-entropy (multilabel) or softmax cross-entropy."""
+    return (MaskedBinaryCrossentropy() if kind == "multilabel"
+            else keras.losses.CategoricalCrossentropy(from_logits=True))
+
+
 class Trainer:
     """One classifier (a copy of the encoder + zero-initialised linear head, SGD with momentum 0.9),
     compiled once and reset exactly to its start before every schedule, so a run traces one train
     step for all its cells, schedules and seeds, and a cell does not depend on the cells before it."""
 
     def __init__(self, encoder: keras.Model, *, kind: str, num_classes: int, image_size: int,
-                 weight_decay: float, strategy: tf.distribute.Strategy):
+                 weight_decay: float, strategy: tf.distribute.Strategy, loss_fn=None):
+        """`loss_fn(kind)` builds the training loss inside the strategy's scope (default: the
+        supervised loss of `kind`); a loss with a `set(policy)` method is set before each schedule."""
         self.kind, self.image_size, self.strategy = kind, image_size, strategy
         with strategy.scope():
             self.model = Classifier(encoder, num_classes)
             self.model(tf.zeros([1, image_size, image_size, 3]))
             self.schedule = _ScheduleVariables()
-            loss = (MaskedBinaryCrossentropy() if kind == "multilabel"
-                    else keras.losses.CategoricalCrossentropy(from_logits=True))
+            self.loss = loss = (loss_fn or supervised_loss)(kind)
             optimizer = keras.optimizers.SGD(learning_rate=self.schedule, momentum=0.9,
                                              weight_decay=weight_decay or None)
             self.model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
@@ -215,6 +241,8 @@ class Trainer:
         for variable in self.model.optimizer.variables:
             variable.assign(tf.zeros(variable.shape, variable.dtype))
         self.schedule.set(policy)
+        if hasattr(self.loss, "set"):
+            self.loss.set(policy)
 
     def validation_score(self, validation: Validation) -> float | None:
         """The model's primary metric on the validation split (None when undefined)."""
@@ -227,14 +255,16 @@ class Trainer:
                                      np.concatenate(scores), validation.class_names)
         return None if math.isnan(value) else float(value)
 
-    def search(self, train: tf.data.Dataset, validation: Validation, grid, *, source: str,
+    def search(self, train, validation: Validation, grid, *, source: str,
                eval_points: int, seed: int, progress: bool = False,
                summary_dir: str | None = None) -> dict:
-        """Trains from the start under every schedule (FinetunePolicy) of `grid` on `train`
-        ({"image", "label", ...} examples), scores `validation` after each of `eval_steps` of each
-        schedule, leaves the model with the weights of the chosen point (`choose_point`) and
-        returns the row's `finetune_selection` record (`source`: "preset" or "method"). The chief
-        writes each schedule's loss curve to `summary_dir/<schedule_name>` if given."""
+        """Trains from the start under every schedule (a FinetunePolicy, or a subclass the loss
+        reads, e.g. `distill.DistillPolicy`) of `grid` on `train(policy)` (batches of (image,
+        target), e.g. `train_input`), scores `validation` after each of `eval_steps` of each
+        schedule, leaves the model with the weights of the chosen point (`choose_point`; equal
+        points: the first in grid order) and returns the row's selection record (`source`:
+        "preset" or "method"). The chief writes each schedule's loss curve to
+        `summary_dir/<schedule_name>` if given."""
         points, records, best = [], [], None
         bar = tqdm(total=sum(p.steps for p in grid), desc="finetune", leave=False, disable=not progress)
         for index, policy in enumerate(grid):
@@ -260,8 +290,7 @@ class Trainer:
             if summary_dir and self.strategy.extended.should_checkpoint:
                 callbacks.append(_LossCurve(os.path.join(summary_dir, schedule_name(policy)),
                                             policy.steps))
-            self.model.fit(train_input(train, image_size=self.image_size, policy=policy, seed=seed),
-                           steps_per_epoch=policy.steps, epochs=1, verbose=0, callbacks=callbacks,
+            self.model.fit(train(policy), steps_per_epoch=policy.steps, epochs=1, verbose=0, callbacks=callbacks,
                            shuffle=False)  # the input pipeline shuffles, seeded
             records.append({**schedule_record(policy), "eval_steps": at, "validation": scores})
         bar.close()
@@ -282,8 +311,12 @@ def schedule_record(policy: FinetunePolicy) -> dict:
 
 
 def schedule_name(policy: FinetunePolicy) -> str:
-    """A schedule's folder name for its loss curve, e.g. lr0.1_steps150."""
-    return f"lr{policy.learning_rate:g}_steps{policy.steps}"
+    """A schedule's folder name for its loss curve, e.g. lr0.1_steps150 (distillation adds its
+    temperature and label weight, e.g. lr0.1_steps150_t2_w0)."""
+    name = f"lr{policy.learning_rate:g}_steps{policy.steps}"
+    if hasattr(policy, "temperature"):
+        name += f"_t{policy.temperature:g}_w{policy.label_weight:g}"
+    return name
 
 
 def predict(model: Classifier, ds: tf.data.Dataset, *, kind: str, image_size: int,

@@ -45,6 +45,42 @@ class FinetuneSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class DistillSettings:
+    """How a preset distils a cell's fine-tuned teacher into a student (`benchmark.harness.distill`).
+
+    The student trains on every training image of the cell's split, labelled or not, for a length
+    from the epochs rule over all of them (`epochs` passes, clipped to [min_steps, steps]) times
+    each of `length_scales`, under every learning rate, temperature and label weight of the grid
+    (SGD with momentum 0.9, warm-up over `warmup_fraction`, x0.1 at 60 % and 85 %). Every schedule
+    scores the validation split at `eval_points` evenly spaced steps and the best point is kept,
+    exactly as fine-tuning chooses (`benchmark.harness.finetune.Trainer.search`). A label weight w
+    trains on (1 - w) x the distillation loss + w x the supervised loss of the labelled images."""
+
+    steps: int
+    batch_size: int
+    learning_rates: tuple[float, ...]
+    temperatures: tuple[float, ...] = (1.0,)
+    label_weights: tuple[float, ...] = (0.0,)
+    length_scales: tuple[float, ...] = (1.0,)
+    eval_points: int = 4
+    warmup_fraction: float = 0.1
+    epochs: float | None = None  # None: always `steps`
+    min_steps: int = 1
+
+    def __post_init__(self):  # tuples of floats also when rebuilt from a row's JSON lists
+        for name in ("learning_rates", "temperatures", "label_weights", "length_scales"):
+            values = tuple(float(v) for v in getattr(self, name))
+            object.__setattr__(self, name, values)
+            low_ok = (lambda v: 0 <= v <= 1) if name == "label_weights" else (lambda v: v > 0)
+            if not values or not all(low_ok(v) for v in values) or len(set(values)) != len(values):
+                expected = "in [0, 1]" if name == "label_weights" else "> 0"
+                raise ValueError(f"DistillSettings.{name}={list(values)}: expected distinct values "
+                                 f"{expected}")
+        if self.eval_points < 1:
+            raise ValueError(f"DistillSettings.eval_points={self.eval_points}: expected >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
 class Preset:
     """Everything that sets the scale of a run."""
 
@@ -60,6 +96,7 @@ class Preset:
     bootstrap_samples: int
     synthetic_sizes: dict[str, int]  # builder name -> patients/lesions
     synthetic_image_size: int
+    distill: DistillSettings  # the `distill` eval mode's grid
 
 
 PRESETS: dict[str, Preset] = {
@@ -88,6 +125,10 @@ PRESETS: dict[str, Preset] = {
         synthetic_sizes={"cxr_chexpert": 700, "cxr_nih14": 300, "derm_ham10000": 700,
                          "derm_pad_ufes20": 250},
         synthetic_image_size=96,
+        # Distillation: SimCLRv2's temperatures 1 and 2 (pure distillation, the weight its
+        # small-label results used), 20 passes over all training images, one learning rate.
+        distill=DistillSettings(steps=150, batch_size=64, learning_rates=(0.1,),
+                                temperatures=(1.0, 2.0), eval_points=4, epochs=20, min_steps=50),
     ),
     "smoke": Preset(
         name="smoke",
@@ -105,6 +146,7 @@ PRESETS: dict[str, Preset] = {
         synthetic_sizes={"cxr_chexpert": 40, "cxr_nih14": 20, "derm_ham10000": 40,
                          "derm_pad_ufes20": 20},
         synthetic_image_size=64,
+        distill=DistillSettings(steps=4, batch_size=16, learning_rates=(0.05,), eval_points=2),
     ),
     "paper": Preset(
         name="paper",
@@ -125,6 +167,9 @@ PRESETS: dict[str, Preset] = {
         synthetic_sizes={"cxr_chexpert": 20_000, "cxr_nih14": 5_000, "derm_ham10000": 7_470,
                          "derm_pad_ufes20": 1_373},
         synthetic_image_size=320,
+        distill=DistillSettings(steps=30_000, batch_size=64, learning_rates=(0.03, 0.1, 0.3),
+                                temperatures=(1.0, 2.0), label_weights=(0.0, 0.5),
+                                length_scales=(0.5, 1.0), eval_points=8),
     ),
 }
 

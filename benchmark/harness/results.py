@@ -30,14 +30,15 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 SCHEMA_VERSION = 2  # 2: code_digest, machine, deterministic, data_build; config.data
-EVAL_MODES = ("finetune", "linear")
+EVAL_MODES = ("finetune", "linear", "distill")  # and distill:<backbone> (`eval_mode_problem`)
+_DISTILL_MODE = re.compile(r"distill:[a-z_0-9]+-[0-9]+(x[0-9.]+)?(-small)?(-sk1)?")
 CELL_KEY_FIELDS = ("task", "method", "preset", "eval_mode", "label_fraction", "seed")
 
 _ROW_KEYS = frozenset(CELL_KEY_FIELDS + (
     "schema", "metrics", "config", "code_version", "code_digest", "machine", "packages",
     "data_fingerprint", "data_build", "deterministic", "synthetic", "created", "wall_seconds"))
 _OPTIONAL_ROW_KEYS = frozenset(("n_train_examples", "n_train_groups", "linear_probe",
-                                "finetune_selection"))
+                                "finetune_selection", "distillation"))
 # A linear row's record of its probe (benchmark.harness.linear_probe.fit_probe)
 _LINEAR_PROBE_KEYS = frozenset(("C", "grid", "validation", "metric", "standardised", "solver",
                                 "max_iter", "unconverged", "constant", "n_validation_examples"))
@@ -47,6 +48,11 @@ _FINETUNE_SELECTION_KEYS = frozenset(("source", "metric", "eval_points", "schedu
 _SCHEDULE_KEYS = frozenset(("steps", "learning_rate", "batch_size", "warmup_steps",
                             "decay_boundaries", "mixup_alpha", "eval_steps", "validation"))
 FINETUNE_SOURCES = ("preset", "method")
+# A distill row's record (benchmark.harness.runner._distill_cell) and its schedules' keys
+_DISTILLATION_KEYS = frozenset(("teacher", "student", "n_images", "n_labelled_images",
+                                "n_unlabelled_images", "selection"))
+_TEACHER_KEYS = frozenset(("cell", "backbone", "weights_sha256", "validation"))
+_DISTILL_SCHEDULE_KEYS = _SCHEDULE_KEYS | {"temperature", "label_weight"}
 # Keys every row written now has, which rows stored before they existed (same schema) lack:
 # required by `validate_row(row)`, optional with `validate_row(row, new=False)`.
 NEW_ROW_KEYS = frozenset(("pretrain_summary",))
@@ -67,6 +73,18 @@ _PACKAGE_MODULES = {"tensorflow": "tensorflow", "keras": "keras",
 # Method (and submitter) names as they may appear in results, tables and file names.
 METHOD_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,62}")
 METHOD_NAME_RULE = "1-63 characters from A-Z a-z 0-9 . _ + - starting with a letter or digit"
+
+
+def eval_mode_problem(mode) -> str | None:
+    """Why `mode` is not an eval mode (finetune, linear, distill, distill:<backbone>), or None."""
+    if isinstance(mode, str) and (mode in EVAL_MODES or _DISTILL_MODE.fullmatch(mode)):
+        return None
+    return f"eval_mode {mode!r}: expected one of {EVAL_MODES} or distill:<backbone>"
+
+
+def is_distill_mode(mode: str) -> bool:
+    """Whether `mode` is `distill` or `distill:<backbone>`."""
+    return mode == "distill" or mode.startswith("distill:")
 
 
 def method_name_problem(name) -> str | None:
@@ -234,8 +252,8 @@ def validate_row(row: dict, *, new: bool = True) -> None:
     for problem in (method_name_problem(row["method"]), preset_problem(row["preset"])):
         if problem:
             raise ValueError(f"result row: {problem}")
-    if row["eval_mode"] not in EVAL_MODES:
-        _fail("eval_mode", f"one of {EVAL_MODES}", row["eval_mode"])
+    if eval_mode_problem(row["eval_mode"]):
+        _fail("eval_mode", f"one of {EVAL_MODES} or distill:<backbone>", row["eval_mode"])
     f = row["label_fraction"]
     if not (_is_number(f) and 0 < f <= 1):
         _fail("label_fraction", "a number in (0, 1]", f)
@@ -277,9 +295,13 @@ def validate_row(row: dict, *, new: bool = True) -> None:
     elif "linear_probe" in row:
         _fail("linear_probe", "absent from a finetune row", row["linear_probe"])
     if row["eval_mode"] == "finetune" and (new or "finetune_selection" in row):
-        _check_finetune_selection(row.get("finetune_selection"))
+        _check_selection("finetune_selection", row.get("finetune_selection"), _SCHEDULE_KEYS)
     elif "finetune_selection" in row:
-        _fail("finetune_selection", "absent from a linear row", row["finetune_selection"])
+        _fail("finetune_selection", "absent from a linear or distill row", row["finetune_selection"])
+    if is_distill_mode(row["eval_mode"]):
+        _check_distillation(row.get("distillation"))
+    elif "distillation" in row:
+        _fail("distillation", "absent from a finetune or linear row", row["distillation"])
     if "pretrain_summary" in row:
         _check_pretrain_summary(row["pretrain_summary"])
     metrics = row["metrics"]
@@ -308,8 +330,31 @@ def _check_linear_probe(probe) -> None:
         _fail("linear_probe.standardised", "a bool", probe["standardised"])
 
 
-def _check_finetune_selection(selection) -> None:
-    key = "finetune_selection"
+def _check_distillation(record) -> None:
+    key = "distillation"
+    if not (isinstance(record, dict) and record.keys() == _DISTILLATION_KEYS):
+        _fail(key, f"an object with the keys {sorted(_DISTILLATION_KEYS)}", record)
+    teacher = record["teacher"]
+    if not (isinstance(teacher, dict) and teacher.keys() == _TEACHER_KEYS
+            and isinstance(teacher["cell"], dict) and teacher["cell"].get("eval_mode") == "finetune"
+            and set(teacher["cell"]) == set(CELL_KEY_FIELDS) and _is_sha256(teacher["weights_sha256"])
+            and isinstance(teacher["backbone"], dict) and _is_metric(teacher["validation"])):
+        _fail(f"{key}.teacher", f"an object with the keys {sorted(_TEACHER_KEYS)} (cell: a finetune "
+              "cell key, weights_sha256: a sha256 hex digest)", teacher)
+    student = record["student"]
+    if not (isinstance(student, dict) and student.keys() == {"backbone", "init"}
+            and isinstance(student["backbone"], dict) and isinstance(student["init"], str)):
+        _fail(f"{key}.student", "an object with the keys backbone (object) and init (str)", student)
+    n, labelled, unlabelled = (record[k] for k in ("n_images", "n_labelled_images",
+                                                   "n_unlabelled_images"))
+    if not (_is_count(n, 1) and _is_count(labelled, 1) and _is_count(unlabelled, 0)
+            and labelled + unlabelled == n):
+        _fail(f"{key}.n_images", "counts with n_labelled_images + n_unlabelled_images = n_images",
+              [n, labelled, unlabelled])
+    _check_selection(f"{key}.selection", record["selection"], _DISTILL_SCHEDULE_KEYS)
+
+
+def _check_selection(key: str, selection, schedule_keys: frozenset) -> None:
     if not (isinstance(selection, dict) and selection.keys() == _FINETUNE_SELECTION_KEYS):
         _fail(key, f"an object with the keys {sorted(_FINETUNE_SELECTION_KEYS)}", selection)
     if selection["source"] not in FINETUNE_SOURCES:
@@ -323,8 +368,8 @@ def _check_finetune_selection(selection) -> None:
         _fail(f"{key}.schedules", "a non-empty list", schedules)
     for i, schedule in enumerate(schedules):
         where = f"{key}.schedules.{i}"
-        if not (isinstance(schedule, dict) and schedule.keys() == _SCHEDULE_KEYS):
-            _fail(where, f"an object with the keys {sorted(_SCHEDULE_KEYS)}", schedule)
+        if not (isinstance(schedule, dict) and schedule.keys() == schedule_keys):
+            _fail(where, f"an object with the keys {sorted(schedule_keys)}", schedule)
         steps, at = schedule["steps"], schedule["eval_steps"]
         if not _is_count(steps, 1):
             _fail(f"{where}.steps", "an int >= 1", steps)

@@ -26,10 +26,11 @@ import numpy as np
 import tensorflow as tf
 
 from baselines import api, checkpoint, determinism, distribute, registry
-from baselines.backbones import encoder_feature_dim
+from baselines.backbones import build_encoder, encoder_feature_dim
 from baselines.precision import FLOAT32, Precision, clone_in
 from baselines.heads import with_head_layers
-from benchmark.harness import data, finetune, linear_probe, protocol, results, scoring
+from benchmark.harness import data, distill, finetune, linear_probe, protocol, results, scoring
+from benchmark.harness.backbone_names import backbone_tag
 from benchmark.harness.presets import Preset
 from medssl_common.provenance import code_digest, code_version, machine
 from benchmark.harness.tasks import Task
@@ -79,18 +80,11 @@ def finetune_grid(method: api.Method, preset: Preset, num_examples: int
     if own is not None:
         own = (own,) if isinstance(own, api.FinetunePolicy) else tuple(own)
         return "method", tuple(dict.fromkeys(_scaled(p, settings) for p in own))
-    steps = settings.steps
-    if settings.epochs is not None:
-        wanted = math.ceil(settings.epochs * num_examples / settings.batch_size)
-        steps = min(steps, max(settings.min_steps, wanted))
-    grid = []
-    for scale in settings.length_scales:
-        length = max(1, math.ceil(steps * scale))
-        for learning_rate in settings.learning_rates:
-            grid.append(api.FinetunePolicy(
-                steps=length, learning_rate=learning_rate, batch_size=settings.batch_size,
-                warmup_steps=math.ceil(length * settings.warmup_fraction),
-                decay_boundaries=tuple(sorted({b for b in (int(length * 0.6), int(length * 0.85)) if b > 0}))))
+    steps = finetune.epochs_length(settings.steps, settings.epochs, settings.min_steps,
+                                   num_examples, settings.batch_size)
+    grid = [finetune.step_schedule(max(1, math.ceil(steps * scale)), learning_rate,
+                                   settings.batch_size, settings.warmup_fraction)
+            for scale in settings.length_scales for learning_rate in settings.learning_rates]
     return "preset", tuple(dict.fromkeys(grid))
 
 
@@ -119,6 +113,7 @@ def _config_record(cfg: RunConfig, method: api.Method) -> dict:
         "requested_backbone": api.backbone_record(preset.backbone),
         "pretrain": dataclasses.asdict(_pretrain_config(cfg)),
         "finetune": dataclasses.asdict(preset.finetune),
+        "distill": dataclasses.asdict(preset.distill),
         "strategy": cfg.strategy, "init_checkpoint": cfg.init_checkpoint,
         "init": checkpoint.describe_init(cfg.init_checkpoint),
         "synthetic": data.is_synthetic(cfg.task, cfg.data), "manual_dir": cfg.data.manual_dir,
@@ -202,6 +197,12 @@ def _check_grid(preset: Preset) -> None:
         values = getattr(preset, field)
         if len(set(values)) != len(values):
             raise ValueError(f"{field}={values}: duplicate values")
+    for mode in preset.eval_modes:
+        if distill.is_distill(mode):
+            distill.student_backbone(mode)  # names a backbone the suite builds
+        elif mode not in results.EVAL_MODES:
+            raise ValueError(f"eval mode {mode!r}: expected one of {results.EVAL_MODES} or "
+                             f"{distill.MODE}:<backbone>")
 
 
 def run(cfg: RunConfig, strategy: tf.distribute.Strategy | None = None) -> list[dict]:
@@ -221,15 +222,6 @@ def run(cfg: RunConfig, strategy: tf.distribute.Strategy | None = None) -> list[
 
 
 CONTROLS = ("random_init",)  # methods `RunConfig.control` may name
-
-
-def backbone_tag(backbone: api.BackboneConfig) -> str:
-    """`backbone` written like `--backbone`, e.g. resnet_v1-50x2, resnet_v1-18-small-sk1, bit-50,
-    botnet-50x0.25-small."""
-    width = "" if float(backbone.width) == 1 else f"x{float(backbone.width):g}"
-    small = "-small" if backbone.small_stem and backbone.family != "bit" else ""
-    sk = "-sk1" if backbone.sk_ratio else ""
-    return f"{backbone.family}-{backbone.depth}{width}{small}{sk}"
 
 
 def control_config(cfg: RunConfig) -> RunConfig | None:
@@ -404,11 +396,16 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
               "synthetic": data.is_synthetic(task, cfg.data),
               "data_build": data.build_fingerprints(builders), "pretrain_summary": pretrain_summary}
     features = None  # the frozen encoder's features, computed at the first linear cell
-    trainer = None  # the fine-tuning classifier, built at the first finetune cell
+    trainer = None  # the fine-tuning classifier (and distillation's teacher), built at first use
+    students: dict[str, finetune.Trainer] = {}  # distill mode -> its student, built at first use
+    validation = finetune.validation_set(validation_split.dataset(), len(splits.validation.example_ids),
+                                         image_size=preset.image_size, metric=task.primary_metric,
+                                         class_names=task.class_names)
+    keep_teachers = any(distill.is_distill(m) for m in preset.eval_modes)
     for mode, fraction, seed in todo:
         start = time.time()
         chosen, groups = train_subset(task, splits, fraction, seed)
-        tag = f"{task.name}_{cfg.method_name}_{preset.name}_{mode}_f{fraction:g}_s{seed}"
+        tag = _cell_tag(cfg, mode, fraction, seed)
         extra = {}
         if mode == "linear":
             # The encoder in the run's precision, as fine-tuning copies it: the one pretraining
@@ -423,22 +420,37 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
                 _copy_encoder(encoder, strategy, cfg.precision.used), kind=task.kind,
                 num_classes=len(task.class_names), image_size=preset.image_size,
                 weight_decay=preset.finetune.weight_decay, strategy=strategy)
-            source, grid = finetune_grid(method, preset, len(chosen.example_ids))
-            extra["finetune_selection"] = trainer.search(
-                train_split.dataset(chosen.example_ids),
-                finetune.validation_set(validation_split.dataset(),
-                                        len(splits.validation.example_ids),
-                                        image_size=preset.image_size, metric=task.primary_metric,
-                                        class_names=task.class_names),
-                grid, source=source, eval_points=preset.finetune.eval_points, seed=seed,
-                progress=cfg.progress,
-                summary_dir=os.path.join(cfg.output_dir, TENSORBOARD_DIR, "finetune", tag))
+            labelled = train_split.dataset(chosen.example_ids)
+
+            def search(chosen=chosen, labelled=labelled, seed=seed, tag=tag):
+                source, grid = finetune_grid(method, preset, len(chosen.example_ids))
+                return trainer.search(
+                    lambda policy: finetune.train_input(labelled, image_size=preset.image_size,
+                                                        policy=policy, seed=seed),
+                    validation, grid, source=source, eval_points=preset.finetune.eval_points,
+                    seed=seed, progress=cfg.progress,
+                    summary_dir=os.path.join(cfg.output_dir, TENSORBOARD_DIR, "finetune", tag))
+
+            if mode == "finetune":
+                extra["finetune_selection"] = search()
+                if keep_teachers:
+                    distill.save_teacher(_teacher_path(cfg, fraction, seed),
+                                         trainer.model.get_weights(), extra["finetune_selection"])
+                model = trainer.model
+            else:
+                teacher = _teacher(cfg, method, trainer, store, search, fraction, seed)
+                if mode not in students:
+                    students[mode] = _student_trainer(cfg, mode, encoder, strategy)
+                model = students[mode].model
+                extra["distillation"] = _distill_cell(
+                    cfg, mode, students[mode], trainer.model, teacher, train_split, chosen,
+                    validation, seed, tag)
         scored, files = {}, {}
         for name, ds in test_data.items():
             if mode == "linear":
                 preds = _probe_predictions(probe, features[name])
             else:
-                preds = finetune.predict(trainer.model, ds, kind=task.kind, image_size=preset.image_size)
+                preds = finetune.predict(model, ds, kind=task.kind, image_size=preset.image_size)
             rel = os.path.join("predictions", f"{tag}_{name}.csv")
             final = os.path.join(cfg.output_dir, rel)
             # Written under a temporary name; store.append renames it with the row.
@@ -472,6 +484,107 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
             "wall_seconds": round(time.time() - start, 2), "deterministic": cfg.deterministic, **common,
             **extra,
         }, files=files)
+
+
+def _cell_tag(cfg: RunConfig, mode: str, fraction: float, seed: int) -> str:
+    """A cell's file and folder name, e.g. cxr_micle_cpu_finetune_f10_s0 (`distill:<backbone>`
+    is written distill-<backbone>)."""
+    return (f"{cfg.task.name}_{cfg.method_name}_{cfg.preset.name}_{mode.replace(':', '-')}"
+            f"_f{fraction:g}_s{seed}")
+
+
+TEACHERS_DIR = "teachers"  # <output_dir>/teachers/<finetune cell tag>.npz: distillation's teachers
+
+
+def _teacher_path(cfg: RunConfig, fraction: float, seed: int) -> str:
+    return os.path.join(cfg.output_dir, TEACHERS_DIR, _cell_tag(cfg, "finetune", fraction, seed) + ".npz")
+
+
+def _teacher(cfg: RunConfig, method, trainer: finetune.Trainer, store: results.ResultsStore,
+             search, fraction: float, seed: int) -> dict:
+    """Leaves `trainer` holding the fine-tuned teacher of the cell (`fraction`, `seed`) — saved by
+    its finetune cell, else fine-tuned now by `search` and saved — and returns the row's
+    `distillation.teacher` record. A deterministic run refuses a teacher whose selection differs
+    from the stored finetune row of that cell."""
+    path = _teacher_path(cfg, fraction, seed)
+    saved = distill.load_teacher(path)
+    if saved is None:
+        selection = search()
+        weights = trainer.model.get_weights()
+        distill.save_teacher(path, weights, selection)
+    else:
+        weights, selection = saved
+        try:
+            trainer.model.set_weights(weights)
+        except ValueError as e:
+            raise ValueError(f"{path}: does not fit this run's model ({e}); delete it and rerun") from None
+    cell = {"task": cfg.task.name, "method": cfg.method_name, "preset": cfg.preset.name,
+            "eval_mode": "finetune", "label_fraction": fraction / 100.0, "seed": int(seed)}
+    found = store.find(results.cell_key(cell))
+    if found is not None and cfg.deterministic:
+        line, row = found
+        if json.loads(json.dumps(row.get("finetune_selection"))) != json.loads(json.dumps(selection)):
+            raise ValueError(f"{path}: this teacher's fine-tuning selection differs from the finetune "
+                             f"row at {store.path}:{line}; delete the teacher file and rerun")
+    return {"cell": cell, "backbone": api.backbone_record(method.backbone(cfg.preset.backbone)),
+            "weights_sha256": distill.weights_digest(weights),
+            "validation": selection["chosen"]["validation"]}
+
+
+def _student_backbone(cfg: RunConfig, mode: str) -> api.BackboneConfig | None:
+    """The backbone a distill mode names, sized for the preset; None for self-distillation."""
+    backbone = distill.student_backbone(mode)
+    if backbone is not None and backbone.family == "botnet":
+        backbone = dataclasses.replace(backbone, image_size=cfg.preset.image_size)
+    return backbone
+
+
+def _student_trainer(cfg: RunConfig, mode: str, encoder: keras.Model, strategy) -> finetune.Trainer:
+    """The student of a distill mode: the pretrained encoder (self-distillation) or the mode's
+    backbone randomly initialised from the pretraining seed, in the run's precision, with a
+    zero-initialised head and the distillation loss."""
+    preset = cfg.preset
+    backbone = _student_backbone(cfg, mode)
+    if backbone is None:
+        start = encoder
+    else:
+        keras.utils.set_random_seed(preset.pretrain.seed)
+        with strategy.scope():
+            start = build_encoder(backbone)
+    return finetune.Trainer(
+        _copy_encoder(start, strategy, cfg.precision.used), kind=cfg.task.kind,
+        num_classes=len(cfg.task.class_names), image_size=preset.image_size,
+        weight_decay=preset.finetune.weight_decay, strategy=strategy,
+        loss_fn=distill.DistillationLoss)
+
+
+def _distill_cell(cfg: RunConfig, mode: str, student: finetune.Trainer, teacher_model,
+                  teacher: dict, train_split: data.LoadedSplit, chosen: data.Meta,
+                  validation: finetune.Validation, seed: int, tag: str) -> dict:
+    """Trains the student of a distill cell on the teacher's logits over every training image
+    (and the labels of `chosen`, the labelled ones), choosing its schedule on `validation`;
+    returns the row's `distillation` record."""
+    preset = cfg.preset
+    ids, logits = distill.teacher_logits(teacher_model, train_split.dataset(),
+                                         image_size=preset.image_size)
+    examples = distill.student_examples(train_split.dataset(), ids, logits, chosen.example_ids,
+                                        chosen.labels).cache()
+    grid = distill.distill_grid(preset.distill, len(ids))
+    selection = student.search(
+        lambda policy: finetune.train_input(examples, image_size=preset.image_size, policy=policy,
+                                            seed=seed),
+        validation, grid, source="preset", eval_points=preset.distill.eval_points, seed=seed,
+        progress=cfg.progress,
+        summary_dir=os.path.join(cfg.output_dir, TENSORBOARD_DIR, "finetune", tag))
+    backbone = _student_backbone(cfg, mode)
+    return {"teacher": teacher,
+            "student": {"backbone": teacher["backbone"] if backbone is None
+                        else api.backbone_record(backbone),
+                        "init": "teacher's pretrained encoder" if backbone is None
+                        else f"random (pretraining seed {preset.pretrain.seed})"},
+            "n_images": int(len(ids)), "n_labelled_images": int(len(chosen.example_ids)),
+            "n_unlabelled_images": int(len(ids) - len(chosen.example_ids)),
+            "selection": selection}
 
 
 _PROBE_TRAIN, _PROBE_VALIDATION = "<train>", "<validation>"  # beside the test set names
