@@ -188,13 +188,15 @@ def test_validate_row_requires_the_distillation_record():
 
 @pytest.fixture(scope="module")
 def distilled(tmp_path_factory, smoke_data_dir):
-    """One smoke cxr run (multilabel) of simclr with finetune and distill cells, 2 seeds."""
+    """One smoke cxr run (multilabel) of simclr and its control with finetune and distill cells,
+    2 seeds, under MirroredStrategy over the 2 logical CPUs (conftest.py)."""
     from test_run import _config
 
     tmp = tmp_path_factory.mktemp("distill")
     cfg = _config(tmp, "cxr", "simclr", data_dir=smoke_data_dir, label_fractions=(50.0,),
                   seeds=(0, 1), eval_modes=("finetune", "distill"))
-    rows = runner.run(dataclasses.replace(cfg, control="random_init"))
+    cfg = dataclasses.replace(cfg, control="random_init", strategy="mirrored")
+    rows = runner.run(cfg)
     return cfg, rows
 
 
@@ -211,6 +213,7 @@ def test_a_distill_row_records_its_teacher_and_the_unlabelled_images(distilled):
         assert record["teacher"]["backbone"] == record["student"]["backbone"] == teacher["config"]["backbone"]
         assert record["n_labelled_images"] == row["n_train_examples"] == teacher["n_train_examples"]
         assert record["n_unlabelled_images"] > 0
+        assert row["config"]["strategy"] == "mirrored"
         assert [(s["temperature"], s["label_weight"]) for s in record["selection"]["schedules"]] == [(1.0, 0.0)]
         saved, _ = distill.load_teacher(runner._teacher_path(cfg, 50.0, seed))
         assert distill.weights_digest(saved) == record["teacher"]["weights_sha256"]

@@ -31,7 +31,7 @@ import tensorflow as tf
 from keras import ops
 
 from baselines import api, augment
-from benchmark.harness import finetune
+from benchmark.harness import finetune, inference
 from benchmark.harness.backbone_names import backbone_tag, parse_backbone
 
 MODE = "distill"
@@ -144,7 +144,7 @@ def teacher_logits(model: keras.Model, ds: tf.data.Dataset, *, image_size: int,
 
     ids, logits = [], []
     for batch in ds.map(view, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2):
-        logits.append(np.asarray(model.predict_on_batch(batch["image"]), np.float32))
+        logits.append(np.asarray(inference.infer(model, batch["image"]), np.float32))
         ids += [x.decode() for x in batch["example_id"].numpy()]
     return np.array(ids), np.concatenate(logits)
 

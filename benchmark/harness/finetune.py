@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from baselines import augment, events, schedules
 from baselines.api import FinetunePolicy
-from benchmark.harness import metrics
+from benchmark.harness import inference, metrics
 
 LOSS_LOG_EVERY = 10  # steps between the points of a cell's fine-tuning loss curve
 _VIEW_STREAM, _MIXUP_STREAM = 1, 2  # augment.element_seed streams of a fine-tuning cell's seed
@@ -249,7 +249,7 @@ class Trainer:
         activation = tf.nn.sigmoid if self.kind == "multilabel" else tf.nn.softmax
         scores, labels = [], []
         for batch in validation.batches:
-            scores.append(activation(self.model.predict_on_batch(batch["image"])).numpy())
+            scores.append(activation(inference.infer(self.model, batch["image"])).numpy())
             labels.append(batch["label"].numpy())
         value = metrics.metric_value(self.kind, validation.metric, np.concatenate(labels),
                                      np.concatenate(scores), validation.class_names)
@@ -330,7 +330,7 @@ def predict(model: Classifier, ds: tf.data.Dataset, *, kind: str, image_size: in
     out = {"example_id": [], "group_id": [], "label": [], "score": []}
     batches = ds.map(view, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
     for batch in batches:
-        out["score"].append(activation(model.predict_on_batch(batch["image"])).numpy())
+        out["score"].append(activation(inference.infer(model, batch["image"])).numpy())
         out["label"].append(batch["label"].numpy())
         out["example_id"] += [x.decode() for x in batch["example_id"].numpy()]
         out["group_id"] += [x.decode() for x in batch["group_id"].numpy()]

@@ -47,7 +47,7 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from baselines import augment
-from benchmark.harness import metrics
+from benchmark.harness import inference, metrics
 
 SOLVER = "lbfgs"
 MAX_ITER = 1000
@@ -71,7 +71,7 @@ class Features:
 
 def extract_features(encoder: keras.Model, ds: tf.data.Dataset, *, image_size: int,
                      batch_size: int = 128) -> Features:
-    """The encoder's features (inference mode: `predict_on_batch`) of the centre view of every
+    """The encoder's features (inference mode: `inference.infer`) of the centre view of every
     {"image", "label", "example_id", "group_id"} example of `ds`."""
 
     def view(ex):
@@ -79,7 +79,7 @@ def extract_features(encoder: keras.Model, ds: tf.data.Dataset, *, image_size: i
 
     ids, groups, labels, xs = [], [], [], []
     for batch in ds.map(view, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2):
-        xs.append(np.asarray(encoder.predict_on_batch(batch["image"]), dtype=np.float64))
+        xs.append(np.asarray(inference.infer(encoder, batch["image"]), dtype=np.float64))
         labels.append(batch["label"].numpy())
         ids += [x.decode() for x in batch["example_id"].numpy()]
         groups += [x.decode() for x in batch["group_id"].numpy()]

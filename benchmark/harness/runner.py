@@ -568,7 +568,7 @@ def _distill_cell(cfg: RunConfig, mode: str, student: finetune.Trainer, teacher_
     ids, logits = distill.teacher_logits(teacher_model, train_split.dataset(),
                                          image_size=preset.image_size)
     examples = distill.student_examples(train_split.dataset(), ids, logits, chosen.example_ids,
-                                        chosen.labels).cache()
+                                        chosen.labels)
     grid = distill.distill_grid(preset.distill, len(ids))
     selection = student.search(
         lambda policy: finetune.train_input(examples, image_size=preset.image_size, policy=policy,
