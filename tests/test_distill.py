@@ -281,3 +281,15 @@ def test_a_broken_teacher_file_is_named(tmp_path):
     loaded, selection = distill.load_teacher(str(path))
     assert selection == SELECTION and distill.weights_digest(loaded) == distill.weights_digest(weights)
     assert os.listdir(tmp_path) == ["t.npz"]
+
+
+def test_the_run_table_puts_each_student_beside_its_teacher(distilled):
+    from benchmark.board import report
+
+    cfg, rows = distilled
+    mine = [r for r in rows if r["method"] == "simclr"]
+    table = report.summary_table(mine, runner.control_rows(cfg), output_dir=cfg.output_dir)
+    student_part = table.split("distillation: the student beside its teacher")[1].splitlines()
+    assert student_part[1].split()[:8] == ["task", "method", "eval", "labels", "test", "set", "metric", "student"]
+    [in_dist] = [l for l in student_part if "in_distribution" in l]
+    assert in_dist.split()[:4] == ["cxr", "simclr", "distill", "50%"] and "(n=2)" in in_dist

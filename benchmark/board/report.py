@@ -1,7 +1,7 @@
 """The result table a run prints: primary metric per eval mode × label fraction × test set, mean ±
 std over seeds, beside the control's (`random_init`: same backbone, no pretraining) and the
 method's difference to it with a paired patient-level bootstrap 95% CI, all re-scored from the
-prediction files by the board's rules (`rules`)."""
+prediction files by the board's rules (`rules`); distill cells also beside their teachers."""
 from __future__ import annotations
 
 import collections
@@ -49,7 +49,32 @@ def summary_table(rows: list[dict], control_rows: list[dict] = (), *, output_dir
     if control_names:
         lines += ["", f"control: {', '.join(control_names)} (the same backbone, no pretraining)",
                   DIFFERENCE_NOTE]
-    return "\n".join(lines)
+    return "\n".join(lines + _teacher_lines(cells, output_dir))
+
+
+def _teacher_lines(cells: dict, output_dir: str) -> list[str]:
+    """Each distill cell's student beside its teacher (the same method's finetune rows of the
+    label fraction) and their paired difference; [] without distill rows."""
+    lines = []
+    for (task, method, mode, fraction), members in sorted(cells.items()):
+        if not results.is_distill_mode(mode):
+            continue
+        teachers = cells.get((task, method, "finetune", fraction), [])
+        for test_set in ("in_distribution", "shifted"):
+            if not any(test_set in r["metrics"] for r in members):
+                continue
+            primary = next(r["metrics"][test_set]["primary"] for r in members if test_set in r["metrics"])
+            lines.append(
+                f"{task:<6} {method[:12]:<12} {mode:<9} {fraction * 100:>6g}%  {test_set:<16} "
+                f"{primary[:10]:<10} {_seed_summary(members, test_set, primary):<21} "
+                f"{_seed_summary(teachers, test_set, primary):<21} "
+                f"{_shown(_difference(primary, test_set, members, teachers, output_dir))}")
+    if not lines:
+        return []
+    header = (f"{'task':<6} {'method':<12} {'eval':<9} {'labels':>7}  {'test set':<16} "
+              f"{'metric':<10} {'student':<21} {'teacher':<21} difference [paired 95% CI]")
+    return ["", "distillation: the student beside its teacher (the cell's fine-tuned model, the "
+            "finetune rows above)", header] + lines
 
 
 def _read(output_dir: str):
