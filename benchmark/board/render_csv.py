@@ -73,6 +73,16 @@ def _stat_fields(prefix: str, s: TestSetSummary) -> dict[str, str]:
             f"{prefix}ci_high": fmt(s.ci_high, 6)}
 
 
+def _difference_fields(name: str, differences) -> dict[str, str]:
+    """`<test set>_<name>`, `..._ci_low`, `..._ci_high`, `..._n_seeds` of each defined difference."""
+    fields = {}
+    for t, d in differences:
+        if d is not None:
+            fields.update({f"{t}_{name}": fmt(d.value, 6), f"{t}_{name}_ci_low": fmt(d.ci_low, 6),
+                           f"{t}_{name}_ci_high": fmt(d.ci_high, 6), f"{t}_{name}_n_seeds": str(d.pairs)})
+    return fields
+
+
 def render_csv(task: TaskInfo, lines: list[SummaryRow], published: list[dict]) -> str:
     """The CSV leaderboard of `task`; `section` is ours_real, ours_synthetic or published; every
     cell passes `csv_cell`."""
@@ -97,19 +107,9 @@ def render_csv(task: TaskInfo, lines: list[SummaryRow], published: list[dict]) -
                 if l.holds(t):
                     record.update(_stat_fields(f"{t}_", s), **{f"{t}_collapsed_seeds": str(s.collapsed)})
             record.update(is_control="yes" if l.is_control else "no", control=l.control)
-            for t, d in l.differences:
-                if d is not None:
-                    record.update({f"{t}_diff": fmt(d.value, 6),
-                                   f"{t}_diff_ci_low": fmt(d.ci_low, 6),
-                                   f"{t}_diff_ci_high": fmt(d.ci_high, 6),
-                                   f"{t}_diff_n_seeds": str(d.pairs)})
+            record.update(_difference_fields("diff", l.differences))
             record["teacher"] = l.teacher
-            for t, d in l.teacher_differences:
-                if d is not None:
-                    record.update({f"{t}_teacher_diff": fmt(d.value, 6),
-                                   f"{t}_teacher_diff_ci_low": fmt(d.ci_low, 6),
-                                   f"{t}_teacher_diff_ci_high": fmt(d.ci_high, 6),
-                                   f"{t}_teacher_diff_n_seeds": str(d.pairs)})
+            record.update(_difference_fields("teacher_diff", l.teacher_differences))
             stats = dict(l.columns)
             for t, m in _extra_columns(task):
                 if l.holds(t):
