@@ -3,7 +3,6 @@ training image, a student learns from those soft labels, chosen on validation li
 unlabelled patients' labels are never read; rows record the teacher; boards compare with it."""
 import copy
 import dataclasses
-import json
 import os
 
 import keras

@@ -56,11 +56,6 @@ def student_backbone(mode: str) -> api.BackboneConfig | None:
     return parse_backbone(mode[len(prefix):], flag=f"eval mode {prefix}")
 
 
-def is_distill(mode: str) -> bool:
-    """Whether `mode` is a distill eval mode (`distill` or `distill:<backbone>`)."""
-    return mode == MODE or mode.startswith(f"{MODE}:")
-
-
 def mode_name(backbone: api.BackboneConfig | None) -> str:
     """The eval mode of a student: `distill`, or `distill:<backbone_tag>`."""
     return MODE if backbone is None else f"{MODE}:{backbone_tag(backbone)}"

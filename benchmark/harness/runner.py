@@ -198,7 +198,7 @@ def _check_grid(preset: Preset) -> None:
         if len(set(values)) != len(values):
             raise ValueError(f"{field}={values}: duplicate values")
     for mode in preset.eval_modes:
-        if distill.is_distill(mode):
+        if results.is_distill_mode(mode):
             distill.student_backbone(mode)  # names a backbone the suite builds
         elif mode not in results.EVAL_MODES:
             raise ValueError(f"eval mode {mode!r}: expected one of {results.EVAL_MODES} or "
@@ -401,7 +401,7 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
     validation = finetune.validation_set(validation_split.dataset(), len(splits.validation.example_ids),
                                          image_size=preset.image_size, metric=task.primary_metric,
                                          class_names=task.class_names)
-    keep_teachers = any(distill.is_distill(m) for m in preset.eval_modes)
+    keep_teachers = any(results.is_distill_mode(m) for m in preset.eval_modes)
     for mode, fraction, seed in todo:
         start = time.time()
         chosen, groups = train_subset(task, splits, fraction, seed)
