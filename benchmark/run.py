@@ -72,6 +72,9 @@ flags.DEFINE_string("bag", None, "Which images of a case form a pretraining bag 
 flags.DEFINE_string("init_checkpoint", None,
                     "Where pretraining starts: an earlier stage's checkpoint dir, a BiT .npz, a SimCLR "
                     "TF2 SavedModel dir or a SimCLR TF1 model.ckpt-<step> prefix.")
+flags.DEFINE_string("student_init", None, "Encoder the students of distill:<backbone> eval modes "
+                    "start from (a stage folder, BiT .npz, .keras encoder or SimCLR checkpoint of "
+                    "that backbone, e.g. a pretrained small network); default random weights.")
 flags.DEFINE_integer("ft_proj_selector", None, "Fine-tune/probe from this layer of the pretraining "
                      "stage's projection head (SimCLRv2's ft_proj_selector; 0 = encoder features; "
                      "default: the preset's).")
@@ -208,6 +211,10 @@ def config_from_flags() -> runner.RunConfig:
     if FLAGS.init_checkpoint is not None and not (tf.io.gfile.exists(FLAGS.init_checkpoint) or
                                                   tf.io.gfile.exists(FLAGS.init_checkpoint + ".index")):
         raise ValueError(f"--init_checkpoint={FLAGS.init_checkpoint}: no such file or directory")
+    if FLAGS.student_init is not None and not (tf.io.gfile.exists(FLAGS.student_init) or
+                                               tf.io.gfile.exists(FLAGS.student_init + ".index")):
+        raise ValueError(f"--student_init={FLAGS.student_init}: no such file or directory")
+    runner.check_student_init(FLAGS.student_init, preset.eval_modes)
     if FLAGS.method == "none" and FLAGS.init_checkpoint is None:
         raise ValueError(none.MISSING_CHECKPOINT)
     if FLAGS.control != "none" and FLAGS.control not in runner.CONTROLS:
@@ -225,6 +232,7 @@ def config_from_flags() -> runner.RunConfig:
                             output_dir=output_dir,
                             strategy=FLAGS.strategy, tpu_address=FLAGS.tpu_address,
                             init_checkpoint=FLAGS.init_checkpoint, progress=FLAGS.progress,
+                            student_init=FLAGS.student_init,
                             name=name, deterministic=not FLAGS.nondeterministic,
                             control=None if FLAGS.control == "none" else FLAGS.control)
 

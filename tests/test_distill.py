@@ -292,3 +292,31 @@ def test_the_run_table_puts_each_student_beside_its_teacher(distilled):
     assert student_part[1].split()[:8] == ["task", "method", "eval", "labels", "test", "set", "metric", "student"]
     [in_dist] = [l for l in student_part if "in_distribution" in l]
     assert in_dist.split()[:4] == ["cxr", "simclr", "distill", "50%"] and "(n=2)" in in_dist
+
+
+def test_a_smaller_student_starts_from_random_weights_or_from_an_encoder_of_its_own(tmp_path):
+    from baselines.api import BackboneConfig
+    from baselines.backbones import build_encoder
+    from test_run import _config
+
+    small = BackboneConfig(family="resnet_v1", depth=18, width=0.25, small_stem=True)
+    keras.utils.set_random_seed(7)
+    own = build_encoder(small)
+    own.save(tmp_path / "own.keras")
+    cfg = _config(tmp_path, "derm", "simclr", eval_modes=("finetune", "distill:resnet_v1-18x0.25-small"))
+    strategy = tf.distribute.get_strategy()
+    mode = "distill:resnet_v1-18x0.25-small"
+    scratch = runner._student_trainer(cfg, mode, None, strategy).model.encoder.get_weights()
+    again = runner._student_trainer(cfg, mode, None, strategy).model.encoder.get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(scratch, again))  # drawn from the pretraining seed
+    seeded = dataclasses.replace(cfg, student_init=str(tmp_path / "own.keras"))
+    loaded = runner._student_trainer(seeded, mode, None, strategy).model.encoder.get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(loaded, own.get_weights()))
+    assert not all(np.array_equal(a, b) for a, b in zip(loaded, scratch))
+    record = runner._config_record(seeded, runner.registry.get_method("simclr"))
+    assert record["student_init_checkpoint"] == str(tmp_path / "own.keras")
+    assert record["student_init"]["kind"] == "keras" and "student_init" not in runner._config_record(
+        cfg, runner.registry.get_method("simclr"))
+    assert runner._student_init_text(seeded, small).startswith("keras own")
+    with pytest.raises(ValueError, match=r"^--student_init=.*: only students of another backbone"):
+        runner.check_student_init("x", ("finetune", "distill"))

@@ -77,6 +77,10 @@ BAD_FLAGS = [
                            "'linear', 'distill') or distill:<backbone>"),
     ("--eval_modes=finetune,distill:resnet_v1-10", "--eval_modes=finetune,distill:resnet_v1-10: eval mode "
                                                    "distill:resnet_v1-10: resnet_v1 depth=10: expected one of"),
+    ("--student_init={missing}", "--student_init={missing}: no such file or directory"),
+    ("--student_init={tmp}", "--student_init={tmp}: only students of another backbone (eval modes "
+                             "distill:<backbone>) start from an encoder of their own; the eval modes "
+                             "are finetune,linear"),
     ("--eval_modes=distill:bit-50x1,distill:bit-50", "--eval_modes=distill:bit-50x1,distill:bit-50: "
                                                      "duplicate values"),
     ("--backbone=resnet_v1-7", "--backbone=resnet_v1-7: resnet_v1 depth=7: expected one of "

@@ -169,7 +169,8 @@ def rerun_config(where: str, row: dict, *, data_dir: str, scratch_dir: str,
         method=config["method_spec"], name=row["method"], task=task, preset=preset, data=data_cfg,
         output_dir=scratch_dir, strategy=config["strategy"], tpu_address=tpu_address,
         init_checkpoint=config["init_checkpoint"], deterministic=bool(row["deterministic"]),
-        progress=progress, precision=row_precision)
+        progress=progress, precision=row_precision,
+        student_init=config.get("student_init_checkpoint"))
 
 
 def check_code(where: str, row: dict) -> None:

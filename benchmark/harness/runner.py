@@ -54,6 +54,8 @@ class RunConfig:
     control: str | None = None  # control method also run on the grid (see control_config); None = none
     # Training precision of pretraining and fine-tuning (see baselines.precision).
     precision: Precision = FLOAT32
+    # Encoder the `distill:<backbone>` students start from (None: random, from the pretraining seed)
+    student_init: str | None = None
 
     @property
     def method_name(self) -> str:
@@ -125,6 +127,9 @@ def _config_record(cfg: RunConfig, method: api.Method) -> dict:
         # only when --test_sets left some out (absent: all of the task's, as before the flag)
         **({"test_sets": list(cfg.task.test_sets)} if cfg.task.left_out else {}),
         **({"folder_task": cfg.task.folder.record()} if cfg.task.folder else {}),
+        # only with --student_init (absent: students of another backbone start from random weights)
+        **({"student_init_checkpoint": cfg.student_init,
+            "student_init": checkpoint.describe_init(cfg.student_init)} if cfg.student_init else {}),
     }
 
 
@@ -213,6 +218,7 @@ def run(cfg: RunConfig, strategy: tf.distribute.Strategy | None = None) -> list[
     computed with this configuration (else ValueError)."""
     method = registry.get_method(cfg.method)
     _check_grid(cfg.preset)
+    check_student_init(cfg.student_init, cfg.preset.eval_modes)
     control_config(cfg)  # a bad control or a --name that is the control's: before any work
     os.makedirs(cfg.output_dir, exist_ok=True)
     with hold_output_dir(cfg.output_dir):
@@ -531,6 +537,14 @@ def _teacher(cfg: RunConfig, method, trainer: finetune.Trainer, store: results.R
             "validation": selection["chosen"]["validation"]}
 
 
+def check_student_init(student_init: str | None, eval_modes) -> None:
+    """Refuses a student encoder (`--student_init`) without a student of another backbone to start."""
+    if student_init and not any(m.startswith(f"{distill.MODE}:") for m in eval_modes):
+        raise ValueError(f"--student_init={student_init}: only students of another backbone "
+                         f"(eval modes {distill.MODE}:<backbone>) start from an encoder of their own; "
+                         f"the eval modes are {','.join(eval_modes)}")
+
+
 def _student_backbone(cfg: RunConfig, mode: str) -> api.BackboneConfig | None:
     """The backbone a distill mode names, sized for the preset; None for self-distillation."""
     backbone = distill.student_backbone(mode)
@@ -541,8 +555,8 @@ def _student_backbone(cfg: RunConfig, mode: str) -> api.BackboneConfig | None:
 
 def _student_trainer(cfg: RunConfig, mode: str, encoder: keras.Model, strategy) -> finetune.Trainer:
     """The student of a distill mode: the pretrained encoder (self-distillation) or the mode's
-    backbone randomly initialised from the pretraining seed, in the run's precision, with a
-    zero-initialised head and the distillation loss."""
+    backbone, randomly initialised from the pretraining seed or loaded from `cfg.student_init`, in
+    the run's precision, with a zero-initialised head and the distillation loss."""
     preset = cfg.preset
     backbone = _student_backbone(cfg, mode)
     if backbone is None:
@@ -551,11 +565,26 @@ def _student_trainer(cfg: RunConfig, mode: str, encoder: keras.Model, strategy) 
         keras.utils.set_random_seed(preset.pretrain.seed)
         with strategy.scope():
             start = build_encoder(backbone)
+            if cfg.student_init:
+                try:
+                    checkpoint.init_encoder(cfg.student_init, start, backbone=backbone)
+                except ValueError as e:
+                    raise ValueError(f"--student_init={cfg.student_init} for eval mode {mode}: {e}") from None
     return finetune.Trainer(
         _copy_encoder(start, strategy, cfg.precision.used), kind=cfg.task.kind,
         num_classes=len(cfg.task.class_names), image_size=preset.image_size,
         weight_decay=preset.finetune.weight_decay, strategy=strategy,
         loss_fn=distill.DistillationLoss)
+
+
+def _student_init_text(cfg: RunConfig, backbone: api.BackboneConfig | None) -> str:
+    """What a student started from, as its row's `distillation.student.init` says."""
+    if backbone is None:
+        return "teacher's pretrained encoder"
+    if cfg.student_init:
+        init = checkpoint.describe_init(cfg.student_init)
+        return f"{init['kind']} {init['name']} ({str(init['fingerprint'])[:8]}): {cfg.student_init}"
+    return f"random (pretraining seed {cfg.preset.pretrain.seed})"
 
 
 def _distill_cell(cfg: RunConfig, mode: str, student: finetune.Trainer, teacher_model,
@@ -580,8 +609,7 @@ def _distill_cell(cfg: RunConfig, mode: str, student: finetune.Trainer, teacher_
     return {"teacher": teacher,
             "student": {"backbone": teacher["backbone"] if backbone is None
                         else api.backbone_record(backbone),
-                        "init": "teacher's pretrained encoder" if backbone is None
-                        else f"random (pretraining seed {preset.pretrain.seed})"},
+                        "init": _student_init_text(cfg, backbone)},
             "n_images": int(len(ids)), "n_labelled_images": int(len(chosen.example_ids)),
             "n_unlabelled_images": int(len(ids) - len(chosen.example_ids)),
             "selection": selection}
