@@ -23,6 +23,11 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def smoke_data_dir(tmp_path_factory):
     """One `--data_dir` for the session's synthetic builds: builds are keyed by what they were
-    generated from, so tests whose runs share a preset share its builds (each test process, e.g.
-    each pytest-xdist worker, has its own)."""
+    generated from, so tests whose runs share a preset share its builds. The pytest-xdist workers
+    share it too (a build is made under its lock, `benchmark.harness.data.build`: a worker wanting
+    a build another one is making waits for it and reuses it)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # a worker's base temp: <session base temp>/popen-gw<N>
+        shared = tmp_path_factory.getbasetemp().parent / "shared_data"
+        shared.mkdir(exist_ok=True)
+        return shared
     return tmp_path_factory.mktemp("shared_data")
