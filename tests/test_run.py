@@ -109,7 +109,9 @@ def test_derm_simclr_linear(tmp_path, derm_simclr_runs):
 
 def test_cli_run_killed_mid_pretraining_resumes(tmp_path, smoke_data_dir):
     """`python -m benchmark.run` killed during pretraining resumes from its checkpoint on rerun, and
-    ends with the prediction files (byte for byte) and row of an uninterrupted run."""
+    ends with the prediction files (byte for byte) and row of an uninterrupted run. The cell is a
+    linear probe of the encoder (the resumed pretraining is what is checked; fine-tuning a cell
+    the same in two processes is test_determinism's two-process test)."""
     import signal
     import subprocess
     import sys
@@ -117,7 +119,8 @@ def test_cli_run_killed_mid_pretraining_resumes(tmp_path, smoke_data_dir):
 
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "benchmark.run", "--method=simclr", "--task=cxr", "--preset=smoke",
-            "--pretrain_steps=20", "--seeds=0", "--label_fractions=100", "--verbosity=0", "--control=none",
+            "--pretrain_steps=20", "--seeds=0", "--label_fractions=100", "--eval_modes=linear",
+            "--verbosity=0", "--control=none",
             f"--data_dir={smoke_data_dir}", f"--output_dir={out}", "--noprogress"]
     meta_file = out / "pretrain" / "cxr_simclr" / "meta.json"
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
