@@ -1,8 +1,8 @@
 """Pretraining you can watch: TensorBoard events of the pretraining and fine-tuning curves, the
 stage's curve.json, and every row's `pretrain_summary` (chance levels included) printed by the run."""
-import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +14,7 @@ from baselines.examples.minimal_method import RotationPrediction
 from baselines.simclr import SimCLR
 from benchmark.board import report
 from benchmark.board import lines as board_lines
-from benchmark.harness import data, finetune, results, runner
-from benchmark.harness.presets import get_preset
-from benchmark.harness.tasks import get_task
+from benchmark.harness import finetune, results, runner
 from test_methods import groups as methods_groups
 
 R18 = BackboneConfig(family="resnet_v1", depth=18, width=0.25, small_stem=True)
@@ -123,19 +121,11 @@ def test_summary_dir_goes_only_to_methods_that_accept_it():
     assert api.accepted_pretrain_args(Kwargs(), **offered) == offered
 
 
-def _run_config(tmp_path, data_dir, method, **changes):
-    preset = dataclasses.replace(get_preset("smoke"), label_fractions=(100.0,), **changes)
-    return runner.RunConfig(
-        method=method, task=get_task("derm"), preset=preset,
-        data=data.DataConfig(data_dir=str(data_dir), manual_dir=None, resolution=preset.resolution,
-                             synthetic_sizes=preset.synthetic_sizes,
-                             synthetic_image_size=preset.synthetic_image_size),
-        output_dir=str(tmp_path / "out"), progress=False)
-
-
-def test_rows_carry_the_pretraining_summary_and_the_run_prints_it(tmp_path, smoke_data_dir):
-    cfg = _run_config(tmp_path, smoke_data_dir, "simclr")
-    [row] = runner.run(cfg)
+def test_rows_carry_the_pretraining_summary_and_the_run_prints_it(derm_simclr_runs):
+    """The shared derm SimCLR run (`derm_simclr_runs`): seed 0 (beside its control), then the same
+    grid extended to seeds 0 and 1."""
+    cfg = derm_simclr_runs.first.cfg
+    [row] = derm_simclr_runs.first.rows
     results.validate_row(row)
     summary = row["pretrain_summary"]
     batch = cfg.preset.pretrain.batch_size
@@ -144,10 +134,11 @@ def test_rows_carry_the_pretraining_summary_and_the_run_prints_it(tmp_path, smok
     assert curve["chance"] == {"loss": pytest.approx(2 * math.log(2 * batch - 1)),
                                "contrast_acc": pytest.approx(1 / (2 * batch - 1))}
     assert curve["first"]["step"] == 1 and curve["last"]["step"] == cfg.preset.pretrain.steps
-    out = tmp_path / "out" / "tensorboard"
+    out = Path(cfg.output_dir) / "tensorboard"
     assert set(events.read_scalars(str(out / "derm_simclr" / "pretrain"))) == TAGS
-    [cell] = (out / "finetune").iterdir()
-    assert cell.name == "derm_simclr_smoke_finetune_f100_s0"
+    cells = {p.name: p for p in (out / "finetune").iterdir()}  # the method's cell and its control's
+    assert sorted(cells) == ["derm_random_init_smoke_finetune_f100_s0", "derm_simclr_smoke_finetune_f100_s0"]
+    cell = cells["derm_simclr_smoke_finetune_f100_s0"]
     _, grid = runner.finetune_grid(registry.get_method("simclr"), cfg.preset, row["n_train_examples"])
     assert sorted(p.name for p in cell.iterdir()) == sorted(finetune.schedule_name(p) for p in grid)
     for policy in grid:  # one loss curve per schedule tried
@@ -155,7 +146,8 @@ def test_rows_carry_the_pretraining_summary_and_the_run_prints_it(tmp_path, smok
             {*range(finetune.LOSS_LOG_EVERY, policy.steps + 1, finetune.LOSS_LOG_EVERY), policy.steps})
 
     # A rerun of the finished stage for a new cell keeps the stage's summary.
-    more = runner.run(dataclasses.replace(cfg, preset=dataclasses.replace(cfg.preset, seeds=(0, 1))))
+    more = derm_simclr_runs.extended.rows
+    assert derm_simclr_runs.extended.cfg.preset.seeds == (0, 1) and [r["seed"] for r in more] == [0, 1]
     assert [r["pretrain_summary"] for r in more] == [summary, summary]
 
     [line] = report.pretrain_lines(more)
@@ -163,11 +155,15 @@ def test_rows_carry_the_pretraining_summary_and_the_run_prints_it(tmp_path, smok
     assert f"chance {2 * math.log(2 * batch - 1):.3f}" in line and f"chance {1 / (2 * batch - 1):.3f}" in line
 
 
-def test_random_init_rows_say_there_is_no_curve_and_rows_without_a_summary_stay_readable(tmp_path, smoke_data_dir):
-    [row] = runner.run(_run_config(tmp_path, smoke_data_dir, "random_init"))
+def test_random_init_rows_say_there_is_no_curve_and_rows_without_a_summary_stay_readable(tmp_path,
+                                                                                          derm_simclr_runs):
+    """A random_init row: the control's row of the shared derm SimCLR run (`derm_simclr_runs`)."""
+    shared = derm_simclr_runs.first.cfg
+    [row] = runner.control_rows(shared)
+    assert (row["method"], row["config"]["method_spec"]) == ("random_init", "random_init")
     results.validate_row(row)
     assert row["pretrain_summary"] == {"method": "random_init", "steps": 0, "curve": None}
-    assert not (tmp_path / "out" / "tensorboard" / "derm_random_init").exists()
+    assert not (Path(shared.output_dir) / "tensorboard" / "derm_random_init").exists()
     assert report.pretrain_lines([row]) == ["pretraining derm/random_init: 0 steps, no contrastive curve"]
     renamed = {**row, "method": "control"}
     assert report.pretrain_lines([renamed]) == ["pretraining derm/control (random_init): 0 steps, no contrastive curve"]
@@ -181,7 +177,7 @@ def test_random_init_rows_say_there_is_no_curve_and_rows_without_a_summary_stay_
         "pretraining derm/random_init: not recorded (row written before pretraining summaries)"]
     path = tmp_path / "legacy.jsonl"
     path.write_text(json.dumps(legacy) + "\n")
-    [loaded] = board_lines.load_rows([path], prediction_dirs=[tmp_path / "out"])
+    [loaded] = board_lines.load_rows([path], prediction_dirs=[shared.output_dir])
     assert "pretrain_summary" not in loaded
 
 

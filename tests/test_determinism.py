@@ -69,14 +69,35 @@ def stop_at(step):
     return callback
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """`weights(name, make)`: the encoder weights of `make()`'s uninterrupted pretraining (CONFIG,
+    R18, `groups()`), computed at the first call for `name` in this process. SimCLR's and MICLe's
+    serve both `test_two_in_process_pretrainings_give_the_same_encoder` (the first of its two) and
+    `test_interrupted_and_resumed_pretraining_equals_an_uninterrupted_one` (the uninterrupted one)."""
+    cache = {}
+
+    def weights(name, make):
+        if name not in cache:
+            cache[name] = make().pretrain(groups(), backbone=R18, config=CONFIG, strategy=DEFAULT,
+                                          checkpoint_dir=str(tmp_path_factory.mktemp(name))).get_weights()
+        return cache[name]
+
+    return weights
+
+
 @pytest.mark.parametrize("make, config", [
     (lambda: SimCLR(loop_options()), CONFIG), (lambda: MICLe(options=loop_options()), CONFIG),
     (lambda: get_method("baselines.examples.minimal_method:RotationPrediction"), CONFIG),
     (lambda: MICLe(options=loop_options()), dataclasses.replace(CONFIG, precision="bfloat16"))],
     ids=["simclr", "micle", "example", "micle_bfloat16"])
-def test_two_in_process_pretrainings_give_the_same_encoder(make, config, tmp_path):
-    first = make().pretrain(groups(), backbone=R18, config=config, strategy=DEFAULT,
-                            checkpoint_dir=str(tmp_path / "a")).get_weights()
+def test_two_in_process_pretrainings_give_the_same_encoder(make, config, tmp_path, request, uninterrupted):
+    name = request.node.callspec.id
+    if name in ("simclr", "micle"):  # CONFIG: the uninterrupted pretraining of the resume test
+        first = uninterrupted(name, make)
+    else:
+        first = make().pretrain(groups(), backbone=R18, config=config, strategy=DEFAULT,
+                                checkpoint_dir=str(tmp_path / "a")).get_weights()
     disturb_global_random_state()
     second = make().pretrain(groups(), backbone=R18, config=config, strategy=DEFAULT,
                              checkpoint_dir=str(tmp_path / "b")).get_weights()
@@ -98,11 +119,10 @@ def test_supervised_random_init_is_a_function_of_the_seed(tmp_path):
 
 
 @pytest.mark.parametrize("method", [SimCLR, MICLe])
-def test_interrupted_and_resumed_pretraining_equals_an_uninterrupted_one(method, tmp_path):
+def test_interrupted_and_resumed_pretraining_equals_an_uninterrupted_one(method, tmp_path, uninterrupted):
     """Killed after the step-2 checkpoint (at step 3), resumed: the input stream continues where it
     stopped, so the final encoder is the uninterrupted run's."""
-    whole = method(options=loop_options()).pretrain(groups(), backbone=R18, config=CONFIG, strategy=DEFAULT,
-                                                   checkpoint_dir=str(tmp_path / "whole")).get_weights()
+    whole = uninterrupted(method.__name__.lower(), lambda: method(options=loop_options()))
     resumed_dir = str(tmp_path / "resumed")
     with pytest.raises(Stop):
         method(options=loop_options(stop_at(3))).pretrain(groups(), backbone=R18, config=CONFIG,

@@ -130,13 +130,14 @@ def test_validate_row_requires_the_selection_record_of_new_finetune_rows():
         results.validate_row(bad)
 
 
-def test_the_selection_never_reads_a_test_set(tmp_path, monkeypatch):
+def test_the_selection_never_reads_a_test_set(tmp_path, monkeypatch, derm_simclr_runs):
     """Test sets whose images and labels are changed, and that raise if read during the search,
-    leave the selection record as it was; only their predictions change."""
-    from test_run import _config
-
-    cfg = _config(tmp_path, "derm", "random_init", label_fractions=(100.0,))
-    [plain] = runner.run(cfg)
+    leave the selection record as it was; only their predictions change. The plain run: the
+    random_init control of the shared derm SimCLR run (`derm_simclr_runs`), a random_init run."""
+    cfg = runner.control_config(derm_simclr_runs.first.cfg)
+    assert (cfg.method, cfg.method_name, cfg.control, cfg.preset.label_fractions) == (
+        "random_init", "random_init", None, (100.0,))
+    [plain] = runner.control_rows(derm_simclr_runs.first.cfg)
     searching = []
     real_search, real_sets = finetune.Trainer.search, runner._test_sets
 

@@ -5,6 +5,7 @@ import copy
 import dataclasses
 import json
 import pathlib
+import shutil
 
 import keras
 import numpy as np
@@ -83,15 +84,24 @@ def test_a_bfloat16_step_has_a_float32_loss_close_to_the_float32_steps(mask_same
     assert float(optimizer.iterations.numpy()) == 1
 
 
-def test_a_bfloat16_stage_seeds_a_float32_encoder(tmp_path):
-    config = dataclasses.replace(CONFIG, precision="bfloat16")
+@pytest.fixture(scope="module")
+def bfloat16_stage(tmp_path_factory):
+    """A SimCLR stage pretrained in bfloat16 (CONFIG, R18): its directory and the trained weights.
+    Read by the next two tests (the second refuses to continue a copy of it in float32)."""
+    determinism.set_deterministic(True)
+    directory = tmp_path_factory.mktemp("bfloat16") / "stage"
     trained = SimCLR(pretrain.LoopOptions(progress=False, shuffle_buffer=8)).pretrain(
-        _groups(), backbone=R18, config=config, strategy=tf.distribute.get_strategy(),
-        checkpoint_dir=str(tmp_path / "stage"))
-    assert checkpoint.read_meta(str(tmp_path / "stage")).pretrain.precision == "bfloat16"
-    loaded = checkpoint.load_encoder(str(tmp_path / "stage"))
+        _groups(), backbone=R18, config=dataclasses.replace(CONFIG, precision="bfloat16"),
+        strategy=tf.distribute.get_strategy(), checkpoint_dir=str(directory))
+    return directory, trained.get_weights()
+
+
+def test_a_bfloat16_stage_seeds_a_float32_encoder(bfloat16_stage):
+    directory, trained = bfloat16_stage
+    assert checkpoint.read_meta(str(directory)).pretrain.precision == "bfloat16"
+    loaded = checkpoint.load_encoder(str(directory))
     assert loaded.compute_dtype == "float32"
-    for a, b in zip(trained.get_weights(), loaded.get_weights()):
+    for a, b in zip(trained, loaded.get_weights()):
         assert b.dtype == np.float32
         np.testing.assert_array_equal(a, b)
     image = np.random.default_rng(1).random((2, 32, 32, 3), dtype=np.float32)
@@ -139,15 +149,15 @@ def test_speed_precision_flag_refuses_bad_values(values):
         speed.check_precisions(values)
 
 
-def test_a_bad_pretrain_precision_and_a_stage_of_another_precision_are_refused(tmp_path):
+def test_a_bad_pretrain_precision_and_a_stage_of_another_precision_are_refused(tmp_path, bfloat16_stage):
     simclr = SimCLR(pretrain.LoopOptions(progress=False, shuffle_buffer=8))
+    shutil.copytree(bfloat16_stage[0], tmp_path / "stage")  # a finished bfloat16 stage
     run = dict(backbone=R18, strategy=tf.distribute.get_strategy(), checkpoint_dir=str(tmp_path / "stage"))
     with pytest.raises(ValueError, match=r"^PretrainConfig.precision='float16': expected one of "
                                          r"\('float32', 'bfloat16'\)$"):
         simclr.pretrain(_groups(), config=dataclasses.replace(CONFIG, precision="float16"), **run)
-    simclr.pretrain(_groups(), config=CONFIG, **run)
     with pytest.raises(ValueError, match=r"holds a stage with other settings \(pretrain: .*precision"):
-        simclr.pretrain(_groups(), config=dataclasses.replace(CONFIG, precision="bfloat16"), **run)
+        simclr.pretrain(_groups(), config=CONFIG, **run)  # float32
 
 
 def _committed_row() -> dict:

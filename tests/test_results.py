@@ -10,7 +10,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import textwrap
 import warnings
 
 import numpy as np
@@ -18,6 +17,7 @@ import pytest
 
 from benchmark.harness import results
 from medssl_common import provenance
+from shared_helpers import fork, wait
 
 HEX = "ab" * 32
 CLASSES = ["Atelectasis", "Pleural Effusion"]
@@ -186,16 +186,12 @@ def test_store_survives_process_killed_between_write_and_replace(tmp_path):
     store = results.ResultsStore(tmp_path / "results.jsonl")
     store.append(_row(seed=0))
     before = store.path.read_bytes()
-    script = textwrap.dedent(f"""
-        import json, os
-        from benchmark.harness import results
+
+    def killed_at_the_replace():  # in a forked child (already holding this process's imports)
         os.replace = lambda src, dst: os._exit(9)  # killed after the temp file is complete
-        row = json.loads({json.dumps(json.dumps(_row(seed=1)))})
-        results.ResultsStore({str(store.path)!r}).append(row)
-    """)
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True)
-    assert done.returncode == 9, done.stderr.decode()
+        results.ResultsStore(store.path).append(_row(seed=1))
+
+    assert wait(fork(killed_at_the_replace)) == 9
     assert store.path.read_bytes() == before
     assert [r["seed"] for r in store.rows()] == [0]
     store.append(_row(seed=1))  # the leftover temp file does not get in the way

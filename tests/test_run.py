@@ -11,18 +11,12 @@ from baselines import registry
 from benchmark.harness import data, results, runner
 from benchmark.harness.presets import get_preset
 from benchmark.harness.tasks import TaskOptions, get_task
+from shared_helpers import copy_run, smoke_config
 
 SMOKE = get_preset("smoke")
 
 
-def _config(tmp_path, task, method, data_dir=None, **preset_changes):
-    preset = dataclasses.replace(SMOKE, **preset_changes)
-    return runner.RunConfig(
-        method=method, task=get_task(task), preset=preset,
-        data=data.DataConfig(data_dir=str(data_dir or tmp_path / "data"), manual_dir=None,
-                             resolution=preset.resolution, synthetic_sizes=preset.synthetic_sizes,
-                             synthetic_image_size=preset.synthetic_image_size),
-        output_dir=str(tmp_path / "out"), progress=False)
+_config = smoke_config  # (tmp_path, task, method, data_dir=None, **preset_changes)
 
 
 def _check_rows(rows, cfg, primary):
@@ -102,8 +96,11 @@ def test_unknown_or_unsupported_bags_are_refused(task, bag, message):
         get_task(task, TaskOptions(bag=bag))
 
 
-def test_derm_simclr_linear(tmp_path, smoke_data_dir):
-    cfg = _config(tmp_path, "derm", "simclr", smoke_data_dir, eval_modes=("linear",), label_fractions=(100.0,))
+def test_derm_simclr_linear(tmp_path, derm_simclr_runs):
+    """The linear probe of the shared run's finished SimCLR stage (its pretraining is not repeated)."""
+    shared = derm_simclr_runs.first.cfg
+    cfg = copy_run(dataclasses.replace(shared, control=None, preset=dataclasses.replace(
+        shared.preset, eval_modes=("linear",))), tmp_path / "out", only="pretrain")
     rows = runner.run(cfg)
     assert len(rows) == 1 and rows[0]["eval_mode"] == "linear"
     _check_rows(rows, cfg, "top1")
@@ -112,7 +109,9 @@ def test_derm_simclr_linear(tmp_path, smoke_data_dir):
 
 def test_cli_run_killed_mid_pretraining_resumes(tmp_path, smoke_data_dir):
     """`python -m benchmark.run` killed during pretraining resumes from its checkpoint on rerun, and
-    ends with the prediction files (byte for byte) and row of an uninterrupted run."""
+    ends with the prediction files (byte for byte) and row of an uninterrupted run. The cell is a
+    linear probe of the encoder (the resumed pretraining is what is checked; fine-tuning a cell
+    the same in two processes is test_determinism's two-process test)."""
     import signal
     import subprocess
     import sys
@@ -120,7 +119,8 @@ def test_cli_run_killed_mid_pretraining_resumes(tmp_path, smoke_data_dir):
 
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "benchmark.run", "--method=simclr", "--task=cxr", "--preset=smoke",
-            "--pretrain_steps=60", "--seeds=0", "--label_fractions=100", "--verbosity=0", "--control=none",
+            "--pretrain_steps=20", "--seeds=0", "--label_fractions=100", "--eval_modes=linear",
+            "--verbosity=0", "--control=none",
             f"--data_dir={smoke_data_dir}", f"--output_dir={out}", "--noprogress"]
     meta_file = out / "pretrain" / "cxr_simclr" / "meta.json"
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -129,21 +129,21 @@ def test_cli_run_killed_mid_pretraining_resumes(tmp_path, smoke_data_dir):
         while time.time() < deadline and proc.poll() is None:
             if meta_file.exists() and json.loads(meta_file.read_text())["steps_done"] >= 2:
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
         assert proc.poll() is None, "the run ended before it could be killed mid-pretraining"
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
         proc.wait()
     killed_at = json.loads(meta_file.read_text())
-    assert not killed_at["finished"] and 2 <= killed_at["steps_done"] < 60
+    assert not killed_at["finished"] and 2 <= killed_at["steps_done"] < 20
     assert not (out / "results.jsonl").exists()
 
     done = subprocess.run(argv, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "simclr: resumed from" in done.stderr
     final = json.loads(meta_file.read_text())
-    assert final["finished"] and final["steps_done"] == 60
+    assert final["finished"] and final["steps_done"] == 20
     rows = results.ResultsStore(out / "results.jsonl").rows()
     assert [(r["method"], r["label_fraction"], r["seed"]) for r in rows] == [("simclr", 1.0, 0)]
 
@@ -165,12 +165,13 @@ def _fail(*args, **kwargs):
 
 
 def test_the_control_runs_once_beside_the_method_and_not_with_control_none(tmp_path, monkeypatch,
-                                                                          smoke_data_dir):
+                                                                          derm_simclr_runs):
+    """The shared derm SimCLR run (`derm_simclr_runs`: seed 0 with control=random_init, then, in a
+    copy, seeds 0 and 1 without a control); the rerun works on a copy of the first run."""
     from benchmark.board import report
 
-    cfg = dataclasses.replace(_config(tmp_path, "derm", "simclr", smoke_data_dir, label_fractions=(100.0,)),
-                              control="random_init")
-    rows = runner.run(cfg)
+    cfg, rows = derm_simclr_runs.first.cfg, derm_simclr_runs.first.rows
+    assert cfg.control == "random_init" and cfg.preset.seeds == (0,)
     store = results.ResultsStore(os.path.join(cfg.output_dir, "results.jsonl"))
     assert [(r["method"], r["seed"]) for r in store.rows()] == [("simclr", 0), ("random_init", 0)]
     [control] = runner.control_rows(cfg)
@@ -182,13 +183,14 @@ def test_the_control_runs_once_beside_the_method_and_not_with_control_none(tmp_p
     assert len(lines) == 2 and all("(n=1)" in l and "—" not in l for l in lines)
     assert "control: random_init" in table and "paired patient-level bootstrap" in table
 
+    rerun = copy_run(cfg, tmp_path / "out")
     monkeypatch.setattr(runner.data, "prepare", _fail)  # a rerun computes nothing
-    assert runner.run(cfg) == rows
-    assert len(store.rows()) == 2
+    assert runner.run(rerun) == rows
+    assert len(results.ResultsStore(os.path.join(rerun.output_dir, "results.jsonl")).rows()) == 2
     monkeypatch.undo()
-    more = dataclasses.replace(cfg, control=None,
-                               preset=dataclasses.replace(cfg.preset, seeds=(0, 1)))
-    runner.run(more)
+    more = derm_simclr_runs.extended.cfg
+    assert (more.control, more.preset.seeds) == (None, (0, 1))
+    store = results.ResultsStore(os.path.join(more.output_dir, "results.jsonl"))
     assert [(r["method"], r["seed"]) for r in store.rows()] == [
         ("simclr", 0), ("random_init", 0), ("simclr", 1)]
 

@@ -4,6 +4,7 @@ survives missing or corrupt checkpoint files, and environment errors as one line
 import dataclasses
 import errno
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -397,19 +398,51 @@ def test_progress_bars_are_off_when_stderr_is_not_a_terminal(monkeypatch):
         tfds.enable_progress_bar()
 
 
-@pytest.mark.parametrize("argv,tty,disabled", [
-    (["--noprogress"], True, True), ([], False, True), ([], True, False)])
-def test_tqdm_bars_are_off_from_process_start(argv, tty, disabled):
+TQDM_CASES = [(["--noprogress"], True, True), ([], False, True), ([], True, False)]
+
+# One Python process imports TensorFlow and Keras (which do not import tqdm) once, then forks a child
+# per case that starts like an entry point: `quiet_start`, then the methods (and with them tqdm).
+_TQDM_PROBE = """
+import json, os, sys
+import tensorflow, keras  # noqa: F401  (the slow imports, shared by the children)
+assert "tqdm" not in sys.modules, "TensorFlow or Keras imported tqdm"
+from benchmark import cli
+found = []
+for argv, tty in json.loads(sys.argv[1]):
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        sys.stderr.isatty = lambda: tty
+        cli.quiet_start(["prog", *argv])
+        import baselines.pretrain, tqdm  # noqa: E401,F401
+        os.write(write, str(tqdm.tqdm(total=1).disable).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        found.append(f.read())
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+print(json.dumps(found))
+"""
+
+
+@pytest.fixture(scope="module")
+def tqdm_disabled():
+    """`tqdm.tqdm(total=1).disable` in a fresh process per TQDM_CASES case (one subprocess)."""
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    done = subprocess.run([sys.executable, "-c", _TQDM_PROBE, json.dumps([c[:2] for c in TQDM_CASES])],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", range(len(TQDM_CASES)), ids=[
+    "argv0-True-True", "argv1-False-True", "argv2-True-False"])
+def test_tqdm_bars_are_off_from_process_start(case, tqdm_disabled):
     """tqdm reads TQDM_DISABLE once, at import: `quiet_start` must set it before the entry point
     imports the methods (whose pretraining bar is drawn with tqdm's defaults)."""
-    code = ("import sys; from benchmark import cli; "
-            f"sys.stderr.isatty = lambda: {tty}; cli.quiet_start(['prog', *{argv!r}]); "
-            "import baselines.pretrain, tqdm; print(tqdm.tqdm(total=1).disable)")
-    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == str(disabled)
+    argv, tty, disabled = TQDM_CASES[case]
+    assert tqdm_disabled[case] == str(disabled), (argv, tty)
 
 
 def test_cli_error_is_exactly_one_line_without_tensorflow_start_up_noise(tmp_path):
