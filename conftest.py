@@ -41,6 +41,7 @@ LONGEST_FIRST = (
     "tests/test_determinism.py",
     "tests/test_run.py",
     "tests/test_folder_task.py",
+    "tests/test_distill.py",
     "tests/test_run_integrity.py",
     "tests/test_simclr_import.py",
     "tests/test_methods.py",
