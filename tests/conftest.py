@@ -5,6 +5,7 @@ import contextlib
 import dataclasses
 import fcntl
 import os
+import shutil
 import types
 
 import pytest
@@ -26,6 +27,7 @@ def shared_dir(tmp_path_factory):
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 if not (root / f"{name}.done").exists():
+                    shutil.rmtree(folder, ignore_errors=True)  # what a failed attempt left
                     build(folder)
                     (root / f"{name}.done").touch()
             finally:
