@@ -40,16 +40,23 @@ def summary_table(rows: list[dict], control_rows: list[dict] = (), *, output_dir
             results_of = [r["metrics"][test_set] for r in members if test_set in r["metrics"]]
             if not results_of:
                 continue
-            primary = results_of[0]["primary"]
-            difference = _difference(primary, test_set, members, others, output_dir)
-            lines.append(
-                f"{task:<6} {method[:12]:<12} {mode:<9} {fraction * 100:>6g}%  {test_set:<16} "
-                f"{primary[:10]:<10} {_seed_summary(members, test_set, primary):<21} "
-                f"{_seed_summary(others, test_set, primary):<21} {_shown(difference)}")
+            lines.append(_line((task, method, mode, fraction), test_set, results_of[0]["primary"],
+                               members, others, output_dir))
     if control_names:
         lines += ["", f"control: {', '.join(control_names)} (the same backbone, no pretraining)",
                   DIFFERENCE_NOTE]
     return "\n".join(lines + _teacher_lines(cells, output_dir))
+
+
+def _line(cell: tuple, test_set: str, primary: str, members: list[dict], others: list[dict],
+          output_dir: str) -> str:
+    """One table line: a cell's (task, method, eval mode, fraction) rows on `test_set` beside
+    `others` (the control's or the teacher's) and the paired difference to them."""
+    task, method, mode, fraction = cell
+    return (f"{task:<6} {method[:12]:<12} {mode:<9} {fraction * 100:>6g}%  {test_set:<16} "
+            f"{primary[:10]:<10} {_seed_summary(members, test_set, primary):<21} "
+            f"{_seed_summary(others, test_set, primary):<21} "
+            f"{_shown(_difference(primary, test_set, members, others, output_dir))}")
 
 
 def _teacher_lines(cells: dict, output_dir: str) -> list[str]:
@@ -64,11 +71,8 @@ def _teacher_lines(cells: dict, output_dir: str) -> list[str]:
             if not any(test_set in r["metrics"] for r in members):
                 continue
             primary = next(r["metrics"][test_set]["primary"] for r in members if test_set in r["metrics"])
-            lines.append(
-                f"{task:<6} {method[:12]:<12} {mode:<9} {fraction * 100:>6g}%  {test_set:<16} "
-                f"{primary[:10]:<10} {_seed_summary(members, test_set, primary):<21} "
-                f"{_seed_summary(teachers, test_set, primary):<21} "
-                f"{_shown(_difference(primary, test_set, members, teachers, output_dir))}")
+            lines.append(_line((task, method, mode, fraction), test_set, primary, members, teachers,
+                               output_dir))
     if not lines:
         return []
     header = (f"{'task':<6} {'method':<12} {'eval':<9} {'labels':>7}  {'test set':<16} "

@@ -428,8 +428,11 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
                 weight_decay=preset.finetune.weight_decay, strategy=strategy)
             labelled = train_split.dataset(chosen.example_ids)
 
-            def search(chosen=chosen, labelled=labelled, seed=seed, tag=tag):
+            def search(chosen=chosen, labelled=labelled, fraction=fraction, seed=seed):
+                """The fine-tuning search of the cell; its curves go to the finetune cell's folder
+                also when a distill cell fine-tunes its teacher."""
                 source, grid = finetune_grid(method, preset, len(chosen.example_ids))
+                tag = _cell_tag(cfg, "finetune", fraction, seed)
                 return trainer.search(
                     lambda policy: finetune.train_input(labelled, image_size=preset.image_size,
                                                         policy=policy, seed=seed),
