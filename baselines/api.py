@@ -15,10 +15,11 @@ from __future__ import annotations
 import abc
 import dataclasses
 import inspect
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import keras
-import tensorflow as tf
+if TYPE_CHECKING:  # annotations only: the configs here are read without TensorFlow
+    import keras
+    import tensorflow as tf
 
 
 @dataclasses.dataclass(frozen=True)

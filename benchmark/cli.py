@@ -150,10 +150,14 @@ def row_warnings() -> Iterator[None]:
 def use_folder_tasks(flag: str) -> None:
     """Makes the folder tasks of `--task=folder:<dir>[,folder:<dir>...]` known to this process by
     their names, so that rows of those tasks are read from these folders (wherever the rows say
-    they were); ValueError naming the flag for anything else."""
+    they were); ValueError naming the flag for anything else. Reading a folder task loads the
+    builders, and so TensorFlow: quietly (`quiet_tensorflow`)."""
+    items = list(filter(None, (flag or "").split(",")))
+    if items:
+        quiet_tensorflow(sys.argv)
     from benchmark.harness import tasks
 
-    for item in filter(None, (flag or "").split(",")):
+    for item in items:
         if not item.startswith(tasks.FOLDER_PREFIX):
             raise ValueError(f"--task={flag}: expected {tasks.FOLDER_PREFIX}<dir>[,{tasks.FOLDER_PREFIX}<dir>...] "
                              "(the folders of folder tasks whose rows are read)")

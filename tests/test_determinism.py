@@ -1,10 +1,9 @@
 """Deterministic by default: the same code, data, configuration and seed give the same encoder, the
-same prediction files (byte for byte) and the same rows, in one process or two, and after a resume."""
+same prediction files (byte for byte) and the same rows, in one process and after a resume (in two
+processes: `test_run.test_cli_run_killed_mid_pretraining_resumes_to_the_uninterrupted_runs_bytes`)."""
 import dataclasses
 import filecmp
 import json
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -212,28 +211,3 @@ def test_a_grid_is_not_continued_in_the_other_mode(tmp_path):
     with pytest.raises(ValueError, match=r"results.jsonl: the finished cells of derm/enc/smoke ran with "
                                          r"deterministic=False; rerun with --nondeterministic"):
         runner.run(cfg)
-
-
-def _cli(data_dir, output_dir, *extra):
-    argv = [sys.executable, "-m", "benchmark.run", "--method=micle", "--task=cxr", "--preset=smoke",
-            "--seeds=0", "--label_fractions=100", "--eval_modes=finetune,linear", "--verbosity=0",
-            "--noprogress", "--control=none", f"--data_dir={data_dir}", f"--output_dir={output_dir}", *extra]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-
-
-def test_one_smoke_cell_in_two_processes_is_byte_identical(tmp_path, smoke_data_dir):
-    # In bfloat16 (float32 is the in-process tests' precision): determinism holds within a precision.
-    _cli(smoke_data_dir, tmp_path / "one", "--precision=bfloat16")
-    _cli(smoke_data_dir, tmp_path / "two", "--precision=bfloat16")
-    one, two = _rows_and_predictions(tmp_path / "one"), _rows_and_predictions(tmp_path / "two")
-    assert sorted(one) == sorted(two) and len(one) == 2
-    for key, row in one.items():
-        assert row["deterministic"] is True
-        assert row["config"]["precision"] == {"requested": "bfloat16", "used": "bfloat16", "reason": "requested"}
-        _assert_same_cell(tmp_path / "one", row, tmp_path / "two", two[key])
-        if row["eval_mode"] == "finetune":  # the same search, point for point
-            assert row["finetune_selection"] == two[key]["finetune_selection"]
-    stage = "pretrain/cxr_micle"
-    assert_same_weights(checkpoint.load_encoder(str(tmp_path / "one" / stage)).get_weights(),
-                        checkpoint.load_encoder(str(tmp_path / "two" / stage)).get_weights())

@@ -28,6 +28,10 @@ channels. Label policies (CheXpert uncertainty, class harmonisation) live here.
          record its folder and fingerprints under `config.folder_task` (`FolderRecord`);
          `task_of_row` finds the task of such a row, at the folder a `folder:<dir>` named for
          its name (the commands' `--task=folder:<dir>`) or else where the row says.
+
+TensorFlow is imported by the label policies when they run (in an input pipeline), and the builders'
+package (TFDS, TensorFlow) by the folder-task functions, so reading the built-in tasks' definitions,
+as the leaderboards do, starts neither.
 """
 from __future__ import annotations
 
@@ -35,12 +39,14 @@ import dataclasses
 import functools
 import os
 import re
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
-import tensorflow as tf
 
-from tfds_builders.folder_task import spec as folder_spec
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from tfds_builders.folder_task import spec as folder_spec
 
 UNCERTAINTY_POLICIES = ("u_ones", "u_zeros", "u_ignore")
 # Which images of the grouped pretraining source form one bag (a MICLe positive pair is two images
@@ -146,6 +152,8 @@ def chexpert_study_id(example_id: str) -> str:
 
 
 def _cxr_policy_label(labels: dict, uncertainty: str) -> tf.Tensor:
+    import tensorflow as tf
+
     states = tf.stack([tf.cast(labels[k], tf.int32) for k in _CXR_KEYS])
     positive = tf.cast(tf.equal(states, _POSITIVE), tf.float32)
     uncertain = tf.equal(states, _UNCERTAIN)
@@ -168,6 +176,8 @@ def _chexpert_meta(uncertainty: str):
 
 
 def _nih_meta(ex):
+    import tensorflow as tf
+
     return {
         "label": tf.stack([tf.cast(ex["labels"][k], tf.float32) for k in _NIH_KEYS]),
         "example_id": ex["image_index"],
@@ -176,13 +186,18 @@ def _nih_meta(ex):
 
 
 def _derm_keep(mapping: dict[str, int], names: tuple[str, ...]):
-    table = tf.constant([mapping.get(n, -1) for n in names], tf.int32)
+    table = [mapping.get(n, -1) for n in names]  # source class index -> harmonised index, -1: dropped
 
     def keep(ex):
-        return tf.gather(table, ex["diagnosis"]) >= 0
+        import tensorflow as tf
+
+        return tf.gather(tf.constant(table, tf.int32), ex["diagnosis"]) >= 0
 
     def to_one_hot(diagnosis):
-        return tf.one_hot(tf.gather(table, diagnosis), len(DERM_CLASSES), dtype=tf.float32)
+        import tensorflow as tf
+
+        return tf.one_hot(tf.gather(tf.constant(table, tf.int32), diagnosis), len(DERM_CLASSES),
+                          dtype=tf.float32)
 
     return keep, to_one_hot
 
@@ -265,6 +280,10 @@ _FOLDERS: dict[str, str] = {}
 
 
 def _folder_label(label: tf.Tensor, uncertainty: str) -> tf.Tensor:
+    import tensorflow as tf
+
+    from tfds_builders.folder_task import spec as folder_spec
+
     uncertain = tf.equal(label, folder_spec.UNCERTAIN)
     if uncertainty == "u_ones":
         return tf.where(uncertain, 1.0, label)
@@ -276,11 +295,14 @@ def _folder_label(label: tf.Tensor, uncertainty: str) -> tf.Tensor:
 @functools.lru_cache(maxsize=None)
 def _read_folder(path: str, stamp: tuple) -> tuple[folder_spec.Folder, dict[str, str]]:
     del stamp  # part of the cache key only: the modification times of task.json and metadata.csv
+    from tfds_builders.folder_task import spec as folder_spec
     folder = folder_spec.read_folder(path)
     return folder, folder_spec.fingerprints(folder)
 
 
 def _stamp(path: str) -> tuple:
+    from tfds_builders.folder_task import spec as folder_spec
+
     return tuple(os.stat(os.path.join(path, f)).st_mtime_ns if os.path.isfile(os.path.join(path, f))
                  else None for f in (folder_spec.TASK_FILE, folder_spec.METADATA_FILE))
 
@@ -288,6 +310,8 @@ def _stamp(path: str) -> tuple:
 def folder_task(path: str, options: TaskOptions) -> Task:
     """The task of the folder at `path` (checked: ValueError naming metadata.csv's line or the
     task.json key of the first problem), its options' bag resolved."""
+    from tfds_builders.folder_task import spec as folder_spec
+
     if not os.path.isdir(path):
         raise ValueError(f"--task={FOLDER_PREFIX}{path}: no such directory")
     path = os.path.abspath(path)
@@ -350,6 +374,8 @@ def task_of_row(row: dict, options: TaskOptions | None = None) -> Task:
     name = row["task"]
     if name in TASKS:
         return get_task(name, options)
+    from tfds_builders.folder_task import spec as folder_spec
+
     config = row.get("config") if isinstance(row.get("config"), dict) else {}
     recorded = config.get("folder_task")
     if not isinstance(recorded, dict) or not isinstance(recorded.get("folder"), str):
