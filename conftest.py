@@ -38,10 +38,10 @@ def smoke_data_dir(tmp_path_factory):
 # free up. Collecting the longest files first (CPU seconds measured on 2 cores, largest first) lets
 # the two workers finish together; files not named here follow in their usual order.
 LONGEST_FIRST = (
-    "tests/test_determinism.py",
     "tests/test_run.py",
-    "tests/test_folder_task.py",
+    "tests/test_determinism.py",
     "tests/test_distill.py",
+    "tests/test_folder_task.py",
     "tests/test_run_integrity.py",
     "tests/test_simclr_import.py",
     "tests/test_methods.py",

@@ -5,6 +5,7 @@ import copy
 import dataclasses
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -221,8 +222,9 @@ def test_a_distill_row_records_its_teacher_and_the_unlabelled_images(distilled):
 
 def test_a_distill_row_reproduces_without_reading_unlabelled_labels(distilled, monkeypatch, tmp_path):
     """`benchmark.reproduce` reruns a distill cell alone (its teacher fine-tuned again in the
-    process) with every unlabelled training label replaced: the prediction files are
-    byte-identical, so the run is deterministic and no unlabelled label played a part."""
+    process; the finished pretraining stage is copied, labels play no part in it) with every
+    unlabelled training label replaced: the prediction files are byte-identical, so the run is
+    deterministic and no unlabelled label played a part."""
     cfg, rows = distilled
     [row] = [r for r in rows if r["eval_mode"] == "distill" and r["seed"] == 1]
     labelled = set(runner.train_subset(cfg.task, data.split_task(
@@ -242,6 +244,7 @@ def test_a_distill_row_reproduces_without_reading_unlabelled_labels(distilled, m
     monkeypatch.setattr(data, "load_split", poisoned)
     rerun = reproduce.rerun_config("r.jsonl:1", row, data_dir=cfg.data.data_dir,
                                    scratch_dir=str(tmp_path / "rerun"), progress=False)
+    shutil.copytree(os.path.join(cfg.output_dir, "pretrain"), os.path.join(rerun.output_dir, "pretrain"))
     [again] = [r for r in runner.run(rerun) if r["eval_mode"] == "distill"]
     assert not os.path.exists(os.path.join(rerun.output_dir, "results.jsonl.lock"))
     assert [c.identical for c in reproduce.compare(cfg.output_dir, row, rerun.output_dir, again)] == [True, True]
