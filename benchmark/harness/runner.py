@@ -291,10 +291,7 @@ def _run_locked(cfg: RunConfig, method: api.Method, strategy) -> list[dict]:
     store = results.ResultsStore(os.path.join(cfg.output_dir, "results.jsonl"))
     cells = [(mode, fraction, seed) for mode in preset.eval_modes
              for fraction in preset.label_fractions for seed in preset.seeds]
-    key_of = {c: results.cell_key({"task": task.name, "method": cfg.method_name, "preset": preset.name,
-                                   "eval_mode": c[0], "label_fraction": c[1] / 100.0,
-                                   "seed": c[2]})
-              for c in cells}
+    key_of = {c: results.cell_key(_cell(cfg, *c)) for c in cells}
     config = _config_record(cfg, method)
     todo = []
     for c in cells:
@@ -484,15 +481,19 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
                 "collapsed": collapsed,
             }
         store.append({
-            "schema": results.SCHEMA_VERSION, "task": task.name, "method": cfg.method_name, "preset": preset.name,
-            "eval_mode": mode, "label_fraction": fraction / 100.0, "seed": int(seed),
-            "metrics": scored, "n_train_examples": int(len(chosen.example_ids)),
+            "schema": results.SCHEMA_VERSION, **_cell(cfg, mode, fraction, seed), "metrics": scored, "n_train_examples": int(len(chosen.example_ids)),
             "n_train_groups": int(len(groups)),
             "data_fingerprint": results.examples_fingerprint(chosen.example_ids, chosen.labels),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "wall_seconds": round(time.time() - start, 2), "deterministic": cfg.deterministic, **common,
             **extra,
         }, files=files)
+
+
+def _cell(cfg: RunConfig, mode: str, fraction: float, seed: int) -> dict:
+    """The cell key fields (`results.CELL_KEY_FIELDS`) of `cfg`'s cell (mode, fraction in %, seed)."""
+    return {"task": cfg.task.name, "method": cfg.method_name, "preset": cfg.preset.name,
+            "eval_mode": mode, "label_fraction": fraction / 100.0, "seed": int(seed)}
 
 
 def _cell_tag(cfg: RunConfig, mode: str, fraction: float, seed: int) -> str:
@@ -527,8 +528,7 @@ def _teacher(cfg: RunConfig, method, trainer: finetune.Trainer, store: results.R
             trainer.model.set_weights(weights)
         except ValueError as e:
             raise ValueError(f"{path}: does not fit this run's model ({e}); delete it and rerun") from None
-    cell = {"task": cfg.task.name, "method": cfg.method_name, "preset": cfg.preset.name,
-            "eval_mode": "finetune", "label_fraction": fraction / 100.0, "seed": int(seed)}
+    cell = _cell(cfg, "finetune", fraction, seed)
     found = store.find(results.cell_key(cell))
     if found is not None and cfg.deterministic:
         line, row = found

@@ -186,18 +186,18 @@ def _nih_meta(ex):
 
 
 def _derm_keep(mapping: dict[str, int], names: tuple[str, ...]):
-    table = [mapping.get(n, -1) for n in names]  # source class index -> harmonised index, -1: dropped
+    # source class index -> harmonised index (-1: dropped)
+    table = np.array([mapping.get(n, -1) for n in names], np.int32)
 
     def keep(ex):
         import tensorflow as tf
 
-        return tf.gather(tf.constant(table, tf.int32), ex["diagnosis"]) >= 0
+        return tf.gather(table, ex["diagnosis"]) >= 0
 
     def to_one_hot(diagnosis):
         import tensorflow as tf
 
-        return tf.one_hot(tf.gather(tf.constant(table, tf.int32), diagnosis), len(DERM_CLASSES),
-                          dtype=tf.float32)
+        return tf.one_hot(tf.gather(table, diagnosis), len(DERM_CLASSES), dtype=tf.float32)
 
     return keep, to_one_hot
 
