@@ -1,6 +1,8 @@
 """ResNet v1 encoders as used by SimCLR (google-research/simclr, tf2/resnet.py), in Keras 3.
 
-Depths 18/34 use basic blocks, 50/101/152 bottleneck blocks; channel widths scale with `width`.
+Depths 10/18/34 use basic blocks, 50/101/152 bottleneck blocks; channel widths scale with `width`.
+Depth 10 (one basic block per group, not a SimCLR release) is the test-sized network of the smoke
+preset.
 Batch norm: decay 0.9, epsilon 1e-5, synchronized across replicas when `global_bn`; the last BN of
 every residual branch starts with gamma = 0. Strided convs use SimCLR's fixed padding. Output is
 global-average-pooled features [B, 512*width] (basic) or [B, 2048*width] (bottleneck).
@@ -25,12 +27,14 @@ BATCH_NORM_EPSILON = 1e-5
 
 # depth -> (bottleneck?, blocks per group)
 RESNET_LAYERS: dict[int, tuple[bool, tuple[int, int, int, int]]] = {
+    10: (False, (1, 1, 1, 1)),
     18: (False, (2, 2, 2, 2)),
     34: (False, (3, 4, 6, 3)),
     50: (True, (3, 4, 6, 3)),
     101: (True, (3, 4, 23, 3)),
     152: (True, (3, 8, 36, 3)),
 }
+SIMCLR_DEPTHS = (18, 34, 50, 101, 152)  # the depths above that SimCLR's code builds: what its checkpoints can be
 WIDTHS = (0.25, 0.5, 1, 2, 3, 4)  # fractional widths: CPU-sized runs; 1/2/3/4 as in SimCLR
 SK_RATIO = 0.0625  # SimCLRv2's selective-kernel models ("sk1")
 SK_MIN_DIM = 32  # smallest width of the selective-kernel mixing layer

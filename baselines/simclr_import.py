@@ -180,7 +180,7 @@ def describe_backbone(config: BackboneConfig) -> str:
 
 
 def _candidates():
-    for depth, width, sk, small in itertools.product(resnet.RESNET_LAYERS, resnet.WIDTHS,
+    for depth, width, sk, small in itertools.product(resnet.SIMCLR_DEPTHS, resnet.WIDTHS,
                                                      (0.0, resnet.SK_RATIO), (False, True)):
         yield BackboneConfig(family="resnet_v1", depth=depth, width=width, small_stem=small, sk_ratio=sk)
 

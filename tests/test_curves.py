@@ -17,7 +17,7 @@ from benchmark.board import lines as board_lines
 from benchmark.harness import finetune, results, runner
 from test_methods import groups as methods_groups
 
-R18 = BackboneConfig(family="resnet_v1", depth=18, width=0.25, small_stem=True)
+R10 = BackboneConfig(family="resnet_v1", depth=10, width=0.25, small_stem=True)
 CONFIG = PretrainConfig(image_size=32, batch_size=4, steps=5, checkpoint_every=2)
 DEFAULT = tf.distribute.get_strategy()
 TAGS = {"loss", "contrast_acc", "learning_rate"}
@@ -47,7 +47,7 @@ def simclr(log_every, stop_at=None):
 
 
 def train(method, tmp_path, name):
-    return method.pretrain(groups(), backbone=R18, config=CONFIG, strategy=DEFAULT,
+    return method.pretrain(groups(), backbone=R10, config=CONFIG, strategy=DEFAULT,
                            checkpoint_dir=str(tmp_path / name / "stage"), summary_dir=str(tmp_path / name / "tb"))
 
 
@@ -77,7 +77,7 @@ def test_pretraining_curve_in_events_and_curve_json_and_a_resume_repeats_no_step
     after a point past its last save and resumed: each step once, the uninterrupted run's values."""
     events.ScalarWriter(str(tmp_path / "whole" / "tb")).write(7, {"loss": 99.0})  # left by an older stage
     encoder = train(simclr(log_every=2), tmp_path, "whole")
-    unlogged = simclr(log_every=1000).pretrain(groups(), backbone=R18, config=CONFIG, strategy=DEFAULT,
+    unlogged = simclr(log_every=1000).pretrain(groups(), backbone=R10, config=CONFIG, strategy=DEFAULT,
                                                checkpoint_dir=str(tmp_path / "unlogged"))
     for logged, plain in zip(encoder.get_weights(), unlogged.get_weights(), strict=True):
         np.testing.assert_array_equal(logged, plain)  # logging changes no trained byte

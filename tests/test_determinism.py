@@ -22,7 +22,7 @@ from benchmark.harness.presets import get_preset
 from benchmark.harness.tasks import get_task
 from test_methods import groups as methods_groups
 
-R18 = BackboneConfig(family="resnet_v1", depth=18, width=0.25, small_stem=True)
+R10 = BackboneConfig(family="resnet_v1", depth=10, width=0.25, small_stem=True)
 CONFIG = PretrainConfig(image_size=32, batch_size=4, steps=4, checkpoint_every=2)
 DEFAULT = tf.distribute.get_strategy()
 SMOKE = get_preset("smoke")
@@ -71,14 +71,14 @@ def stop_at(step):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     """`weights(name, make)`: the encoder weights of `make()`'s uninterrupted pretraining (CONFIG,
-    R18, `groups()`), computed at the first call for `name` in this process. SimCLR's and MICLe's
+    R10, `groups()`), computed at the first call for `name` in this process. SimCLR's and MICLe's
     serve both `test_two_in_process_pretrainings_give_the_same_encoder` (the first of its two) and
     `test_interrupted_and_resumed_pretraining_equals_an_uninterrupted_one` (the uninterrupted one)."""
     cache = {}
 
     def weights(name, make):
         if name not in cache:
-            cache[name] = make().pretrain(groups(), backbone=R18, config=CONFIG, strategy=DEFAULT,
+            cache[name] = make().pretrain(groups(), backbone=R10, config=CONFIG, strategy=DEFAULT,
                                           checkpoint_dir=str(tmp_path_factory.mktemp(name))).get_weights()
         return cache[name]
 
@@ -95,10 +95,10 @@ def test_two_in_process_pretrainings_give_the_same_encoder(make, config, tmp_pat
     if name in ("simclr", "micle"):  # CONFIG: the uninterrupted pretraining of the resume test
         first = uninterrupted(name, make)
     else:
-        first = make().pretrain(groups(), backbone=R18, config=config, strategy=DEFAULT,
+        first = make().pretrain(groups(), backbone=R10, config=config, strategy=DEFAULT,
                                 checkpoint_dir=str(tmp_path / "a")).get_weights()
     disturb_global_random_state()
-    second = make().pretrain(groups(), backbone=R18, config=config, strategy=DEFAULT,
+    second = make().pretrain(groups(), backbone=R10, config=config, strategy=DEFAULT,
                              checkpoint_dir=str(tmp_path / "b")).get_weights()
     assert_same_weights(first, second)
 
@@ -124,11 +124,11 @@ def test_interrupted_and_resumed_pretraining_equals_an_uninterrupted_one(method,
     whole = uninterrupted(method.__name__.lower(), lambda: method(options=loop_options()))
     resumed_dir = str(tmp_path / "resumed")
     with pytest.raises(Stop):
-        method(options=loop_options(stop_at(3))).pretrain(groups(), backbone=R18, config=CONFIG,
+        method(options=loop_options(stop_at(3))).pretrain(groups(), backbone=R10, config=CONFIG,
                                                           strategy=DEFAULT, checkpoint_dir=resumed_dir)
     assert checkpoint.read_meta(resumed_dir).steps_done == 2
     disturb_global_random_state()
-    resumed = method(options=loop_options()).pretrain(groups(), backbone=R18, config=CONFIG, strategy=DEFAULT,
+    resumed = method(options=loop_options()).pretrain(groups(), backbone=R10, config=CONFIG, strategy=DEFAULT,
                                                      checkpoint_dir=resumed_dir).get_weights()
     assert_same_weights(whole, resumed)
 

@@ -116,8 +116,8 @@ def test_eval_modes_name_their_student():
     assert distill.student_backbone("distill") is None
     assert distill.mode_name(distill.student_backbone("distill:resnet_v1-18x0.25")) == "distill:resnet_v1-18x0.25"
     assert distill.mode_name(distill.student_backbone("distill:bit-50x1")) == "distill:bit-50"
-    with pytest.raises(ValueError, match=r"^eval mode distill:resnet_v1-10: resnet_v1 depth=10: expected one of"):
-        distill.student_backbone("distill:resnet_v1-10")
+    with pytest.raises(ValueError, match=r"^eval mode distill:resnet_v1-12: resnet_v1 depth=12: expected one of"):
+        distill.student_backbone("distill:resnet_v1-12")
     assert results.eval_mode_problem("distill:botnet-50x0.25-small") is None
     assert results.eval_mode_problem("distil") is not None
     with pytest.raises(ValueError, match=r"^eval mode 'probe': expected one of"):
@@ -270,12 +270,12 @@ def test_the_board_shows_distill_lines_against_their_teacher_and_the_control(dis
     leaderboard.regenerate([str(both)], str(out), prediction_dirs=[cfg.output_dir])
     table = {(r["method"], r["eval_mode"]): r for r in _csv(out / "cxr.csv") if r["section"] == "ours_synthetic"}
     line = table[("simclr", "distill")]
-    assert line["teacher"] == "simclr finetune resnet_v1-18x0.25"
+    assert line["teacher"] == "simclr finetune resnet_v1-10x0.25"
     assert line["in_distribution_teacher_diff_n_seeds"] == "1" and line["in_distribution_teacher_diff"]
     assert line["control"] == "random_init" and line["in_distribution_diff_n_seeds"] == "1"
     assert float(line["in_distribution_diff"]) == float(line["in_distribution_diff_ci_high"]) == 0.0
     assert table[("simclr", "finetune")]["teacher"] == ""
-    assert table[("random_init", "distill")]["teacher"] == "random_init finetune resnet_v1-18x0.25"
+    assert table[("random_init", "distill")]["teacher"] == "random_init finetune resnet_v1-10x0.25"
     md = (out / "cxr.md").read_text()
     assert "Δ vs teacher (paired 95% CI)" in md and lines.TEACHER_RULE in md
 
@@ -316,13 +316,13 @@ def test_a_smaller_student_starts_from_random_weights_or_from_an_encoder_of_its_
     from baselines.backbones import build_encoder
     from test_run import _config
 
-    small = BackboneConfig(family="resnet_v1", depth=18, width=0.25, small_stem=True)
+    small = BackboneConfig(family="resnet_v1", depth=10, width=0.25, small_stem=True)
     keras.utils.set_random_seed(7)
     own = build_encoder(small)
     own.save(tmp_path / "own.keras")
-    cfg = _config(tmp_path, "derm", "simclr", eval_modes=("finetune", "distill:resnet_v1-18x0.25-small"))
+    cfg = _config(tmp_path, "derm", "simclr", eval_modes=("finetune", "distill:resnet_v1-10x0.25-small"))
     strategy = tf.distribute.get_strategy()
-    mode = "distill:resnet_v1-18x0.25-small"
+    mode = "distill:resnet_v1-10x0.25-small"
     scratch = runner._student_trainer(cfg, mode, None, strategy).model.encoder.get_weights()
     again = runner._student_trainer(cfg, mode, None, strategy).model.encoder.get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(scratch, again))  # drawn from the pretraining seed

@@ -17,7 +17,7 @@ from baselines.micle import MICLe
 from baselines.heads import projection_head
 from baselines.simclr import ContrastiveModel, SimCLR
 
-R18 = BackboneConfig(family="resnet_v1", depth=18, width=1, small_stem=True)
+R10 = BackboneConfig(family="resnet_v1", depth=10, width=0.25, small_stem=True)
 CONFIG = PretrainConfig(image_size=32, batch_size=2, steps=4, checkpoint_every=2)
 DEFAULT = tf.distribute.get_strategy()
 
@@ -73,11 +73,11 @@ def simclr_stage(tmp_path_factory):
     directory = str(tmp_path_factory.mktemp("simclr"))
     first = Recorder(stop_at=3, snapshot_at=(2,))
     with pytest.raises(Stop):
-        SimCLR(options(first)).pretrain(groups(), backbone=R18, config=CONFIG, strategy=DEFAULT,
+        SimCLR(options(first)).pretrain(groups(), backbone=R10, config=CONFIG, strategy=DEFAULT,
                                         checkpoint_dir=directory)
     meta_after_crash = checkpoint.read_meta(directory)
     second = Recorder(snapshot_at=(2,))
-    encoder = SimCLR(options(second)).pretrain(groups(), backbone=R18, config=CONFIG, strategy=DEFAULT,
+    encoder = SimCLR(options(second)).pretrain(groups(), backbone=R10, config=CONFIG, strategy=DEFAULT,
                                                checkpoint_dir=directory)
     return directory, first, second, meta_after_crash, encoder
 
@@ -104,7 +104,7 @@ def test_finished_stage_returns_encoder_without_training(simclr_stage):
     with open(os.path.join(directory, checkpoint.META_FILE)) as f:
         meta_before = f.read()
     recorder = Recorder()
-    encoder = SimCLR(options(recorder)).pretrain(groups(), backbone=R18, config=CONFIG, strategy=DEFAULT,
+    encoder = SimCLR(options(recorder)).pretrain(groups(), backbone=R10, config=CONFIG, strategy=DEFAULT,
                                                  checkpoint_dir=directory)
     assert recorder.steps == []
     assert_same(encoder.get_weights(), checkpoint.load_encoder(directory).get_weights())
@@ -115,12 +115,12 @@ def test_finished_stage_returns_encoder_without_training(simclr_stage):
 def test_rerun_with_other_settings_is_refused(simclr_stage):
     directory, *_ = simclr_stage
     with pytest.raises(ValueError, match=f"{directory}.*temperature"):
-        SimCLR(options()).pretrain(groups(), backbone=R18, config=dataclasses.replace(CONFIG, temperature=0.5),
+        SimCLR(options()).pretrain(groups(), backbone=R10, config=dataclasses.replace(CONFIG, temperature=0.5),
                                    strategy=DEFAULT, checkpoint_dir=directory)
     with pytest.raises(ValueError, match="method: stored 'simclr' != requested 'micle'"):
-        MICLe().pretrain(groups(), backbone=R18, config=CONFIG, strategy=DEFAULT, checkpoint_dir=directory)
+        MICLe().pretrain(groups(), backbone=R10, config=CONFIG, strategy=DEFAULT, checkpoint_dir=directory)
     with pytest.raises(ValueError, match="init_checkpoint: stored None != requested '/elsewhere'"):
-        SimCLR(options()).pretrain(groups(), backbone=R18, config=CONFIG, strategy=DEFAULT,
+        SimCLR(options()).pretrain(groups(), backbone=R10, config=CONFIG, strategy=DEFAULT,
                                    checkpoint_dir=directory, init_checkpoint="/elsewhere")
 
 
@@ -130,11 +130,11 @@ def test_micle_chained_on_simclr_starts_from_its_weights(simclr_stage, tmp_path)
     config = dataclasses.replace(CONFIG, steps=2, optimizer="adam", base_learning_rate=1e-3)
     micle_dir = str(tmp_path / "micle")
     encoder = MICLe(mask_same_group=True, options=options(recorder)).pretrain(
-        groups(), backbone=R18, config=config, strategy=DEFAULT, checkpoint_dir=micle_dir,
+        groups(), backbone=R10, config=config, strategy=DEFAULT, checkpoint_dir=micle_dir,
         init_checkpoint=simclr_dir)
     start_weights, _ = recorder.snapshots[0]
     simclr_encoder = checkpoint.load_encoder(simclr_dir)
-    simclr_head = projection_head(512, num_layers=CONFIG.projection_layers, output_dim=CONFIG.projection_dim)
+    simclr_head = projection_head(128, num_layers=CONFIG.projection_layers, output_dim=CONFIG.projection_dim)
     simclr_head.load_weights(os.path.join(simclr_dir, checkpoint.HEAD_FILE))
     assert_same(start_weights, simclr_encoder.get_weights() + simclr_head.get_weights())
     assert recorder.steps == [0, 1, 2]
@@ -151,9 +151,9 @@ def test_minimal_example_through_import_path(simclr_stage, tmp_path):
     method = get_method("baselines.examples.minimal_method:RotationPrediction")
     assert isinstance(method, RotationPrediction)
     config = dataclasses.replace(CONFIG, steps=2, optimizer="adam", base_learning_rate=1e-3)
-    encoder = method.pretrain(groups(), backbone=R18, config=config, strategy=DEFAULT,
+    encoder = method.pretrain(groups(), backbone=R10, config=config, strategy=DEFAULT,
                               checkpoint_dir=str(tmp_path), init_checkpoint=simclr_dir)
-    assert encoder.output_shape == (None, 512)
+    assert encoder.output_shape == (None, 128)
     start = checkpoint.load_encoder(simclr_dir).get_weights()
     assert any(not np.array_equal(a, b) for a, b in zip(encoder.get_weights(), start)), "no training happened"
     assert_same(checkpoint.load_encoder(str(tmp_path)).get_weights(), encoder.get_weights())
@@ -178,11 +178,11 @@ def test_supervised_bit_from_npz_and_hyperrule(tmp_path):
     meta = checkpoint.read_meta(stage)
     assert (meta.method, meta.backbone, meta.steps_done, meta.finished) == ("supervised", backbone, 0, True)
     assert method.finetune_policy(1000) == bit_hyperrule.finetune_policy(1000)
-    assert method.backbone(R18) == backbone
+    assert method.backbone(R10) == dataclasses.replace(backbone, width=R10.width)  # BiT builds x0.25
     assert method.backbone(BackboneConfig(depth=101, width=2, small_stem=False)) == dataclasses.replace(
         backbone, depth=101, width=2)
     with pytest.raises(ValueError, match="family='bit'"):
-        method.pretrain(groups(), backbone=R18, config=CONFIG, strategy=DEFAULT,
+        method.pretrain(groups(), backbone=R10, config=CONFIG, strategy=DEFAULT,
                         checkpoint_dir=str(tmp_path / "r18"))
 
 

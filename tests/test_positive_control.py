@@ -13,7 +13,7 @@ from baselines.random_init import RandomInit
 from baselines.simclr import SimCLR
 
 SIZE, BATCH, STEPS, CLASSES, PER_CLASS = 32, 32, 150, 4, 32
-BACKBONE = BackboneConfig(family="resnet_v1", depth=18, width=0.25, small_stem=False)
+BACKBONE = BackboneConfig(family="resnet_v1", depth=10, width=0.25, small_stem=False)
 
 
 def _dataset(seed=0):

@@ -23,7 +23,7 @@ from benchmark.harness import data, finetune, runner
 from benchmark.harness.presets import get_preset
 from benchmark.harness.tasks import get_task
 
-R18 = BackboneConfig(family="resnet_v1", depth=18, width=0.25, small_stem=True)
+R10 = BackboneConfig(family="resnet_v1", depth=10, width=0.25, small_stem=True)
 CONFIG = PretrainConfig(image_size=32, batch_size=8, steps=2, checkpoint_every=2)
 NO_BF16 = ("fpu", "sse4_2", "avx2", "avx512f", "avx512_vnni")  # a Xeon of 2019: no bfloat16 units
 
@@ -64,7 +64,7 @@ def _batch(batch_size=8, size=32):
 def _first_step(used: str, mask_same_group: bool):
     keras.utils.set_random_seed(0)
     with precision.scope(used):
-        model = build_contrastive_model(build_encoder(R18), backbone=R18, config=CONFIG,
+        model = build_contrastive_model(build_encoder(R10), backbone=R10, config=CONFIG,
                                         mask_same_group=mask_same_group)
         optimizer = pretrain.compile_model(model, CONFIG)
     logs = tf.function(model.train_step)(_batch())
@@ -86,12 +86,12 @@ def test_a_bfloat16_step_has_a_float32_loss_close_to_the_float32_steps(mask_same
 
 @pytest.fixture(scope="module")
 def bfloat16_stage(tmp_path_factory):
-    """A SimCLR stage pretrained in bfloat16 (CONFIG, R18): its directory and the trained weights.
+    """A SimCLR stage pretrained in bfloat16 (CONFIG, R10): its directory and the trained weights.
     Read by the next two tests (the second refuses to continue a copy of it in float32)."""
     determinism.set_deterministic(True)
     directory = tmp_path_factory.mktemp("bfloat16") / "stage"
     trained = SimCLR(pretrain.LoopOptions(progress=False, shuffle_buffer=8)).pretrain(
-        _groups(), backbone=R18, config=dataclasses.replace(CONFIG, precision="bfloat16"),
+        _groups(), backbone=R10, config=dataclasses.replace(CONFIG, precision="bfloat16"),
         strategy=tf.distribute.get_strategy(), checkpoint_dir=str(directory))
     return directory, trained.get_weights()
 
@@ -116,7 +116,7 @@ def _groups(num_groups=4, size=40):
 
 
 def test_a_bfloat16_classifier_has_float32_logits():
-    encoder = build_encoder(R18)
+    encoder = build_encoder(R10)
     clone = precision.clone_in(encoder, "bfloat16")
     clone.set_weights(encoder.get_weights())
     model = finetune.Classifier(clone, num_classes=3)
@@ -152,7 +152,7 @@ def test_speed_precision_flag_refuses_bad_values(values):
 def test_a_bad_pretrain_precision_and_a_stage_of_another_precision_are_refused(tmp_path, bfloat16_stage):
     simclr = SimCLR(pretrain.LoopOptions(progress=False, shuffle_buffer=8))
     shutil.copytree(bfloat16_stage[0], tmp_path / "stage")  # a finished bfloat16 stage
-    run = dict(backbone=R18, strategy=tf.distribute.get_strategy(), checkpoint_dir=str(tmp_path / "stage"))
+    run = dict(backbone=R10, strategy=tf.distribute.get_strategy(), checkpoint_dir=str(tmp_path / "stage"))
     with pytest.raises(ValueError, match=r"^PretrainConfig.precision='float16': expected one of "
                                          r"\('float32', 'bfloat16'\)$"):
         simclr.pretrain(_groups(), config=dataclasses.replace(CONFIG, precision="float16"), **run)

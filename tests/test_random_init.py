@@ -9,7 +9,7 @@ from baselines import checkpoint
 from baselines.api import BackboneConfig, PretrainConfig
 from baselines.registry import get_method
 
-R18 = BackboneConfig(family="resnet_v1", depth=18, width=0.25, small_stem=True)
+R10 = BackboneConfig(family="resnet_v1", depth=10, width=0.25, small_stem=True)
 BOT = BackboneConfig(family="botnet", depth=50, width=0.25, small_stem=True, image_size=16)
 DEFAULT = tf.distribute.get_strategy()
 
@@ -23,7 +23,7 @@ def _same(a, b):
     return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
-@pytest.mark.parametrize("backbone", [R18, BOT], ids=["resnet_v1", "botnet"])
+@pytest.mark.parametrize("backbone", [R10, BOT], ids=["resnet_v1", "botnet"])
 def test_weights_are_a_function_of_the_seed_and_the_stage_round_trips(tmp_path, backbone):
     first = _pretrain(tmp_path / "a", backbone, seed=3).get_weights()
     assert _same(_pretrain(tmp_path / "b", backbone, seed=3).get_weights(), first)
@@ -36,10 +36,10 @@ def test_weights_are_a_function_of_the_seed_and_the_stage_round_trips(tmp_path, 
 
 
 def test_a_stage_of_another_seed_or_a_starting_checkpoint_is_refused(tmp_path):
-    _pretrain(tmp_path, R18, seed=0)
+    _pretrain(tmp_path, R10, seed=0)
     with pytest.raises(ValueError, match=re.escape("method_options: stored {'seed': 0} != requested {'seed': 1}")):
-        _pretrain(tmp_path, R18, seed=1)
+        _pretrain(tmp_path, R10, seed=1)
     with pytest.raises(ValueError, match=re.escape(
             f"method 'random_init' starts from random weights; init_checkpoint={tmp_path} would make it "
             "another method (use no --init_checkpoint)")):
-        _pretrain(tmp_path / "new", R18, seed=0, init_checkpoint=str(tmp_path))
+        _pretrain(tmp_path / "new", R10, seed=0, init_checkpoint=str(tmp_path))

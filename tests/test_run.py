@@ -211,11 +211,11 @@ def test_the_control_is_named_by_its_backbone_unless_it_is_the_presets():
     assert (same.method, same.name, same.preset.backbone) == ("random_init", "random_init",
                                                               SMOKE.backbone)
     assert same.control is None and same.init_checkpoint is None
-    wider = BackboneConfig(family="resnet_v1", depth=18, width=0.5, small_stem=False)
+    wider = BackboneConfig(family="resnet_v1", depth=10, width=0.5, small_stem=False)
     other = runner.control_config(dataclasses.replace(
         base, preset=dataclasses.replace(base.preset, backbone=wider,
                                          pretrain=dataclasses.replace(SMOKE.pretrain, steps=9))))
-    assert other.name == "random_init-resnet_v1-18x0.5" and other.preset.backbone == wider
+    assert other.name == "random_init-resnet_v1-10x0.5" and other.preset.backbone == wider
     assert other.preset.pretrain == SMOKE.pretrain  # pretraining settings are not the control's
     bit = runner.control_config(dataclasses.replace(base, method="supervised"))
     assert bit.name.startswith("random_init-bit-") and bit.preset.backbone.family == "bit"
@@ -226,7 +226,7 @@ def test_the_control_is_named_by_its_backbone_unless_it_is_the_presets():
     reseeded = runner.control_config(dataclasses.replace(
         base, preset=dataclasses.replace(base.preset, backbone=wider,
                                          pretrain=dataclasses.replace(SMOKE.pretrain, seed=2))))
-    assert reseeded.name == "random_init-resnet_v1-18x0.5-pseed2"
+    assert reseeded.name == "random_init-resnet_v1-10x0.5-pseed2"
     assert reseeded.preset.pretrain.seed == 2  # the control's weights come from the same seed
 
 

@@ -76,8 +76,8 @@ BAD_FLAGS = [
     ("--eval_modes=finetune,finetune", "--eval_modes=finetune,finetune: duplicate values"),
     ("--eval_modes=probe", "--eval_modes=probe: unknown mode 'probe'; expected one of ('finetune', "
                            "'linear', 'distill') or distill:<backbone>"),
-    ("--eval_modes=finetune,distill:resnet_v1-10", "--eval_modes=finetune,distill:resnet_v1-10: eval mode "
-                                                   "distill:resnet_v1-10: resnet_v1 depth=10: expected one of"),
+    ("--eval_modes=finetune,distill:resnet_v1-12", "--eval_modes=finetune,distill:resnet_v1-12: eval mode "
+                                                   "distill:resnet_v1-12: resnet_v1 depth=12: expected one of"),
     ("--student_init={missing}", "--student_init={missing}: no such file or directory"),
     ("--student_init={tmp}", "--student_init={tmp}: only students of another backbone (eval modes "
                              "distill:<backbone>) start from an encoder of their own; the eval modes "
@@ -85,7 +85,7 @@ BAD_FLAGS = [
     ("--eval_modes=distill:bit-50x1,distill:bit-50", "--eval_modes=distill:bit-50x1,distill:bit-50: "
                                                      "duplicate values"),
     ("--backbone=resnet_v1-7", "--backbone=resnet_v1-7: resnet_v1 depth=7: expected one of "
-                               "[18, 34, 50, 101, 152]"),
+                               "[10, 18, 34, 50, 101, 152]"),
     ("--backbone=resnet_v1-18x0", "--backbone=resnet_v1-18x0: resnet_v1 width=0.0: expected one of"),
     ("--backbone=resnet_v1-18x5", "--backbone=resnet_v1-18x5: resnet_v1 width=5.0: expected one of"),
     ("--backbone=resnet_v1-18x-1", "--backbone=resnet_v1-18x-1: expected resnet_v1-<depth>"),
@@ -271,7 +271,7 @@ def test_stored_cell_of_another_method_or_config_is_an_error_not_a_hit(tmp_path,
         runner.run(dataclasses.replace(cfg, init_checkpoint=stage))
 
 
-B = BackboneConfig(family="resnet_v1", depth=18, width=0.25, small_stem=True)
+B = BackboneConfig(family="resnet_v1", depth=10, width=0.25, small_stem=True)
 C = PretrainConfig(image_size=32, batch_size=2, steps=6, checkpoint_every=2)
 DEFAULT = tf.distribute.get_strategy()
 

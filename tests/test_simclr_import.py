@@ -181,8 +181,8 @@ def test_imagenet_ssl_only_scenario_runs_through_the_harness(small, tmp_path, sm
 
     path, _ = small
     cfg = _config(tmp_path, "derm", "none", smoke_data_dir, eval_modes=("linear",), label_fractions=(100.0,))
-    preset = dataclasses.replace(cfg.preset, finetune=dataclasses.replace(cfg.preset.finetune,
-                                                                           ft_proj_selector=1))
+    preset = dataclasses.replace(cfg.preset, backbone=R18Q, finetune=dataclasses.replace(
+        cfg.preset.finetune, ft_proj_selector=1))
     (row,) = runner.run(dataclasses.replace(cfg, preset=preset, init_checkpoint=path))
     assert row["config"]["init"]["kind"] == "simclr_tf2" and len(row["config"]["init"]["fingerprint"]) == 64
     assert row["config"]["finetune"]["ft_proj_selector"] == 1

@@ -134,7 +134,7 @@ PRESETS: dict[str, Preset] = {
         name="smoke",
         resolution="64px",
         image_size=32,
-        backbone=BackboneConfig(family="resnet_v1", depth=18, width=0.25, small_stem=False),
+        backbone=BackboneConfig(family="resnet_v1", depth=10, width=0.25, small_stem=False),
         pretrain=PretrainConfig(image_size=32, batch_size=16, steps=4, base_learning_rate=1.0,
                                 warmup_fraction=0.25, checkpoint_every=2),
         finetune=FinetuneSettings(steps=4, batch_size=16, learning_rates=(0.05,), eval_points=2,
