@@ -37,22 +37,6 @@ def _check_rows(rows, cfg, primary):
         assert row["synthetic"] is True and row["data_fingerprint"]
 
 
-def test_cxr_micle_runs_and_never_shares_patients(tmp_path, smoke_data_dir):
-    cfg = _config(tmp_path, "cxr", "micle", smoke_data_dir)
-    rows = runner.run(cfg)
-    assert sorted(r["label_fraction"] for r in rows) == [0.5, 1.0]
-    _check_rows(rows, cfg, "mean_auc")
-    # Label fractions nest by patient and exclude validation/test patients.
-    builders = data.prepare(cfg.task, cfg.data)
-    splits = data.split_task(builders, cfg.task, validation_fraction=0.1, test_fraction=0.2)
-    assert not set(splits.train.group_ids) & set(splits.validation.group_ids)
-    assert not set(splits.train.group_ids) & set(splits.tests["in_distribution"].group_ids)
-    half, full = sorted(rows, key=lambda r: r["label_fraction"])
-    assert half["n_train_examples"] < full["n_train_examples"] == len(splits.train.example_ids)
-
-    # a finished cell is skipped when the grid grows: test_the_control_runs_once_beside_the_method...
-
-
 def test_pretraining_bags_regroup_the_cases_images(tmp_path, smoke_data_dir):
     """--bag: `study` gives one bag per study, `frontal` the frontal images of each case; every
     bag's images come from one training patient; the choice is recorded in the row's config."""
@@ -106,7 +90,9 @@ def test_cli_run_killed_mid_pretraining_resumes_to_the_uninterrupted_runs_bytes(
     """`python -m benchmark.run` killed during pretraining resumes from its checkpoint on rerun, and
     ends with the encoder, the prediction files (byte for byte) and the rows, fine-tuning search
     included, of an uninterrupted run in another process. In bfloat16 (float32 is the in-process
-    determinism tests' precision): determinism holds within a precision, across processes."""
+    determinism tests' precision): determinism holds within a precision, across processes. The
+    cxr MICLe rows are complete and valid, and the label fractions nest by patient and never share
+    one with validation or test."""
     import signal
     import subprocess
     import sys
@@ -116,7 +102,7 @@ def test_cli_run_killed_mid_pretraining_resumes_to_the_uninterrupted_runs_bytes(
 
     out, whole = tmp_path / "out", tmp_path / "whole"
     argv = [sys.executable, "-m", "benchmark.run", "--method=micle", "--task=cxr", "--preset=smoke",
-            "--pretrain_steps=20", "--seeds=0", "--label_fractions=100", "--eval_modes=finetune,linear",
+            "--pretrain_steps=20", "--seeds=0", "--label_fractions=50,100", "--eval_modes=finetune,linear",
             "--precision=bfloat16", "--verbosity=0", "--control=none", f"--data_dir={smoke_data_dir}",
             "--noprogress"]
     stage = Path("pretrain") / "cxr_micle"
@@ -146,19 +132,29 @@ def test_cli_run_killed_mid_pretraining_resumes_to_the_uninterrupted_runs_bytes(
 
     done = subprocess.run(argv + [f"--output_dir={whole}"], capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-2000:]
-    rows = {r["eval_mode"]: r for r in results.ResultsStore(out / "results.jsonl").rows()}
-    whole_rows = {r["eval_mode"]: r for r in results.ResultsStore(whole / "results.jsonl").rows()}
-    assert sorted(rows) == sorted(whole_rows) == ["finetune", "linear"]
+    rows = {results.cell_key(r): r for r in results.ResultsStore(out / "results.jsonl").rows()}
+    whole_rows = {results.cell_key(r): r for r in results.ResultsStore(whole / "results.jsonl").rows()}
+    assert sorted(rows) == sorted(whole_rows) and sorted((k[3], k[4]) for k in rows) == [
+        ("finetune", 0.5), ("finetune", 1.0), ("linear", 0.5), ("linear", 1.0)]
     volatile = ("created", "wall_seconds")
-    for mode, row in rows.items():
-        assert (row["method"], row["label_fraction"], row["seed"], row["deterministic"]) == ("micle", 1.0, 0, True)
+    for key, row in rows.items():
+        assert (row["method"], row["seed"], row["deterministic"]) == ("micle", 0, True)
         assert row["config"]["precision"] == {"requested": "bfloat16", "used": "bfloat16", "reason": "requested"}
         for test_set, result in row["metrics"].items():
             assert (out / result["predictions"]).read_bytes() == (
-                whole / whole_rows[mode]["metrics"][test_set]["predictions"]).read_bytes(), test_set
+                whole / whole_rows[key]["metrics"][test_set]["predictions"]).read_bytes(), test_set
         # the rows are equal, the fine-tuning search point for point included
         assert ({k: v for k, v in row.items() if k not in volatile}
-                == {k: v for k, v in whole_rows[mode].items() if k not in volatile})
+                == {k: v for k, v in whole_rows[key].items() if k not in volatile})
+    cfg = dataclasses.replace(_config(tmp_path, "cxr", "micle", smoke_data_dir), output_dir=str(out))
+    _check_rows(rows.values(), cfg, "mean_auc")
+    # Label fractions nest by patient and exclude validation/test patients.
+    builders = data.prepare(cfg.task, cfg.data)
+    splits = data.split_task(builders, cfg.task, validation_fraction=0.1, test_fraction=0.2)
+    assert not set(splits.train.group_ids) & set(splits.validation.group_ids)
+    assert not set(splits.train.group_ids) & set(splits.tests["in_distribution"].group_ids)
+    half, full = (rows[k] for k in sorted(rows) if k[3] == "finetune")
+    assert half["n_train_examples"] < full["n_train_examples"] == len(splits.train.example_ids)
     for a, b in zip(checkpoint.load_encoder(str(out / stage)).get_weights(),
                     checkpoint.load_encoder(str(whole / stage)).get_weights()):
         np.testing.assert_array_equal(a, b)
