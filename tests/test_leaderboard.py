@@ -202,10 +202,10 @@ def test_committed_reference_rows_are_one_clean_complete_run():
     """The reference rows come from one clean commit, in deterministic mode, with the cpu preset,
     three seeds (0, 1, 2) and three label fractions (1, 10, 100 %) on synthetic data: the baselines and
     the untrained `random_init` control on both tasks, MICLe and SimCLR (so the control) also
-    self-distilled, MICLe on BoTNet with its own control on derm (also distilled into a smaller
-    ResNet from scratch; the BoTNet cxr rows of the same commit are not in yet); and, on a board
-    of their own, the derm rows on the real HAM10000 subset (in-distribution only, 10 and
-    100 %). Every prediction file they name is committed."""
+    self-distilled, MICLe on BoTNet with its own control on both tasks (on derm also distilled into
+    a smaller ResNet from scratch); and, on a board of their own, the derm rows on the real
+    HAM10000 subset (in-distribution only, 10 and 100 %). Every prediction file they name is
+    committed."""
     from benchmark.harness import results
 
     board, subset = REPO / "leaderboards", REPO / "leaderboards" / "ham10000_subset"
@@ -220,7 +220,8 @@ def test_committed_reference_rows_are_one_clean_complete_run():
     assert _cell_keys(rows) == (
         _grid(("cxr", "derm"), ("micle", "simclr", "random_init"), ("finetune", "linear", "distill"), fractions)
         | _grid(("cxr", "derm"), ("supervised",), ("finetune", "linear"), fractions)
-        | _grid(("derm",), botnet, ("finetune", "linear", "distill:resnet_v1-18x0.25"), fractions))
+        | _grid(("derm",), botnet, ("finetune", "linear", "distill:resnet_v1-18x0.25"), fractions)
+        | _grid(("cxr",), botnet, ("finetune", "linear"), fractions))
     assert _cell_keys(real) == _grid(("derm",), ("micle", "simclr", "supervised", "random_init"),
                                  ("finetune", "linear"), (10, 100))
     for row in real:
