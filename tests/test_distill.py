@@ -5,7 +5,6 @@ import copy
 import dataclasses
 import json
 import os
-import shutil
 
 import keras
 import numpy as np
@@ -15,6 +14,7 @@ import tensorflow as tf
 from benchmark.board import leaderboard, lines, reproduce
 from benchmark.harness import data, distill, results, runner
 from benchmark.harness.presets import DistillSettings, get_preset
+from shared_helpers import copy_run
 from test_results import HEX, SELECTION, _row
 
 K = 3
@@ -244,7 +244,7 @@ def test_a_distill_row_reproduces_without_reading_unlabelled_labels(distilled, m
     monkeypatch.setattr(data, "load_split", poisoned)
     rerun = reproduce.rerun_config("r.jsonl:1", row, data_dir=cfg.data.data_dir,
                                    scratch_dir=str(tmp_path / "rerun"), progress=False)
-    shutil.copytree(os.path.join(cfg.output_dir, "pretrain"), os.path.join(rerun.output_dir, "pretrain"))
+    copy_run(cfg, rerun.output_dir, only="pretrain")  # the finished stage, as the row's run left it
     [again] = [r for r in runner.run(rerun) if r["eval_mode"] == "distill"]
     assert not os.path.exists(os.path.join(rerun.output_dir, "results.jsonl.lock"))
     assert [c.identical for c in reproduce.compare(cfg.output_dir, row, rerun.output_dir, again)] == [True, True]

@@ -481,7 +481,8 @@ def _finetune_cells(cfg, method, encoder, strategy, builders, splits, todo, stor
                 "collapsed": collapsed,
             }
         store.append({
-            "schema": results.SCHEMA_VERSION, **_cell(cfg, mode, fraction, seed), "metrics": scored, "n_train_examples": int(len(chosen.example_ids)),
+            "schema": results.SCHEMA_VERSION, **_cell(cfg, mode, fraction, seed), "metrics": scored,
+            "n_train_examples": int(len(chosen.example_ids)),
             "n_train_groups": int(len(groups)),
             "data_fingerprint": results.examples_fingerprint(chosen.example_ids, chosen.labels),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
