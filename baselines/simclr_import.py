@@ -2,8 +2,8 @@
 `resnet_v1` encoder and projection head.
 
 Two formats:
-- TF2 SavedModel directory (`saved_model.pb` + `variables/`; its parent also works): loaded with
-  `tf.saved_model.load`; its variables keep their creation names, e.g.
+- TF2 SavedModel directory (`saved_model.pb` + `variables/`; its parent also works): its
+  variables are read by their creation names (its functions are not loaded), e.g.
   `resnet/block_group1/bottleneck_block/conv2d_fixed_padding_1/conv2d_1/kernel:0` and
   `resnet/.../sync_batch_normalization_4/gamma:0`, the head under `projection_head/nl_<i>/`.
 - TF1 checkpoint prefix `model.ckpt-<step>` (or its directory, via its `checkpoint` file):
@@ -27,6 +27,8 @@ import re
 import keras
 import numpy as np
 import tensorflow as tf
+from google.protobuf import message
+from tensorflow.core.protobuf import saved_model_pb2, trackable_object_graph_pb2
 
 from baselines import resnet
 from baselines.api import BackboneConfig
@@ -87,14 +89,30 @@ def _first_line(e: Exception) -> str:
 
 
 def _read_tf2(directory: str) -> dict[str, np.ndarray]:
+    """The SavedModel's variables by creation name, read from its object graph and variables
+    checkpoint without loading its functions (the object at a path of attribute names in the
+    SavedModel's graph is the object at that path in the checkpoint's)."""
     try:
-        loaded = tf.saved_model.load(directory)
-    except (OSError, ValueError, tf.errors.OpError) as e:
+        saved = saved_model_pb2.SavedModel.FromString(
+            tf.io.gfile.GFile(os.path.join(directory, "saved_model.pb"), "rb").read())
+        objects = saved.meta_graphs[0].object_graph_def.nodes
+        reader = tf.train.load_checkpoint(os.path.join(directory, "variables", "variables"))
+        stored = trackable_object_graph_pb2.TrackableObjectGraph.FromString(
+            reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH")).nodes
+        found, pending, seen = {}, [(0, 0)], {0}
+        while pending:
+            node, key = pending.pop()
+            if objects[node].WhichOneof("kind") == "variable":
+                [value] = [a.checkpoint_key for a in stored[key].attributes if a.name == "VARIABLE_VALUE"]
+                name = objects[node].variable.name
+                found[name[:-2] if name.endswith(":0") else name] = reader.get_tensor(value)
+            children = {c.local_name: c.node_id for c in stored[key].children}
+            for child in objects[node].children:
+                if child.local_name in children and child.node_id not in seen:
+                    seen.add(child.node_id)
+                    pending.append((child.node_id, children[child.local_name]))
+    except (OSError, ValueError, IndexError, message.DecodeError, tf.errors.OpError) as e:
         raise ValueError(f"SimCLR SavedModel {directory}: unreadable ({_first_line(e)})") from None
-    found = {}
-    for obj in tf.train.TrackableView(loaded).descendants():
-        if isinstance(obj, tf.Variable):
-            found[obj.name[:-2] if obj.name.endswith(":0") else obj.name] = obj.numpy()
     return found
 
 

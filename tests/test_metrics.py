@@ -36,6 +36,21 @@ def test_roc_auc_matches_sklearn_with_ties(seed, decimals):
     assert metrics.roc_auc(labels, scores) == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.parametrize("decimals", [1, 3])
+def test_resampled_auc_matches_sklearn_with_the_counts_as_sample_weights(decimals):
+    """A bootstrap resample's AUC (patients drawn with replacement, ties in the scores) is
+    scikit-learn's AUC with each example weighted by its multiplicity."""
+    rng = np.random.default_rng(decimals)
+    n = 200
+    labels = rng.random(n) < 0.3
+    scores = np.round(rng.random(n) + 0.2 * labels, decimals)
+    _, patients = np.unique(rng.integers(0, 80, n), return_inverse=True)
+    weights = next(metrics._resample_weights(patients, 40, 0, n))
+    got = metrics._weighted_auc(labels, scores, weights)
+    for w, value in zip(weights, got):
+        assert value == pytest.approx(roc_auc_score(labels, scores, sample_weight=w), abs=1e-12)
+
+
 def test_roc_auc_edge_cases():
     assert metrics.roc_auc([0, 1, 0, 1], [0.5] * 4) == 0.5
     assert metrics.roc_auc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == 1.0

@@ -37,21 +37,24 @@ def roc_auc(labels, scores) -> float:
 
 
 def _weighted_auc(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """AUC for each row of `weights` [B, N] (non-negative example multiplicities); nan where a row
-    has no positive or no negative weight."""
+    """AUC for each row of `weights` [B, N] (whole-number example multiplicities: ones, or a
+    bootstrap resample's counts); nan where a row has no positive or no negative weight. Each
+    positive counts the negative weight ranked below it plus half the weight tied with it; every
+    sum is of whole or half numbers, so exact whatever its order."""
     if scores.size == 0:
         return np.full(weights.shape[0], np.nan)
-    order = np.argsort(scores, kind="stable")
-    sorted_scores = scores[order]
-    block_starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-    w = weights[:, order]
-    pos_mask = positive[order]
-    pos = np.add.reduceat(np.where(pos_mask, w, 0.0), block_starts, axis=1)
-    neg = np.add.reduceat(np.where(pos_mask, 0.0, w), block_starts, axis=1)
-    neg_below = np.cumsum(neg, axis=1) - neg
-    n_pos = pos.sum(axis=1)
-    n_neg = neg.sum(axis=1)
-    wins = np.sum(pos * (neg_below + 0.5 * neg), axis=1)
+    negative_scores = scores[~positive]
+    order = np.argsort(negative_scores, kind="stable")
+    ranked = negative_scores[order]
+    cumulative = np.zeros((weights.shape[0], ranked.size + 1))  # negative weight of the first k ranked
+    np.cumsum(weights[:, ~positive][:, order], axis=1, out=cumulative[:, 1:])
+    s = scores[positive]
+    below = cumulative[:, np.searchsorted(ranked, s, side="left")]
+    not_above = cumulative[:, np.searchsorted(ranked, s, side="right")]
+    w = weights[:, positive]
+    n_pos = w.sum(axis=1)
+    n_neg = cumulative[:, -1]
+    wins = 0.5 * np.sum(w * (below + not_above), axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         auc = wins / (n_pos * n_neg)
     return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
