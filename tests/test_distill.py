@@ -14,7 +14,6 @@ import tensorflow as tf
 from benchmark.board import leaderboard, lines, reproduce
 from benchmark.harness import data, distill, results, runner
 from benchmark.harness.presets import DistillSettings, get_preset
-from shared_helpers import copy_run
 from test_results import HEX, SELECTION, _row
 
 K = 3
@@ -189,14 +188,19 @@ def test_validate_row_requires_the_distillation_record():
 
 @pytest.fixture(scope="module")
 def distilled(tmp_path_factory, smoke_data_dir):
-    """One smoke cxr run (multilabel) of simclr with finetune and distill cells, one seed, under
-    MirroredStrategy over the 2 logical CPUs (conftest.py)."""
+    """One smoke cxr run (multilabel) with finetune and distill cells, one seed, under
+    MirroredStrategy over the 2 logical CPUs (conftest.py), of a saved encoder named "enc" (the
+    smoke backbone, random weights: no pretraining, which plays no part in distillation)."""
+    from baselines.backbones import build_encoder
     from test_run import _config
 
     tmp = tmp_path_factory.mktemp("distill")
-    cfg = _config(tmp, "cxr", "simclr", data_dir=smoke_data_dir, label_fractions=(50.0,),
+    keras.utils.set_random_seed(0)
+    encoder = tmp / "encoder.keras"
+    build_encoder(get_preset("smoke").backbone).save(encoder)
+    cfg = _config(tmp, "cxr", f"saved:{encoder}", data_dir=smoke_data_dir, label_fractions=(50.0,),
                   seeds=(1,), eval_modes=("finetune", "distill"))
-    cfg = dataclasses.replace(cfg, control=None, strategy="mirrored")
+    cfg = dataclasses.replace(cfg, control=None, strategy="mirrored", name="enc")
     rows = runner.run(cfg)
     return cfg, rows
 
@@ -222,8 +226,7 @@ def test_a_distill_row_records_its_teacher_and_the_unlabelled_images(distilled):
 
 def test_a_distill_row_reproduces_without_reading_unlabelled_labels(distilled, monkeypatch, tmp_path):
     """`benchmark.reproduce` reruns a distill cell alone (its teacher fine-tuned again in the
-    process; the finished pretraining stage is copied, labels play no part in it) with every
-    unlabelled training label replaced: the prediction files are byte-identical, so the run is
+    process) with every unlabelled training label replaced: the prediction files are byte-identical, so the run is
     deterministic and no unlabelled label played a part."""
     cfg, rows = distilled
     [row] = [r for r in rows if r["eval_mode"] == "distill" and r["seed"] == 1]
@@ -243,8 +246,8 @@ def test_a_distill_row_reproduces_without_reading_unlabelled_labels(distilled, m
 
     monkeypatch.setattr(data, "load_split", poisoned)
     rerun = reproduce.rerun_config("r.jsonl:1", row, data_dir=cfg.data.data_dir,
-                                   scratch_dir=str(tmp_path / "rerun"), progress=False)
-    copy_run(cfg, rerun.output_dir, only="pretrain")  # the finished stage, as the row's run left it
+                                   scratch_dir=str(tmp_path / "rerun"), progress=False,
+                                   method_spec=cfg.method)
     [again] = [r for r in runner.run(rerun) if r["eval_mode"] == "distill"]
     assert not os.path.exists(os.path.join(rerun.output_dir, "results.jsonl.lock"))
     assert [c.identical for c in reproduce.compare(cfg.output_dir, row, rerun.output_dir, again)] == [True, True]
@@ -269,12 +272,12 @@ def test_the_board_shows_distill_lines_against_their_teacher_and_the_control(dis
     both.write_text("".join(json.dumps(r) + "\n" for r in rows + [_as_control(r) for r in rows]))
     leaderboard.regenerate([str(both)], str(out), prediction_dirs=[cfg.output_dir])
     table = {(r["method"], r["eval_mode"]): r for r in _csv(out / "cxr.csv") if r["section"] == "ours_synthetic"}
-    line = table[("simclr", "distill")]
-    assert line["teacher"] == "simclr finetune resnet_v1-10x0.25"
+    line = table[("enc", "distill")]
+    assert line["teacher"] == "enc finetune resnet_v1-10x0.25"
     assert line["in_distribution_teacher_diff_n_seeds"] == "1" and line["in_distribution_teacher_diff"]
     assert line["control"] == "random_init" and line["in_distribution_diff_n_seeds"] == "1"
     assert float(line["in_distribution_diff"]) == float(line["in_distribution_diff_ci_high"]) == 0.0
-    assert table[("simclr", "finetune")]["teacher"] == ""
+    assert table[("enc", "finetune")]["teacher"] == ""
     assert table[("random_init", "distill")]["teacher"] == "random_init finetune resnet_v1-10x0.25"
     md = (out / "cxr.md").read_text()
     assert "Δ vs teacher (paired 95% CI)" in md and lines.TEACHER_RULE in md
@@ -308,7 +311,7 @@ def test_the_run_table_puts_each_student_beside_its_teacher(distilled):
     student_part = table.split("distillation: the student beside its teacher")[1].splitlines()
     assert student_part[1].split()[:8] == ["task", "method", "eval", "labels", "test", "set", "metric", "student"]
     [in_dist] = [l for l in student_part if "in_distribution" in l]
-    assert in_dist.split()[:4] == ["cxr", "simclr", "distill", "50%"] and "(n=1)" in in_dist
+    assert in_dist.split()[:4] == ["cxr", "enc", "distill", "50%"] and "(n=1)" in in_dist
 
 
 def test_a_smaller_student_starts_from_random_weights_or_from_an_encoder_of_its_own(tmp_path):

@@ -89,16 +89,20 @@ def test_derm_simclr_linear(tmp_path, derm_simclr_runs):
 def test_cli_run_killed_mid_pretraining_resumes_to_the_uninterrupted_runs_bytes(tmp_path, smoke_data_dir):
     """`python -m benchmark.run` killed during pretraining resumes from its checkpoint on rerun, and
     ends with the encoder, the prediction files (byte for byte) and the rows, fine-tuning search
-    included, of an uninterrupted run in another process. In bfloat16 (float32 is the in-process
-    determinism tests' precision): determinism holds within a precision, across processes. The
-    cxr MICLe rows are complete and valid, and the label fractions nest by patient and never share
-    one with validation or test."""
+    included, of an uninterrupted run of the same entry point in another process (this test's own,
+    with its history of earlier tests). In bfloat16 (float32 is the in-process determinism tests'
+    precision): determinism holds within a precision, across processes. The cxr MICLe rows are
+    complete and valid, and the label fractions nest by patient and never share one with
+    validation or test."""
     import signal
     import subprocess
     import sys
     import time
 
+    from absl import flags
+
     from baselines import checkpoint
+    from benchmark import run
 
     out, whole = tmp_path / "out", tmp_path / "whole"
     argv = [sys.executable, "-m", "benchmark.run", "--method=micle", "--task=cxr", "--preset=smoke",
@@ -130,8 +134,11 @@ def test_cli_run_killed_mid_pretraining_resumes_to_the_uninterrupted_runs_bytes(
     final = json.loads(meta_file.read_text())
     assert final["finished"] and final["steps_done"] == 20
 
-    done = subprocess.run(argv + [f"--output_dir={whole}"], capture_output=True, text=True, timeout=400)
-    assert done.returncode == 0, done.stderr[-2000:]
+    flags.FLAGS.unparse_flags()
+    try:
+        run.main(flags.FLAGS(argv[2:] + [f"--output_dir={whole}"]))
+    finally:
+        flags.FLAGS.unparse_flags()
     rows = {results.cell_key(r): r for r in results.ResultsStore(out / "results.jsonl").rows()}
     whole_rows = {results.cell_key(r): r for r in results.ResultsStore(whole / "results.jsonl").rows()}
     assert sorted(rows) == sorted(whole_rows) and sorted((k[3], k[4]) for k in rows) == [
