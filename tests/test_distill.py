@@ -340,3 +340,42 @@ def test_a_smaller_student_starts_from_random_weights_or_from_an_encoder_of_its_
     assert runner._student_init_text(seeded, small).startswith("keras own")
     with pytest.raises(ValueError, match=r"^--student_init=.*: only students of another backbone"):
         runner.check_student_init("x", ("finetune", "distill"))
+
+
+@pytest.mark.parametrize("kind", ["multilabel", "multiclass"])
+def test_a_distillation_step_over_two_replicas_equals_the_single_device_step(kind):
+    """The student's trainer takes the same two steps under MirroredStrategy over the 2 logical
+    CPUs as on one device, label weight 0.5 included: the replicas' halves of the batch hold 3 and
+    1 labelled images, and the supervised term is still the mean over the whole batch's labelled
+    images. (An encoder without batch norm, whose statistics are per replica by design.)"""
+    from baselines import distribute
+    from benchmark.harness import finetune
+
+    rng = np.random.default_rng(0)
+    images = rng.random((8, 8, 8, 3)).astype(np.float32)
+    labels = np.eye(K, dtype=np.float32)[rng.integers(0, K, 8)]
+    labels[[3, 4, 5, 7]] = np.nan  # replica 0 gets images 0-3, replica 1 images 4-7
+    targets = np.concatenate([3 * rng.normal(size=(8, K)).astype(np.float32), labels], axis=1)
+    policy = distill.DistillPolicy(steps=2, learning_rate=0.5, batch_size=8, warmup_steps=0,
+                                   temperature=2.0, label_weight=0.5)
+    start = None
+
+    def two_steps(strategy):
+        nonlocal start
+        with strategy.scope():
+            encoder = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
+                                        keras.layers.GlobalAveragePooling2D()])
+        start = start or encoder.get_weights()
+        encoder.set_weights(start)
+        trainer = finetune.Trainer(encoder, kind=kind, num_classes=K, image_size=8, weight_decay=0.0,
+                                   strategy=strategy, loss_fn=distill.DistillationLoss)
+        trainer._reset(policy)
+        batches = tf.data.Dataset.from_tensor_slices((images, targets)).batch(8).repeat()
+        trainer.model.fit(batches, steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)
+        return trainer.model.get_weights()
+
+    single = two_steps(tf.distribute.get_strategy())
+    mirrored = two_steps(distribute.get_strategy("mirrored"))
+    assert not np.allclose(single[0], start[0])  # the encoder trained
+    for a, b in zip(mirrored, single, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -113,10 +113,20 @@ class DistillationLoss(keras.losses.Loss):
         else:
             supervised = -ops.sum(targets * ops.log_softmax(y_pred, axis=-1), axis=-1)
         labelled = ops.cast(ops.any(known, axis=-1), "float32")
-        # The batch mean of this equals the mean of the supervised loss over the labelled images.
-        share = ops.cast(ops.shape(labelled)[0], "float32") / ops.maximum(ops.sum(labelled), 1.0)
+        # The batch mean of this equals the mean of the supervised loss over the labelled images of
+        # the whole batch, all replicas' parts of it together.
+        share = _over_replicas(ops.cast(ops.shape(labelled)[0], "float32")) / ops.maximum(
+            _over_replicas(ops.sum(labelled)), 1.0)
         w = self.label_weight
         return (1.0 - w) * distilled + w * supervised * labelled * share
+
+
+def _over_replicas(value):
+    """`value` summed over the replicas in sync (itself with one replica)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 
 def soft_targets(kind: str, teacher_logits, temperature):
