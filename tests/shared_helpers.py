@@ -1,5 +1,7 @@
 """Helpers several test files share: the toy board and submission builder, running a function
-in a forked child process, and smoke-preset run configurations (and copies of shared runs)."""
+in a forked child process, absl flags parsed for an entry point called in-process, and
+smoke-preset run configurations (and copies of shared runs)."""
+import contextlib
 import dataclasses
 import importlib.util
 import os
@@ -34,6 +36,19 @@ def fork(action) -> int:
 def wait(pid: int) -> int:
     """The child's exit status, or -signal when a signal ended it."""
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+@contextlib.contextmanager
+def parsed_flags(argv):
+    """absl's global FLAGS parsed from `argv` (argv[0]: the program) while the block runs, at their
+    defaults before and after it; yields the positional arguments (what `app.run` passes `main`)."""
+    from absl import flags
+
+    flags.FLAGS.unparse_flags()
+    try:
+        yield flags.FLAGS(argv)
+    finally:
+        flags.FLAGS.unparse_flags()
 
 
 def smoke_config(tmp_path, task, method, data_dir=None, **preset_changes):

@@ -7,7 +7,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
 
 from baselines import botnet, checkpoint, resnet
 from baselines import api
@@ -15,6 +14,7 @@ from baselines.api import BackboneConfig
 from baselines.backbones import build_encoder, encoder_feature_dim
 import test_results
 from benchmark import run
+from shared_helpers import parsed_flags
 from benchmark.board import lines as board_lines
 from benchmark.board import render_csv
 from benchmark.board import render_tables
@@ -233,12 +233,8 @@ def test_smallest_usable_sizes_build():
 
 
 def _config_from(argv):
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["benchmark.run", *argv])
-    try:
+    with parsed_flags(["benchmark.run", *argv]):
         return run.config_from_flags()
-    finally:
-        flags.FLAGS.unparse_flags()
 
 
 def test_backbone_flag_builds_botnet_for_the_presets_image_size(tmp_path):

@@ -226,8 +226,8 @@ def test_a_distill_row_records_its_teacher_and_the_unlabelled_images(distilled):
 
 def test_a_distill_row_reproduces_without_reading_unlabelled_labels(distilled, monkeypatch, tmp_path):
     """`benchmark.reproduce` reruns a distill cell alone (its teacher fine-tuned again in the
-    process) with every unlabelled training label replaced: the prediction files are byte-identical, so the run is
-    deterministic and no unlabelled label played a part."""
+    process) with every unlabelled training label replaced: the prediction files are
+    byte-identical, so the run is deterministic and no unlabelled label played a part."""
     cfg, rows = distilled
     [row] = [r for r in rows if r["eval_mode"] == "distill" and r["seed"] == 1]
     labelled = set(runner.train_subset(cfg.task, data.split_task(

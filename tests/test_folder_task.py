@@ -10,13 +10,13 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
 
 from benchmark import run as run_cmd
 from benchmark.board import leaderboard, report
 from benchmark.harness import data, results, runner, scoring, tasks
 from benchmark.harness.presets import get_preset
 from tfds_builders.folder_task import spec
+from shared_helpers import parsed_flags
 from tfds_builders.synthetic import folder as synthetic_folder
 
 SMOKE = get_preset("smoke")
@@ -224,13 +224,8 @@ def test_a_bad_folder_is_a_flag_error_of_benchmark_run(base_folder, tmp_path):
     shutil.copytree(base_folder, root)
     expected = _label_outside(root).replace("<dir>", str(root))
     _set_cell(root, 5, "opacity", "yes")
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["benchmark.run", f"--task=folder:{root}"])
-    try:
-        with pytest.raises(ValueError) as raised:
-            run_cmd.config_from_flags()
-    finally:
-        flags.FLAGS.unparse_flags()
+    with parsed_flags(["benchmark.run", f"--task=folder:{root}"]), pytest.raises(ValueError) as raised:
+        run_cmd.config_from_flags()
     assert str(raised.value) == (f"{expected} (and 1 more: python -m benchmark.data_check "
                                  f"--task=folder:{root} lists them)")
 

@@ -12,7 +12,7 @@ from baselines import registry
 from benchmark.harness import data, results, runner
 from benchmark.harness.presets import get_preset
 from benchmark.harness.tasks import TaskOptions, get_task
-from shared_helpers import copy_run, smoke_config
+from shared_helpers import copy_run, parsed_flags, smoke_config
 
 SMOKE = get_preset("smoke")
 
@@ -99,8 +99,6 @@ def test_cli_run_killed_mid_pretraining_resumes_to_the_uninterrupted_runs_bytes(
     import sys
     import time
 
-    from absl import flags
-
     from baselines import checkpoint
     from benchmark import run
 
@@ -134,11 +132,8 @@ def test_cli_run_killed_mid_pretraining_resumes_to_the_uninterrupted_runs_bytes(
     final = json.loads(meta_file.read_text())
     assert final["finished"] and final["steps_done"] == 20
 
-    flags.FLAGS.unparse_flags()
-    try:
-        run.main(flags.FLAGS(argv[2:] + [f"--output_dir={whole}"]))
-    finally:
-        flags.FLAGS.unparse_flags()
+    with parsed_flags(argv[2:] + [f"--output_dir={whole}"]) as positional:
+        run.main(positional)
     rows = {results.cell_key(r): r for r in results.ResultsStore(out / "results.jsonl").rows()}
     whole_rows = {results.cell_key(r): r for r in results.ResultsStore(whole / "results.jsonl").rows()}
     assert sorted(rows) == sorted(whole_rows) and sorted((k[3], k[4]) for k in rows) == [

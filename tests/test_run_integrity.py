@@ -14,7 +14,6 @@ import keras
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from absl import flags
 
 from baselines import checkpoint
 from baselines.api import BackboneConfig, PretrainConfig
@@ -23,11 +22,11 @@ from baselines.backbones import build_encoder
 from baselines.simclr import SimCLR
 from benchmark import cli, run
 from benchmark.harness import results, runner
+from shared_helpers import parsed_flags
 from test_methods import Recorder, Stop, groups, options
 from test_results import _row
 from test_run import _config
 
-FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -42,13 +41,8 @@ def _main(argv, monkeypatch, *, work_allowed=False):
             monkeypatch.setattr(runner, target, _fail)
         monkeypatch.setattr(run.data, "prepare", _fail)
         monkeypatch.setattr(run.distribute, "get_strategy", _fail)
-    FLAGS.unparse_flags()
-    try:
-        positional = FLAGS(["run", *argv])
-        with pytest.raises(SystemExit) as exit_info:
-            run.main(positional)
-    finally:
-        FLAGS.unparse_flags()
+    with parsed_flags(["run", *argv]) as positional, pytest.raises(SystemExit) as exit_info:
+        run.main(positional)
     return exit_info.value.code
 
 
@@ -487,13 +481,11 @@ def test_bad_data_check_flags_fail_in_one_line_before_any_work(arg, message, pat
     from benchmark import data_check
 
     monkeypatch.setattr(data_check, "run", _fail)
-    FLAGS.unparse_flags()
     try:
-        positional = FLAGS(["data_check", *arg.format(**paths).split(" ")])
-        with pytest.raises(SystemExit) as exit_info:
+        with (parsed_flags(["data_check", *arg.format(**paths).split(" ")]) as positional,
+              pytest.raises(SystemExit) as exit_info):
             data_check.main(positional)
     finally:
-        FLAGS.unparse_flags()
         tfds.enable_progress_bar()
     assert exit_info.value.code == "error: " + message.format(**paths)
 
@@ -509,13 +501,10 @@ def test_data_check_and_speed_turn_a_full_disk_into_one_line(entry, monkeypatch)
     monkeypatch.setattr(module, "run" if entry == "data_check" else "measure", full)
     if entry == "speed":
         _speed_flags(monkeypatch, [entry])
-    FLAGS.unparse_flags()
     try:
-        FLAGS([entry])
-        with pytest.raises(SystemExit) as exit_info:
+        with parsed_flags([entry]), pytest.raises(SystemExit) as exit_info:
             module.main([entry])
     finally:
-        FLAGS.unparse_flags()
         tfds.enable_progress_bar()
     assert exit_info.value.code == "error: /w/tfds/cxr_chexpert: No space left on device"
 
@@ -555,11 +544,8 @@ def _speed_flags(monkeypatch, argv):
 
 
 def test_pretrain_seed_flag_sets_only_the_pretraining_seed(tmp_path):
-    FLAGS.unparse_flags()
-    try:
-        FLAGS(["run", "--pretrain_seed=3", "--pretrain_steps=7", "--seeds=0,1", f"--output_dir={tmp_path}"])
+    with parsed_flags(["run", "--pretrain_seed=3", "--pretrain_steps=7", "--seeds=0,1",
+                       f"--output_dir={tmp_path}"]):
         cfg = run.config_from_flags()
-    finally:
-        FLAGS.unparse_flags()
     assert (cfg.preset.pretrain.seed, cfg.preset.pretrain.steps, cfg.preset.seeds) == (3, 7, (0, 1))
     assert runner.control_config(cfg).name == "random_init-pseed3"

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
 
 from benchmark import run
 from benchmark.harness import data, tasks
+from shared_helpers import parsed_flags
 
 _STATE = {"positive": 0, "negative": 1, "uncertain": 2, "blank": 3}
 
@@ -88,13 +88,9 @@ def test_group_strata_constant_within_group_and_rarest_class():
     (["--method=saved:/nonexistent/encoder.keras"], "no such file"),
 ])
 def test_cli_rejects_bad_flags(argv, message):
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["benchmark.run", *argv])
-    try:
-        with pytest.raises(ValueError, match=message.replace("(", r"\(")):
-            run.config_from_flags()
-    finally:
-        flags.FLAGS.unparse_flags()
+    with (parsed_flags(["benchmark.run", *argv]),
+          pytest.raises(ValueError, match=message.replace("(", r"\("))):
+        run.config_from_flags()
 
 
 def test_parse_backbone():
