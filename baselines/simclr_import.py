@@ -93,8 +93,8 @@ def _read_tf2(directory: str) -> dict[str, np.ndarray]:
     checkpoint without loading its functions (the object at a path of attribute names in the
     SavedModel's graph is the object at that path in the checkpoint's)."""
     try:
-        saved = saved_model_pb2.SavedModel.FromString(
-            tf.io.gfile.GFile(os.path.join(directory, "saved_model.pb"), "rb").read())
+        with tf.io.gfile.GFile(os.path.join(directory, "saved_model.pb"), "rb") as f:
+            saved = saved_model_pb2.SavedModel.FromString(f.read())
         objects = saved.meta_graphs[0].object_graph_def.nodes
         reader = tf.train.load_checkpoint(os.path.join(directory, "variables", "variables"))
         stored = trackable_object_graph_pb2.TrackableObjectGraph.FromString(
